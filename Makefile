@@ -1,0 +1,45 @@
+# Two commands: `make run` (set up, generate data, run the default experiment) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA := data/scenes-64x80
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: setup data run test lint unit nbval lab bench clean browser
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { command -v $(PYTHON) >/dev/null 2>&1 || PYTHON=python3; $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0          # pinned first: the CPU wheel on disk, never a CUDA download
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(VENV)/bin/mtlwb generate --root $(DATA)
+
+run: data
+	$(VENV)/bin/mtlwb run-default
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mtlwb tests benchmarks notebooks
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -x tests
+
+nbval: data
+	$(PY) -m pytest -q --nbval notebooks --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+
+test: lint data unit nbval
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: data
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf reports/runs reports/sweeps .pytest_cache

@@ -1,0 +1,8 @@
+"""mtlwb: a multi-task learning workbench for dense prediction from partially annotated data."""
+
+from .config import ExperimentConfig
+from .train import Experiment, build_experiment, evaluate, load_experiment, load_record, train
+
+__all__ = ["Experiment", "ExperimentConfig", "build_experiment", "evaluate", "load_experiment", "load_record",
+           "train"]
+__version__ = "0.1.0"

@@ -1,0 +1,105 @@
+"""Reader for the MTAN-preprocessed NYUv2 layout, shared by the built-in scenes.
+
+``<root>/<split>/<folder>/<i>.npy`` with one folder per task (image, label,
+depth, normal, edge). Every file's header is checked when the dataset is
+opened, so a missing, truncated or wrong-shape file is reported by name
+before training starts rather than as a crash in epoch 7.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..tasks import TaskSpec
+
+# task name -> (folder on disk, channels on disk or 0 for HW)
+TASK_FOLDERS = {"semantic": ("label", 0), "depth": ("depth", 1), "normal": ("normal", 3), "edge": ("edge", 1)}
+SPLITS = ("train", "val")
+
+
+def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the .npy header; fails on a truncated file."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"dataset file missing: {path}") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"dataset file {path} is unreadable or truncated ({e})") from e
+    return arr.shape, arr.dtype
+
+
+class MultiTaskFolder(Dataset):
+    """One split of a folder-of-npy multi-task dataset.
+
+    Items: {'image': [3,H,W] float32, 'semantic': [H,W] int64 (-1 ignore),
+    'depth': [1,H,W], 'normal': [3,H,W], 'edge': [1,H,W], 'index': int}.
+    """
+
+    def __init__(self, root: str | Path, split: str, tasks: list[TaskSpec], limit: int | None = None,
+                 check_files: bool = True) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: allowed {SPLITS}")
+        self.root = Path(root)
+        self.split_dir = self.root / split
+        self.tasks = list(tasks)
+        image_dir = self.split_dir / "image"
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"dataset folder missing: {image_dir} (expected the layout "
+                                    "<root>/{train,val}/{image,label,depth,normal}/<i>.npy; see data/README.md)")
+        n = len(list(image_dir.glob("*.npy")))
+        if n == 0:
+            raise FileNotFoundError(f"dataset folder {image_dir} holds no .npy files")
+        self.size = n if limit is None else min(n, limit)
+        if check_files:
+            self._check_headers()
+
+    def _files(self, folder: str) -> list[Path]:
+        return [self.split_dir / folder / f"{i}.npy" for i in range(self.size)]
+
+    def _check_headers(self) -> None:
+        shape, _ = _header(self.split_dir / "image" / "0.npy")
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"dataset file {self.split_dir / 'image' / '0.npy'}: shape {shape}, expected (H, W, 3)")
+        h, w = shape[:2]
+        expected = {"image": (h, w, 3)}
+        for t in self.tasks:
+            folder, c = TASK_FOLDERS[t.name]
+            expected[folder] = (h, w) if c == 0 else (h, w, c)
+        for folder, exp in expected.items():
+            if not (self.split_dir / folder).is_dir():
+                raise FileNotFoundError(f"dataset folder missing: {self.split_dir / folder}")
+            for path in self._files(folder):
+                shape, dtype = _header(path)
+                if shape != exp or dtype.kind != "f":
+                    raise ValueError(f"dataset file {path}: shape {shape} dtype {dtype}, "
+                                     f"expected shape {exp} floating point")
+        self.image_size = (h, w)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        item: dict[str, torch.Tensor | int] = {"index": i}
+        image = np.load(self.split_dir / "image" / f"{i}.npy")
+        item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
+        for t in self.tasks:
+            folder, _ = TASK_FOLDERS[t.name]
+            arr = np.load(self.split_dir / folder / f"{i}.npy")
+            if t.name == "semantic":
+                item[t.name] = torch.from_numpy(arr.astype(np.int64))
+            else:
+                item[t.name] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), np.float32))
+        return item
+
+
+def dataset_num_classes(root: str | Path, default: int = 13) -> int:
+    """Classes from the scenes' meta.json; NYUv2 (no meta) has 13."""
+    meta = Path(root) / "meta.json"
+    if meta.is_file():
+        return int(json.loads(meta.read_text())["num_classes"])
+    return default

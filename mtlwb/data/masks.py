@@ -1,0 +1,138 @@
+"""Partial-annotation settings: which training image is labelled for which task.
+
+A setting is a [N, T] table of {0, 1} (row = image, column = task, in the
+order of the experiment's task list). Tables are generated from a seed and
+saved next to the dataset in the published MTPSL/JTR format
+(``torch.save({'labels_weights': FloatTensor[N, T]})``), so every run of a
+setting sees the same labels, and the published files load the same way.
+
+Settings:
+- ``full``: every image labelled for every task.
+- ``onelabel``: exactly one task per image, balanced (counts differ by <= 1).
+- ``randomlabel``: a uniformly random non-empty, not-all subset per image
+  (as NYUv2 ``randomlabels``; needs T >= 2).
+- ``ratio:<task>=<r>,...``: each listed task labelled on exactly round(r*N)
+  images chosen at random, unlisted tasks on all; r in (0, 1].
+- a path to a ``.pt``/``.pth`` (``{'labels_weights': ...}``) or ``.npy`` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import atomic_torch_save
+
+NAMED_SETTINGS = ("full", "onelabel", "randomlabel")
+MASK_FILE_SUFFIXES = (".pt", ".pth", ".npy")
+
+
+def parse_ratios(setting: str, task_names: list[str]) -> dict[str, float]:
+    """``ratio:depth=1.0,semantic=0.1`` -> {task: ratio}; every task present."""
+    body = setting[len("ratio:"):]
+    ratios = dict.fromkeys(task_names, 1.0)
+    for item in filter(None, body.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in task_names:
+            raise ValueError(f"label_setting={setting!r}: expected 'ratio:<task>=<r>,...' with tasks "
+                             f"from {task_names}; got item {item!r}")
+        try:
+            r = float(value)
+        except ValueError:
+            raise ValueError(f"label_setting={setting!r}: ratio for {name!r} is not a number") from None
+        if not 0.0 < r <= 1.0:
+            raise ValueError(f"label_setting={setting!r}: ratio for {name!r} must be in (0, 1], got {r} "
+                             "(a ratio of 0 leaves the task with no labels)")
+        ratios[name] = r
+    return ratios
+
+
+def check_setting(setting: str, task_names: list[str]) -> None:
+    """Refuse a malformed setting before any work (file contents are checked at load)."""
+    if setting in NAMED_SETTINGS:
+        if setting == "randomlabel" and len(task_names) < 2:
+            raise ValueError("label_setting='randomlabel' needs at least 2 tasks "
+                             f"(a non-empty, not-all subset); tasks={task_names}")
+        return
+    if setting.startswith("ratio:"):
+        parse_ratios(setting, task_names)
+        return
+    if Path(setting).suffix in MASK_FILE_SUFFIXES:
+        if not Path(setting).is_file():
+            raise ValueError(f"label_setting={setting!r}: mask file does not exist")
+        return
+    raise ValueError(f"label_setting={setting!r}: allowed {list(NAMED_SETTINGS)}, 'ratio:<task>=<r>,...' "
+                     f"or a path to a mask file ({', '.join(MASK_FILE_SUFFIXES)})")
+
+
+def make_mask(setting: str, n: int, task_names: list[str], seed: int = 0) -> np.ndarray:
+    """Generate the [N, T] float32 table of a named or ratio setting."""
+    check_setting(setting, task_names)
+    t = len(task_names)
+    rng = np.random.default_rng(seed)
+    if setting == "full":
+        return np.ones((n, t), np.float32)
+    if setting == "onelabel":
+        owner = rng.permutation(np.arange(n) % t)
+        return np.eye(t, dtype=np.float32)[owner]
+    if setting == "randomlabel":
+        subsets = np.arange(1, 2**t - 1)                      # exclude empty and all
+        codes = rng.choice(subsets, size=n)
+        return ((codes[:, None] >> np.arange(t)) & 1).astype(np.float32)
+    ratios = parse_ratios(setting, task_names)
+    mask = np.zeros((n, t), np.float32)
+    for j, name in enumerate(task_names):
+        k = max(1, int(round(ratios[name] * n)))
+        mask[rng.permutation(n)[:k], j] = 1.0
+    return mask
+
+
+def load_mask_file(path: str | Path, n: int, task_names: list[str]) -> np.ndarray:
+    """Read a published mask file and check it against N and T."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            table = np.load(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(obj, dict) or "labels_weights" not in obj:
+                raise ValueError("expected a dict with key 'labels_weights'")
+            table = obj["labels_weights"].numpy()
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise ValueError(f"mask file {str(path)!r}: cannot read ({e})") from e
+    table = np.asarray(table, np.float32)
+    if table.shape != (n, len(task_names)):
+        raise ValueError(f"mask file {str(path)!r}: shape {table.shape}, expected (N, T) = "
+                         f"({n}, {len(task_names)}) for tasks {task_names}")
+    if not np.isin(table, (0.0, 1.0)).all():
+        raise ValueError(f"mask file {str(path)!r}: entries must be 0 or 1")
+    check_every_task_labelled(table, task_names, str(path))
+    return table
+
+
+def check_every_task_labelled(table: np.ndarray, task_names: list[str], origin: str) -> None:
+    empty = [name for j, name in enumerate(task_names) if table[:, j].sum() == 0]
+    if empty:
+        raise ValueError(f"label_setting={origin!r} leaves tasks {empty} with no labelled image")
+
+
+def mask_cache_path(data_root: str | Path, setting: str, task_names: list[str], seed: int, n: int) -> Path:
+    slug = setting if setting in NAMED_SETTINGS else "ratio-" + hashlib.sha1(setting.encode()).hexdigest()[:8]
+    return Path(data_root) / "masks" / f"{slug}-{'+'.join(task_names)}-n{n}-seed{seed}.pt"
+
+
+def label_mask(setting: str, data_root: str | Path, n: int, task_names: list[str], seed: int = 0) -> np.ndarray:
+    """The table of a setting for a dataset: loaded from file, or generated once and saved."""
+    if Path(setting).suffix in MASK_FILE_SUFFIXES:
+        return load_mask_file(setting, n, task_names)
+    path = mask_cache_path(data_root, setting, task_names, seed, n)
+    if path.exists():
+        return load_mask_file(path, n, task_names)
+    table = make_mask(setting, n, task_names, seed)
+    check_every_task_labelled(table, task_names, setting)
+    atomic_torch_save(path, {"labels_weights": torch.from_numpy(table)})
+    return table

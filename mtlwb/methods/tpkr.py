@@ -1,0 +1,263 @@
+"""Task-prototype knowledge retrieval for multi-task learning from partially annotated data.
+
+Youngmin Oh, Hyung-Il Kim, Jung Uk Kim, "Task Prototype-Based Knowledge Retrieval for Multi-Task Learning from
+Partially Annotated Data", AAAI 2026, arXiv 2601.07474. No public code; this is a first implementation.
+
+Why: prediction-based partial-label methods (MTPSL, JTR) link tasks through predictions of *unlabelled* tasks, which
+are unreliable. Here tasks are linked through learnable task prototypes instead, and no term ever uses an unlabelled
+task's prediction or ground truth as a target.
+
+What the paper states (method section; equation numbers could not be checked, see below):
+    f^q = q(f^e) := argmin_{z_k ∈ Z} ||f^e_ij - z_k||     codebook Z = {z_k}, k = 1..K, z_k ∈ R^{1×c}
+    f^i = f^e + f^q                                      integrated shared feature
+    L_tae = SmoothL1(I_r, I)                             I_r: convolutional decoder applied to f^i
+    L_akg = L_tke + L_tc,   L_total = L_MTL + λ1 L_tae + λ2 L_akg
+Only the above could be read (from third-party summaries); the full text was not reachable, hence neither its
+equation numbers nor the exact forms of A, L_tke, L_tc, the transformer, nor λ1, λ2, K and the dims. Our choices
+(each an option):
+  * VQ term: VQ-VAE codebook + β·commitment, logged as its own term "vq" with weight ``lambda_vq`` (not inside L_tae).
+  * f^t: task-specific conv(k×k)-BN-ReLU of f^i, c channels (``proj_kernel``).
+  * A(f^t, V)[t, s] = softmax_s(cos(W·pool(f^t), v_s) / τ), W a shared linear c → d; pool = global mean, or per
+    position then averaged (``affinity_pool``). Rows sum to 1; slot s is bound to task s by L_tke.
+  * L_tke = mean_{b,t} -log A_b[t, t] (cross-entropy with target t).
+  * L_tc ("task consistency", ``tc_mode``): "batch" = KL(sg[Ā] || A_b) row-wise, Ā the batch-mean affinity: the task
+    association is a property of the tasks and should agree across images; "refined" = L_tke applied to A(f^tr, V):
+    the task keeps its identity after retrieving other tasks' knowledge.
+  * Both AKG terms on every (image, task) pair (``akg_on="all"``): they need no labels; "labelled" restricts them.
+  * f^ta_t = Σ_s A[t, s] f^s; cross-attention over the h·w tokens, query f^t, key/value f^ta (``query_from``),
+    post-norm (residual + LayerNorm) attention and FFN, ``layers`` deep, weights shared across tasks by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..tasks import TaskSpec
+from .base import Method, Refined, Step, register
+from .vq import VectorQuantizer
+
+_CHOICES = {"affinity_pool": ("mean", "position"), "akg_on": ("all", "labelled"), "tc_mode": ("batch", "refined"),
+            "query_from": ("task", "knowledge")}
+
+
+@dataclass
+class TPKROptions:
+    codebook_size: int = 512          # K (paper value not read)
+    commitment: float = 0.25          # β, VQ-VAE default
+    lambda_vq: float = 1.0            # weight of the VQ codebook + commitment term
+    lambda_tae: float = 1.0           # λ1 (paper value not read)
+    lambda_akg: float = 1.0           # λ2 (paper value not read)
+    proto_dim: int = 128              # d of the prototype slots
+    temperature: float = 0.1          # τ of the affinity softmax over cosine similarities
+    affinity_pool: str = "mean"
+    akg_on: str = "all"
+    tc_mode: str = "batch"
+    heads: int = 4
+    layers: int = 1
+    ffn_mult: int = 2
+    query_from: str = "task"
+    share_transformer: bool = True
+    proj_kernel: int = 1
+    decoder_width: int = 64
+    use_vq: bool = True
+    use_tae: bool = True
+    use_akg: bool = True
+    use_tc: bool = True
+    use_retrieval: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("codebook_size", "proto_dim", "heads", "layers", "ffn_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TPKROptions.{name}={getattr(self, name)}: must be an integer >= 1")
+        for name in ("commitment", "lambda_vq", "lambda_tae", "lambda_akg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TPKROptions.{name}={getattr(self, name)}: must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"TPKROptions.temperature={self.temperature}: must be > 0")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TPKROptions.{name}={getattr(self, name)!r}: allowed {allowed}")
+        if self.proj_kernel not in (1, 3):
+            raise ValueError(f"TPKROptions.proj_kernel={self.proj_kernel}: allowed (1, 3)")
+        if self.decoder_width < 4:
+            raise ValueError(f"TPKROptions.decoder_width={self.decoder_width}: must be >= 4")
+
+
+def prototype_affinity(keys: torch.Tensor, slots: torch.Tensor, temperature: float) -> torch.Tensor:
+    """keys [..., d], slots [T, d] -> softmax over the T slots of the scaled cosine similarity [..., T]."""
+    sim = F.normalize(keys, dim=-1) @ F.normalize(slots, dim=-1).t()
+    return (sim / temperature).softmax(dim=-1)
+
+
+def _weighted_mean(per_pair: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    total = weight.sum()
+    if total == 0:
+        return per_pair.sum() * 0.0
+    return (per_pair * weight).sum() / total
+
+
+def tke_loss(affinity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """affinity [B, T, T], weight [B, T] -> mean of -log A_b[t, t]: task t's features pick slot t."""
+    own = affinity.diagonal(dim1=1, dim2=2).clamp_min(1e-8)                      # [B, T]
+    return _weighted_mean(-own.log(), weight)
+
+
+def tc_batch_loss(affinity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Row-wise KL(sg[Ā] || A_b), Ā the (weighted) batch mean: one task association shared by all images."""
+    w = weight.unsqueeze(-1)                                                     # [B, T, 1]
+    target = (affinity.detach() * w).sum(0) / w.sum(0).clamp_min(1.0)            # [T, T]
+    target = target.clamp_min(1e-8)
+    kl = (target * (target.log() - affinity.clamp_min(1e-8).log())).sum(-1)      # [B, T]
+    return _weighted_mean(kl, weight)
+
+
+class RetrievalLayer(nn.Module):
+    """Cross-attention block: x = LN(x + MHA(x, kv, kv)); x = LN(x + FFN(x)). Tokens [N, L, c]."""
+
+    def __init__(self, dim: int, heads: int, ffn_mult: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim * ffn_mult), nn.GELU(), nn.Linear(dim * ffn_mult, dim))
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attn(x, kv, kv, need_weights=False)[0])
+        return self.norm2(x + self.ffn(x))
+
+
+def reconstruction_decoder(cin: int, width: int) -> nn.Sequential:
+    """f^i [B, c, h, w] -> image [B, 3, 8h, 8w]: three ×2 upsample-conv-ReLU stages, linear output."""
+    layers: list[nn.Module] = []
+    ch = cin
+    for w in (width, width // 2, width // 4):
+        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                   nn.Conv2d(ch, w, 3, padding=1), nn.ReLU(inplace=True)]
+        ch = w
+    layers.append(nn.Conv2d(ch, 3, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+@register
+class TaskPrototypeRetrieval(Method):
+    """Shared feature -> VQ-integrated f^i -> per-task f^t -> affinity to prototypes -> retrieval -> f^tr."""
+
+    name = "tpkr"
+    Options = TPKROptions
+
+    def __init__(self, tasks: Sequence[TaskSpec], feature_channels: int, options: TPKROptions | None = None) -> None:
+        super().__init__(tasks, feature_channels, options)
+        o, c, n = self.options, feature_channels, len(self.tasks)
+        if o.use_retrieval and c % o.heads:
+            raise ValueError(f"TPKROptions.heads={o.heads}: must divide feature_channels={c}")
+        self.vq = VectorQuantizer(c, o.codebook_size, o.commitment) if o.use_vq else None
+        self.decoder = reconstruction_decoder(c, o.decoder_width) if o.use_tae else None
+        k = o.proj_kernel
+        self.project = nn.ModuleDict({t.name: nn.Sequential(nn.Conv2d(c, c, k, padding=k // 2, bias=False),
+                                                            nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+                                      for t in self.tasks})
+        self.key = nn.Linear(c, o.proto_dim)
+        self.slots = nn.Parameter(torch.randn(n, o.proto_dim))                    # V: [T, d]
+        stacks = 1 if o.share_transformer else n
+        self.retrieval = nn.ModuleList(
+            nn.ModuleList(RetrievalLayer(c, o.heads, o.ffn_mult) for _ in range(o.layers)) for _ in range(stacks)
+        ) if o.use_retrieval else None
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+
+    def _integrate(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """f^e [B, c, h, w] -> (f^i = f^e + f^q, VQ loss, code indices [B, h, w]); f^i = f^e without VQ."""
+        if self.vq is None:
+            return features, features.new_zeros(()), None
+        f_q, codes, loss = self.vq(features)
+        return features + f_q, loss, codes
+
+    def _task_features(self, f_i: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.project[t.name](f_i) for t in self.tasks], dim=1)   # [B, T, c, h, w]
+
+    def _affinity(self, ft: torch.Tensor) -> torch.Tensor:
+        """f^t [B, T, c, h, w] -> A [B, T, T], row t = task t's affinity to every slot."""
+        o = self.options
+        if o.affinity_pool == "mean":
+            return prototype_affinity(self.key(ft.mean(dim=(-2, -1))), self.slots, o.temperature)
+        tokens = ft.flatten(-2).transpose(-1, -2)                                  # [B, T, hw, c]
+        return prototype_affinity(self.key(tokens), self.slots, o.temperature).mean(dim=2)
+
+    def _retrieve(self, ft: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
+        """f^t [B, T, c, h, w], A [B, T, T] -> f^tr [B, T, c, h, w] by cross-attention with f^ta = Σ_s A_ts f^s."""
+        b, n, c, h, w = ft.shape
+        f_ta = torch.einsum("bts,bschw->btchw", affinity, ft)
+        task_tok = ft.flatten(-2).transpose(-1, -2)                                # [B, T, hw, c]
+        know_tok = f_ta.flatten(-2).transpose(-1, -2)                              # [B, T, hw, c]
+        q, kv = (task_tok, know_tok) if self.options.query_from == "task" else (know_tok, task_tok)
+        if len(self.retrieval) == 1:                                               # shared: tasks go in the batch
+            x, kv_flat = q.reshape(b * n, h * w, c), kv.reshape(b * n, h * w, c)
+            for layer in self.retrieval[0]:
+                x = layer(x, kv_flat)
+            out = x.view(b, n, h * w, c)
+        else:
+            outs = []
+            for i, stack in enumerate(self.retrieval):
+                x = q[:, i]
+                for layer in stack:
+                    x = layer(x, kv[:, i])
+                outs.append(x)
+            out = torch.stack(outs, dim=1)
+        return out.transpose(-1, -2).reshape(b, n, c, h, w)
+
+    # -- Method interface ---------------------------------------------------------------------------------------
+
+    def refine(self, features: torch.Tensor, images: torch.Tensor) -> Refined:
+        o = self.options
+        f_i, vq_loss, codes = self._integrate(features)
+        ft = self._task_features(f_i)
+        affinity = self._affinity(ft)
+        ftr = self._retrieve(ft, affinity) if self.retrieval is not None else ft
+        extras = {"affinity": affinity, "vq_loss": vq_loss}
+        if codes is not None:
+            extras["codes"] = codes
+        if o.use_akg and o.use_tc and o.tc_mode == "refined":
+            extras["affinity_refined"] = self._affinity(ftr)
+        if self.decoder is not None:
+            recon = self.decoder(f_i)
+            if recon.shape[-2:] != images.shape[-2:]:
+                recon = F.interpolate(recon, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            extras["reconstruction"] = recon
+        return Refined({t.name: ftr[:, i] for i, t in enumerate(self.tasks)}, extras)
+
+    def losses(self, step: Step) -> dict[str, torch.Tensor]:
+        o, ex = self.options, step.refined.extras
+        out = self.supervised_losses(step)
+        if o.use_vq:
+            out["vq"] = o.lambda_vq * ex["vq_loss"]
+        if o.use_tae:
+            out["tae"] = o.lambda_tae * F.smooth_l1_loss(ex["reconstruction"], step.images)
+        if o.use_akg:
+            affinity = ex["affinity"]
+            weight = torch.ones_like(affinity[..., 0]) if o.akg_on == "all" else step.labelled.to(affinity.dtype)
+            out["tke"] = o.lambda_akg * tke_loss(affinity, weight)
+            if o.use_tc:
+                tc = tc_batch_loss(affinity, weight) if o.tc_mode == "batch" else tke_loss(ex["affinity_refined"],
+                                                                                          weight)
+                out["tc"] = o.lambda_akg * tc
+        return out
+
+    def eval_summary(self, refined: Refined) -> dict[str, torch.Tensor]:
+        """The T×T affinity averaged over the evaluation images, logged every epoch (its evolution is a figure)."""
+        return {"affinity": refined.extras["affinity"].mean(0)}
+
+    # -- for figures ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def task_affinity(self, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Shared feature [B, c, h, w] -> A [B, T, T] (call in eval mode so BN statistics stay put)."""
+        return self._affinity(self._task_features(self._integrate(features)[0]))
+
+    def prototype_slots(self) -> torch.Tensor:
+        """The task prototype V [T, d] (a detached copy)."""
+        return self.slots.detach().clone()

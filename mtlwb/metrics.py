@@ -1,0 +1,310 @@
+"""Streaming evaluation metrics for dense tasks, and the Δ_MTL summary.
+
+Metrics are accumulated over every batch of a split and only turned into
+numbers at ``compute()``: averaging per-batch scores would weight batches
+(and images) equally instead of pixels, and mIoU is not even decomposable
+per batch. Accumulators live on the prediction's device and are turned into
+Python floats (``.item()``) once, in ``compute()``; only the normal meter's
+exact median needs a per-batch copy of its angles to the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .losses import IGNORE_INDEX, valid_pixels
+from .tasks import TaskSpec
+
+NAN = float("nan")
+
+# Direction of every metric key the meters emit; used when Δ_MTL is asked for a
+# metric other than the task's primary one (whose direction TaskSpec carries).
+LOWER_IS_BETTER: dict[str, bool] = {
+    "miou": False,
+    "pixel_acc": False,
+    "abs_err": True,
+    "rel_err": True,
+    "rmse": True,
+    "mean_angle": True,
+    "median_angle": True,
+    "within_11_25": False,
+    "within_22_5": False,
+    "within_30": False,
+    "fscore": False,
+    "precision": False,
+    "recall": False,
+}
+
+
+class TaskMeter:
+    """Accumulates one task's statistics over a split; subclasses per task kind."""
+
+    def __init__(self, task: TaskSpec) -> None:
+        self.task = task
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen so far (start of a new evaluation pass)."""
+        self._state: dict[str, torch.Tensor] = {}
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch: ``pred`` is the raw head output, ``target`` as loaded."""
+        with torch.no_grad():
+            self._update(pred.detach(), target.detach())
+
+    def compute(self) -> dict[str, float]:
+        """Metrics over everything seen since the last reset (NaN if nothing valid was seen)."""
+        raise NotImplementedError
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        """Running sum kept on the device of the first batch."""
+        if name in self._state:
+            self._state[name] += value.to(self._state[name].device)
+        else:
+            self._state[name] = value.clone()
+
+    def _get(self, name: str) -> float:
+        return float(self._state[name].item()) if name in self._state else 0.0
+
+
+class SegmentationMeter(TaskMeter):
+    """Confusion matrix over the split; mIoU and pixel accuracy.
+
+    mIoU averages TP / (TP + FP + FN) over the classes whose union is non-zero,
+    i.e. classes that occur in the ground truth or in the predictions of the
+    split. This follows MTAN's evaluation code: a class absent from both would
+    otherwise be 0/0, and counting it as 0 (or 1) would move the score for
+    reasons unrelated to the model. A class present only in predictions counts
+    with IoU 0, so hallucinating a class is still penalised.
+    """
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        c = self.task.channels
+        if pred.dim() != 4 or pred.shape[1] != c:
+            raise ValueError(f"{self.task.name}: pred shape {tuple(pred.shape)}, expected [B, {c}, H, W]")
+        label = pred.argmax(1)
+        valid = target != IGNORE_INDEX
+        gt = target[valid].long()
+        if gt.numel() and (gt.min() < 0 or gt.max() >= c):
+            raise ValueError(f"{self.task.name}: target classes must be in [0, {c}) or {IGNORE_INDEX}")
+        idx = gt * c + label[valid]
+        self._add("confusion", torch.bincount(idx, minlength=c * c).view(c, c))
+
+    def compute(self) -> dict[str, float]:
+        if "confusion" not in self._state:
+            return {"miou": NAN, "pixel_acc": NAN}
+        conf = self._state["confusion"].double()  # rows: ground truth, cols: prediction
+        tp = conf.diag()
+        union = conf.sum(0) + conf.sum(1) - tp
+        present = union > 0
+        total = conf.sum()
+        miou = (tp[present] / union[present]).mean() if present.any() else conf.new_tensor(NAN)
+        acc = tp.sum() / total if total > 0 else conf.new_tensor(NAN)
+        return {"miou": float(miou.item()), "pixel_acc": float(acc.item())}
+
+
+class DepthMeter(TaskMeter):
+    """Depth errors on pixels with gt ≠ 0.
+
+    Every metric is pixel-weighted over the whole split (sum over all valid
+    pixels / number of valid pixels), not a mean of per-image scores, so an
+    image with more valid depth counts more; RMSE is sqrt of the split-wide
+    mean squared error.
+    """
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        valid = valid_pixels(self.task, target)
+        p, g = pred[valid].double(), target[valid].double()
+        err = (p - g).abs()
+        self._add("count", torch.tensor(float(g.numel()), dtype=torch.float64, device=pred.device))
+        self._add("abs", err.sum())
+        self._add("rel", (err / g.abs()).sum())
+        self._add("sq", (err * err).sum())
+
+    def compute(self) -> dict[str, float]:
+        n = self._get("count")
+        if n == 0:
+            return {"abs_err": NAN, "rel_err": NAN, "rmse": NAN}
+        return {
+            "abs_err": self._get("abs") / n,
+            "rel_err": self._get("rel") / n,
+            "rmse": math.sqrt(self._get("sq") / n),
+        }
+
+
+class NormalMeter(TaskMeter):
+    """Angular error of surface normals on pixels whose gt is not all-zero.
+
+    Both prediction and gt are L2-normalised before the dot product (a no-op for
+    unit gt; it keeps angles meaningful if a loader's gt drifts from unit
+    length). The median is exact: every valid angle is kept as float32 on the
+    CPU (4 bytes/pixel, ~290 MB for the full NYUv2 test split) and the middle
+    order statistic(s) are taken with ``kthvalue``; for an even count it is the
+    mean of the two middle values, as ``numpy.median``. Mean and threshold
+    percentages are running sums on the device.
+    """
+
+    THRESHOLDS = (("within_11_25", 11.25), ("within_22_5", 22.5), ("within_30", 30.0))
+
+    def reset(self) -> None:
+        super().reset()
+        self._angles: list[torch.Tensor] = []
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        valid = valid_pixels(self.task, target)[:, 0]
+        cos = (F.normalize(pred.double(), dim=1) * F.normalize(target.double(), dim=1)).sum(1)
+        angle = torch.rad2deg(torch.arccos(cos[valid].clamp(-1.0, 1.0)))
+        self._add("count", torch.tensor(float(angle.numel()), dtype=torch.float64, device=pred.device))
+        self._add("sum", angle.sum())
+        for key, thr in self.THRESHOLDS:
+            self._add(key, (angle < thr).sum().double())
+        self._angles.append(angle.float().cpu())
+
+    def compute(self) -> dict[str, float]:
+        n = self._get("count")
+        keys = ["mean_angle", "median_angle"] + [k for k, _ in self.THRESHOLDS]
+        if n == 0:
+            return dict.fromkeys(keys, NAN)
+        out = {"mean_angle": self._get("sum") / n, "median_angle": _exact_median(torch.cat(self._angles))}
+        for key, _ in self.THRESHOLDS:
+            out[key] = 100.0 * self._get(key) / n
+        return out
+
+
+def _exact_median(values: torch.Tensor) -> float:
+    """numpy-style median (mean of the two middle values for even counts), O(n)."""
+    n = values.numel()
+    upper = float(values.kthvalue(n // 2 + 1).values.item())
+    if n % 2:
+        return upper
+    lower = float(values.kthvalue(n // 2).values.item())
+    return (lower + upper) / 2.0
+
+
+class EdgeMeter(TaskMeter):
+    """Precision, recall and F-score of edges thresholded at sigmoid(pred) >= 0.5.
+
+    This is an approximation: the field reports the ODS F-measure (best fixed
+    threshold over the dataset) with a spatial matching tolerance between
+    predicted and gt boundaries, as computed by the SEISM toolbox used by
+    MTI-Net. A fixed threshold and exact pixel matching give lower, not directly
+    comparable numbers; use it to compare runs within this workbench only.
+    """
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        valid = valid_pixels(self.task, target)
+        hit = torch.sigmoid(pred.float()) >= 0.5
+        gt = target > 0.5
+        self._add("tp", (hit & gt & valid).sum())
+        self._add("fp", (hit & ~gt & valid).sum())
+        self._add("fn", (~hit & gt & valid).sum())
+
+    def compute(self) -> dict[str, float]:
+        if "tp" not in self._state:
+            return {"fscore": NAN, "precision": NAN, "recall": NAN}
+        tp, fp, fn = self._get("tp"), self._get("fp"), self._get("fn")
+        # 0/0 (nothing predicted / no gt edge) counts as 0, as sklearn's zero_division=0.
+        precision = tp / (tp + fp) if tp + fp > 0 else 0.0
+        recall = tp / (tp + fn) if tp + fn > 0 else 0.0
+        denom = precision + recall
+        fscore = 2 * precision * recall / denom if denom > 0 else 0.0
+        return {"fscore": fscore, "precision": precision, "recall": recall}
+
+
+_METERS: dict[str, type[TaskMeter]] = {
+    "segmentation": SegmentationMeter,
+    "depth": DepthMeter,
+    "normal": NormalMeter,
+    "edge": EdgeMeter,
+}
+
+
+def make_meter(task: TaskSpec) -> TaskMeter:
+    """The meter matching ``task.kind``."""
+    return _METERS[task.kind](task)
+
+
+class MultiTaskMeter:
+    """One meter per task, fed with the dicts a model returns and a loader yields."""
+
+    def __init__(self, tasks: Sequence[TaskSpec]) -> None:
+        self.meters = {t.name: make_meter(t) for t in tasks}
+
+    def reset(self) -> None:
+        for meter in self.meters.values():
+            meter.reset()
+
+    def update(self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> None:
+        """Every task must be in both dicts (evaluation splits are fully labelled); extra keys are ignored."""
+        missing = [n for n in self.meters if n not in preds or n not in targets]
+        if missing:
+            raise ValueError(f"MultiTaskMeter.update: no prediction or target for tasks {missing}")
+        for name, meter in self.meters.items():
+            meter.update(preds[name], targets[name])
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        return {name: meter.compute() for name, meter in self.meters.items()}
+
+
+def _metric_direction(task: TaskSpec, key: str) -> bool:
+    if key == task.primary_metric:
+        return task.lower_is_better
+    if key not in LOWER_IS_BETTER:
+        raise ValueError(f"delta_mtl: metric {key!r} for task {task.name!r} has no known direction")
+    return LOWER_IS_BETTER[key]
+
+
+def _lookup(table: Mapping[str, Mapping[str, float]], which: str, task: str, key: str) -> float:
+    if task not in table:
+        raise ValueError(f"delta_mtl: {which} has no task {task!r}")
+    if key not in table[task]:
+        raise ValueError(f"delta_mtl: {which} has no metric {key!r} for task {task!r}")
+    value = float(table[task][key])
+    if not math.isfinite(value):
+        raise ValueError(f"delta_mtl: {which}[{task!r}][{key!r}] = {value} is not finite")
+    return value
+
+
+def delta_mtl(
+    metrics: Mapping[str, Mapping[str, float]],
+    baseline: Mapping[str, Mapping[str, float]],
+    tasks: Sequence[TaskSpec],
+    baseline_name: str,
+    metric_keys: Mapping[str, str] | None = None,
+) -> float:
+    """Average relative gain over a named baseline, in percent.
+
+    Δ_MTL = (1/T) Σ_t (−1)^{l_t} (M_t − M_{b,t}) / M_{b,t} × 100,  with l_t = 1
+    when lower is better for the metric of task t (Maninis et al. CVPR 2019;
+    Vandenhende et al. TPAMI survey, eq. 10). Positive means better than the
+    baseline. The metric per task is ``task.primary_metric`` unless
+    ``metric_keys`` overrides it; an override's direction comes from
+    ``LOWER_IS_BETTER``. ``baseline_name`` is required because a Δ is
+    meaningless without saying what it is relative to (single-task models for
+    MTPSL, the supervised-only MTL model for JTR); the caller reports it.
+    """
+    if not isinstance(baseline_name, str) or not baseline_name.strip():
+        raise ValueError("delta_mtl: baseline_name must be a non-empty string naming the baseline")
+    if not tasks:
+        raise ValueError("delta_mtl: tasks is empty")
+    keys = dict(metric_keys or {})
+    unknown = sorted(set(keys) - {t.name for t in tasks})
+    if unknown:
+        raise ValueError(f"delta_mtl: metric_keys names tasks not in tasks: {unknown}")
+    total = 0.0
+    for task in tasks:
+        key = keys.get(task.name, task.primary_metric)
+        sign = -1.0 if _metric_direction(task, key) else 1.0
+        m = _lookup(metrics, "metrics", task.name, key)
+        b = _lookup(baseline, f"baseline {baseline_name!r}", task.name, key)
+        if b == 0:
+            raise ValueError(f"delta_mtl: baseline {baseline_name!r} has {task.name}.{key}=0: relative gain undefined")
+        total += sign * (m - b) / b
+    return 100.0 * total / len(tasks)

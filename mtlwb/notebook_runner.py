@@ -1,0 +1,78 @@
+"""Execute parametrized notebooks headlessly (papermill) and export them to HTML.
+
+Parameters are checked against the notebook's ``parameters`` cell before the
+kernel starts: papermill itself only warns about an unknown name, which
+would silently run the wrong experiment.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .io import atomic_write_text
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Names and default values of the cell tagged ``parameters``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook {str(path)!r} does not exist")
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            params = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        if isinstance(target, ast.Name):
+                            params[target.id] = ast.literal_eval(node.value)
+            return params
+    raise ValueError(f"notebook {str(path)!r} has no cell tagged 'parameters'")
+
+
+def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
+    """Unknown names and values of another type than the default are refused, naming the key."""
+    defaults = notebook_parameters(path)
+    for key, value in parameters.items():
+        if key not in defaults:
+            raise ValueError(f"parameter {key!r} is not a parameter of {Path(path).name}; "
+                             f"allowed {sorted(defaults)}")
+        default = defaults[key]
+        if default is None or value is None:
+            continue
+        ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+        if isinstance(value, bool) != isinstance(default, bool):
+            ok = False
+        if not ok:
+            raise ValueError(f"parameter {key!r}={value!r} has type {type(value).__name__}; "
+                             f"{Path(path).name} expects {type(default).__name__} (default {default!r})")
+
+
+def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any] | None = None,
+            cwd: str | Path | None = None, progress: bool = True) -> Path:
+    """Run ``notebook`` with ``parameters`` into ``output`` (checked first)."""
+    import papermill as pm
+
+    parameters = dict(parameters or {})
+    check_parameters(notebook, parameters)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd or Path.cwd()),
+                        progress_bar=progress, kernel_name="python3")
+    return output
+
+
+def export_html(notebook: str | Path, html: str | Path | None = None) -> Path:
+    """Self-contained HTML (plotly's JS is embedded by the notebooks' renderer setting)."""
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    html = Path(html) if html else notebook.with_suffix(".html")
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    atomic_write_text(html, body)
+    return html

@@ -1,0 +1,248 @@
+"""The training loop: one function, any method, checkpoint and resume.
+
+The trainer never names a method. It runs encode -> method.refine -> decode,
+asks the method for its loss terms, combines the per-task supervised terms
+with the loss-weighting scheme, adds the auxiliary terms, and logs every term.
+State is written atomically at the end of each epoch; a killed run resumes
+from its last checkpoint and, because every epoch reseeds from (seed, epoch),
+finishes with exactly the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config import ExperimentConfig
+from .data import build_datasets
+from .io import atomic_torch_save, atomic_write_json, read_json
+from .methods import Method, Step, build_method, forward_step
+from .metrics import MultiTaskMeter
+from .models import MultiTaskNet
+from .runtime import epoch_seed, resolve_device, seed_everything
+from .tasks import TaskSpec
+from .weighting import build_weighting
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class Experiment:
+    """Everything built from a config, so notebooks can reuse it after training."""
+
+    config: ExperimentConfig
+    tasks: list[TaskSpec]
+    model: MultiTaskNet
+    method: Method
+    train_set: Any
+    eval_set: Any
+    labelled: torch.Tensor       # [N_train, T]
+    device: torch.device
+
+
+def build_experiment(config: ExperimentConfig) -> Experiment:
+    """Check paths and data, then build datasets, model and method (no training)."""
+    config.check_paths()
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    tasks, train_set, eval_set, labelled = build_datasets(config)
+    model = MultiTaskNet(tasks, config.backbone, config.backbone_weights)
+    method = build_method(config.method, tasks, model.feature_channels, config.method_options)
+    return Experiment(config, tasks, model.to(device), method.to(device), train_set, eval_set,
+                      torch.from_numpy(labelled), device)
+
+
+def _autocast(config: ExperimentConfig, device: torch.device):
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def evaluate(exp: Experiment, loader: DataLoader | None = None) -> tuple[dict, dict]:
+    """Metrics over the evaluation split and the method's averaged summaries (e.g. task affinity)."""
+    loader = loader or DataLoader(exp.eval_set, batch_size=exp.config.batch_size, shuffle=False,
+                                  num_workers=exp.config.num_workers)
+    exp.model.eval()
+    exp.method.eval()
+    meter = MultiTaskMeter(exp.tasks)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    with torch.inference_mode(), _autocast(exp.config, exp.device):
+        for batch in loader:
+            batch = _to(batch, exp.device)
+            _, refined, preds = forward_step(exp.model, exp.method, batch["image"])
+            meter.update({k: v.float() for k, v in preds.items()}, {t.name: batch[t.name] for t in exp.tasks})
+            n = batch["image"].shape[0]
+            for key, value in exp.method.eval_summary(refined).items():
+                sums[key] = sums.get(key, 0) + value.float() * n
+            count += n
+    summaries = {k: (v / max(count, 1)).cpu().tolist() for k, v in sums.items()}
+    return meter.compute(), summaries
+
+
+def _optimizer(exp: Experiment, weighting: torch.nn.Module) -> torch.optim.Optimizer:
+    cfg = exp.config
+    groups = [{"params": list(exp.model.parameters()), "lr": cfg.lr}]
+    groups += exp.method.parameter_groups(cfg.lr)
+    extra = [p for p in weighting.parameters() if p.requires_grad]
+    if extra:
+        groups.append({"params": extra, "lr": cfg.lr})
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    for name, value in terms.items():
+        v = float(value.detach())
+        if not math.isfinite(v):
+            raise NonFiniteLossError(f"loss term {name!r} became {v} at epoch {epoch}, step {step}; "
+                                     "the last good checkpoint is kept")
+
+
+def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: bool = True) -> dict[str, float]:
+    cfg = exp.config
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)
+    loader = DataLoader(exp.train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                        num_workers=cfg.num_workers, drop_last=len(exp.train_set) > cfg.batch_size)
+    exp.model.train()
+    exp.method.train()
+    task_names = [t.name for t in exp.tasks]
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+    for step, batch in enumerate(bar):
+        batch = _to(batch, exp.device)
+        labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
+        with _autocast(cfg, exp.device):
+            features, refined, preds = forward_step(exp.model, exp.method, batch["image"])
+            preds = {k: v.float() for k, v in preds.items()}
+            s = Step(batch["image"], features, refined, preds, {n: batch[n] for n in task_names}, labelled)
+            terms = exp.method.losses(s)
+        _check_finite(terms, epoch, step)
+        sup = {n: terms[n] for n in task_names}
+        active = {n: bool(labelled[:, i].any()) for i, n in enumerate(task_names)}
+        loss = weighting.combine(sup, active=active) + sum((v for k, v in terms.items() if k not in sup),
+                                                           torch.zeros((), device=exp.device))
+        _check_finite({"total": loss}, epoch, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        terms["total"] = loss
+        for k, v in terms.items():
+            if active.get(k, True):  # a task's mean is over the batches where it had labels
+                totals[k] = totals.get(k, 0.0) + float(v.detach())
+                counts[k] = counts.get(k, 0) + 1
+        bar.set_postfix(loss=f"{totals['total'] / counts['total']:.3f}")
+    return {k: totals[k] / counts[k] for k in totals}
+
+
+def _state(exp: Experiment, weighting, optimizer, scheduler, epoch: int, history: list) -> dict:
+    return {"epoch": epoch, "config": exp.config.to_dict(), "history": history,
+            "model": exp.model.state_dict(), "method": exp.method.state_dict(),
+            "weighting": weighting.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict()}
+
+
+def _comparable(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in ("progress", "device", "num_workers", "epochs", "run_dir")}
+
+
+def _resume(exp: Experiment, weighting, optimizer, scheduler, run_dir: Path) -> tuple[int, list]:
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location=exp.device, weights_only=False)
+    old, new = _comparable(state["config"]), _comparable(exp.config.to_dict())
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"run_dir={str(run_dir)!r} holds a checkpoint of a different experiment "
+                         f"(differs in {diff}); choose another run_dir or delete it")
+    exp.model.load_state_dict(state["model"])
+    exp.method.load_state_dict(state["method"])
+    weighting.load_state_dict(state["weighting"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"], state["history"]
+
+
+def write_record(run_dir: Path, exp: Experiment, history: list, status: str, error: str | None = None) -> dict:
+    final = history[-1]["eval"] if history else {}
+    record = {"run_id": exp.config.run_id, "status": status, "error": error,
+              "config": exp.config.to_dict(), "tasks": [t.__dict__ for t in exp.tasks],
+              "num_train": len(exp.train_set), "num_eval": len(exp.eval_set),
+              "labelled_per_task": dict(zip([t.name for t in exp.tasks], exp.labelled.sum(0).int().tolist())),
+              "device": str(exp.device), "history": history, "final": final}
+    atomic_write_json(run_dir / METRICS, record)
+    return record
+
+
+def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
+    """Train (or resume) the experiment and return its record (also in <run_dir>/metrics.json)."""
+    exp = exp or build_experiment(config)
+    run_dir = config.resolved_run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    weighting = build_weighting(config.weighting, [t.name for t in exp.tasks]).to(exp.device)
+    optimizer = _optimizer(exp, weighting)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
+    start, history = _resume(exp, weighting, optimizer, scheduler, run_dir)
+    eval_loader = DataLoader(exp.eval_set, batch_size=config.batch_size, shuffle=False,
+                             num_workers=config.num_workers)
+    epochs = tqdm(range(start, config.epochs), desc=config.run_id, disable=not config.progress,
+                  initial=start, total=config.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        try:
+            train_terms = train_epoch(exp, weighting, optimizer, epoch, config.progress)
+        except NonFiniteLossError as e:
+            write_record(run_dir, exp, history, "failed", str(e))
+            raise
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        weighting.epoch_end({t.name: train_terms.get(t.name, 0.0) for t in exp.tasks})
+        exp.method.on_epoch_end(epoch)
+        metrics, summaries = evaluate(exp, eval_loader)
+        history.append({"epoch": epoch + 1, "lr": lr, "train": train_terms, "eval": metrics,
+                        "summaries": summaries, "weights": weighting.weights(),
+                        "seconds": time.perf_counter() - t0})
+        atomic_torch_save(run_dir / CHECKPOINT, _state(exp, weighting, optimizer, scheduler, epoch + 1, history))
+        write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+    if not history or start == config.epochs:
+        metrics, summaries = evaluate(exp, eval_loader)
+        history = history or [{"epoch": 0, "lr": config.lr, "train": {}, "eval": metrics, "summaries": summaries,
+                               "weights": weighting.weights(), "seconds": 0.0}]
+    return write_record(run_dir, exp, history, "completed")
+
+
+def load_record(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / METRICS)
+
+
+def load_experiment(run_dir: str | Path, device: str = "auto") -> Experiment:
+    """Rebuild a finished run's model and method from its checkpoint (for figures)."""
+    run_dir = Path(run_dir)
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    cfg = dict(state["config"], device=device, run_dir=str(run_dir))
+    exp = build_experiment(ExperimentConfig.from_dict(cfg))
+    exp.model.load_state_dict(state["model"])
+    exp.method.load_state_dict(state["method"])
+    exp.model.eval()
+    exp.method.eval()
+    return exp
