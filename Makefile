@@ -31,7 +31,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -q -x tests
 
 nbval: data
-	$(PY) -m pytest -q --nbval notebooks --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 test: lint data unit nbval
 

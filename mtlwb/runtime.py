@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,3 +34,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 def epoch_seed(seed: int, epoch: int) -> int:
     """Each epoch reseeds from (seed, epoch) so a resumed run replays the same batches and noise."""
     return (seed * 1_000_003 + epoch * 7919) % 2**31
+
+
+def enter_project_root() -> Path:
+    """chdir to the project root (the folder with pyproject.toml above the cwd), so that notebook paths like
+    ``data/...`` mean the same under JupyterLab, papermill and nbval (which start kernels in notebooks/)."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "mtlwb").is_dir():
+            os.chdir(folder)
+            return folder
+    return here

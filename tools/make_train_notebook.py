@@ -19,24 +19,30 @@ cells = [
     tagged('dataset = "scenes"\n'
            'data_root = "data/scenes-64x80"\n'
            'tasks = ["semantic", "depth", "normal"]\n'
-           'label_setting = "onelabel"  # full | onelabel | randomlabel | ratio:depth=1.0,semantic=0.1 | <mask file>\n'
+           '# label_setting: full, onelabel, randomlabel, ratio:depth=1.0,semantic=0.1 or a mask file\n'
+           'label_setting = "onelabel"\n'
            'mask_seed = 0\n'
-           'method = "supervised"  # supervised | mtpsl | jtr | tpkr\n'
+           '# method: supervised, mtpsl, jtr, tpkr; method_options: its typed options (a dict)\n'
+           'method = "supervised"\n'
            'method_options = {}\n'
-           'weighting = "equal"  # equal | uncertainty | dwa\n'
+           '# weighting: equal, uncertainty, dwa\n'
+           'weighting = "equal"\n'
            'backbone = "resnet_small"\n'
            'epochs = 1\n'
            'batch_size = 16\n'
            'lr = 0.001\n'
            'seed = 0\n'
-           'train_samples = 64  # None = the whole training split\n'
+           '# train_samples / eval_samples: first N images only; None = the whole split\n'
+           'train_samples = 64\n'
            'eval_samples = 32\n'
            'device = "auto"\n'
-           'run_dir = ""  # default: reports/runs/<run_id>\n'
+           '# run_dir: "" = reports/runs/<run_id>\n'
+           'run_dir = ""\n'
            'progress = True', "parameters"),
     code("import mtlwb\n"
          "from mtlwb import figures, records\n"
          "from mtlwb.data import ensure_dataset\n\n"
+         "mtlwb.enter_project_root()\n"
          "figures.use_offline_renderer()\n"
          "config = mtlwb.ExperimentConfig(\n"
          "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"

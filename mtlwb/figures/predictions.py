@@ -59,7 +59,7 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
     images = torch.stack([it["image"] for it in items]).to(device)
     _, _, preds = forward_step(model, method, images)
     cols = ["image"] + [f"{t.name} {kind}" for t in tasks for kind in ("gt", "pred", "error")]
-    fig = make_subplots(rows=len(items), cols=len(cols), subplot_titles=cols * 1 + [""] * (len(cols) * (len(items) - 1)),
+    fig = make_subplots(rows=len(items), cols=len(cols), subplot_titles=cols + [""] * (len(cols) * (len(items) - 1)),
                         horizontal_spacing=0.005, vertical_spacing=0.02)
     for r, item in enumerate(items, 1):
         fig.add_trace(go.Image(z=(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)), r, 1)

@@ -1,0 +1,224 @@
+"""Joint-task regularization in one learned space for all tasks (JTR).
+
+Kento Nishi, Junsik Kim, Wanhua Li & Hanspeter Pfister, "Joint-Task Regularization for Partially Labeled
+Multi-Task Learning", CVPR 2024, arXiv 2404.01976 (ref. code KentoNishi/JTR-CVPR-2024).
+
+    Ŷ = [enc(ŷ_1), …, enc(ŷ_T)] ⊙ m          Y = [enc(y_t) if t labelled else enc(ŷ_t)]_t ⊙ m
+    m = ∩ valid masks of the sample's labelled tasks;   E, D: one encoder/decoder over Σ C_t channels
+    L = L_sup + λ_m d(E_sg(Ŷ'), E_sg(Y')) + λ_j d(E(sg Ŷ), E(sg Y)) + λ_r Σ_{X∈{Y,Ŷ}} rec(D(E(sg X)), sg X)
+
+d = 1 − cos over channels, mean over positions. Gradient routing (as in the ref. code): the model-side term runs E
+with frozen (detached) weights, and Ŷ' / Y' hold the *labelled* tasks' predictions detached — so it only moves the
+predictions of unlabelled tasks (through both Ŷ' and Y', as in the ref.; ``detach_target`` stops the Y' path).
+The joint-side terms see detached inputs and train only E, D. One backward for everything: the weights are frozen
+with ``torch.func.functional_call`` on detached parameters instead of the ref.'s per-sample deep copy, and the
+batch goes through E at once. E uses per-sample, per-channel normalization (the ref.'s BatchNorm at batch size 1),
+so the batched terms equal the per-sample ones exactly (``per_sample_reference_losses``).
+
+Normalization: the ref. sums per-sample terms and divides by the batch size; we average over samples — the same.
+Differences from the ref. (one view instead of three augmented ones): Ŷ and Y share one Gumbel draw and one
+encoding for both terms; masks multiply the encodings (the ref. masks depth before Φ and normals before (n+1)/2);
+reconstruction targets are exactly the detached inputs (the ref. redraws Gumbel noise and re-applies Φ to Ŷ's
+depth).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import Method, Step, register
+from .encodings import (
+    DEPTH_MU,
+    DEPTH_SIGMA,
+    SEG_ENCODINGS,
+    clean_target,
+    encode_label,
+    encode_prediction,
+    gumbel_noise,
+    joint_valid_mask,
+)
+
+
+def block(cin: int, cout: int) -> nn.Sequential:
+    """conv-norm-ReLU; GroupNorm(c, c) = BatchNorm at batch size 1 in training mode (ref.), per sample."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(cout, cout), nn.ReLU())
+
+
+class JointEncoder(nn.Module):
+    """[N, ΣC_t, H, W] → code [N, code_channels, H/8, W/8]."""
+
+    def __init__(self, in_channels: int, width: int, code_channels: int) -> None:
+        super().__init__()
+        chans = [in_channels, width, 2 * width, 4 * width]
+        self.blocks = nn.ModuleList([block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.out = block(chans[-1], code_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = F.max_pool2d(b(x), 2)
+        return self.out(x)
+
+
+class JointDecoder(nn.Module):
+    """code [N, code_channels, h, w] → reconstruction logits [N, ΣC_t, H, W]."""
+
+    def __init__(self, out_channels: int, width: int, code_channels: int) -> None:
+        super().__init__()
+        chans = [code_channels, 4 * width, 2 * width, width]
+        self.blocks = nn.ModuleList([block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.out = nn.Sequential(block(width, width), nn.Conv2d(width, out_channels, 1))
+
+    def forward(self, code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = code
+        for b in self.blocks:
+            x = F.interpolate(b(x), scale_factor=2, mode="bilinear", align_corners=False)
+        return self.out(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[N, C, h, w] × 2 → [N]: 1 − cos over channels, mean over positions."""
+    return (1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-12)).flatten(1).mean(dim=1)
+
+
+def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per sample [N]: Σ_t mean over valid pixels of the task's reconstruction error (target = encoded input)."""
+    total = recon.new_zeros(recon.shape[0])
+    denom = mask.flatten(1).sum(dim=1).clamp_min(1.0)
+    widths = [t.channels for t in tasks]
+    for t, r, y in zip(tasks, recon.split(widths, dim=1), target.split(widths, dim=1)):
+        if t.kind in ("segmentation", "edge"):
+            err = F.binary_cross_entropy_with_logits(r, y, reduction="none").sum(dim=1, keepdim=True)
+        elif t.kind == "depth":
+            err = (torch.sigmoid(r) - y).abs()
+        else:  # normals: compare directions in [-1, 1]
+            err = 1.0 - F.cosine_similarity(r, 2.0 * y - 1.0, dim=1, eps=1e-8).unsqueeze(1)
+        total = total + (err * mask).flatten(1).sum(dim=1) / denom
+    return total
+
+
+@dataclass
+class JTROptions:
+    model_weight: float = 4.0      # ref. dist_mtl_weight
+    joint_weight: float = 8.0      # ref. dist_mtl_weight × recon_weight (joint-side distance)
+    recon_weight: float = 2.0      # ref. recon_weight
+    reconstruction: bool = True
+    seg_encoding: str = "hard"     # straight-through Gumbel one-hot; "soft" = softmax (deterministic)
+    gumbel_tau: float = 1.0
+    depth_mu: float = DEPTH_MU
+    depth_sigma: float = DEPTH_SIGMA
+    width: int = 32                # ref. SegNet 64 → 512; small for CPU
+    detach_target: bool = False    # ref.: False (unlabelled predictions get gradient through Y as well)
+
+    def __post_init__(self) -> None:
+        for name in ("model_weight", "joint_weight", "recon_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"jtr.{name}={getattr(self, name)}: must be >= 0")
+        if self.seg_encoding not in SEG_ENCODINGS:
+            raise ValueError(f"jtr.seg_encoding={self.seg_encoding!r}: allowed {SEG_ENCODINGS}")
+        if self.gumbel_tau <= 0:
+            raise ValueError(f"jtr.gumbel_tau={self.gumbel_tau}: must be > 0")
+        if self.depth_sigma <= 0:
+            raise ValueError(f"jtr.depth_sigma={self.depth_sigma}: must be > 0")
+        if self.width < 1:
+            raise ValueError(f"jtr.width={self.width}: must be >= 1")
+
+
+@register
+class JTR(Method):
+    name = "jtr"
+    Options = JTROptions
+
+    def __init__(self, tasks, feature_channels: int, options: JTROptions | None = None) -> None:
+        super().__init__(tasks, feature_channels, options)
+        self.in_channels = sum(t.channels for t in self.tasks)   # the only place T enters: linear cost
+        self.encoder = JointEncoder(self.in_channels, self.options.width, feature_channels)
+        self.decoder = JointDecoder(self.in_channels, self.options.width, feature_channels)
+
+    def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Gumbel noise per segmentation task (empty for soft encodings), so two code paths can share it."""
+        if self.options.seg_encoding != "hard":
+            return {}
+        return {t.name: gumbel_noise(step.predictions[t.name], generator) for t in self.tasks
+                if t.kind == "segmentation"}
+
+    def views(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                        torch.Tensor]:
+        """(Ŷ', Y', mask): [B, ΣC_t, H, W] × 2 with labelled tasks' predictions detached, mask [B, 1, H, W]."""
+        o = self.options
+        noise = self.draw_noise(step) if noise is None else noise
+        first = step.predictions[self.tasks[0].name]
+        mask = joint_valid_mask(self.tasks, step.targets, step.labelled, first)
+        y_hat, y = [], []
+        for i, t in enumerate(self.tasks):
+            lab = step.labelled[:, i].bool().view(-1, 1, 1, 1)
+            pred = encode_prediction(t, step.predictions[t.name], seg=o.seg_encoding, depth="cdf", tau=o.gumbel_tau,
+                                     mu=o.depth_mu, sigma=o.depth_sigma, noise=noise.get(t.name))
+            label = encode_label(t, clean_target(t, step.targets[t.name], step.labelled[:, i]), depth="cdf",
+                                 mu=o.depth_mu, sigma=o.depth_sigma)
+            y_hat.append(torch.where(lab, pred.detach(), pred) * mask)
+            y.append(torch.where(lab, label, pred.detach() if o.detach_target else pred) * mask)
+        return torch.cat(y_hat, dim=1), torch.cat(y, dim=1), mask
+
+    def jtr_terms(self, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample terms [B] (weighted): model side on frozen E, joint side on detached inputs."""
+        o, B = self.options, y_hat.shape[0]
+        frozen = {k: v.detach() for k, v in self.encoder.named_parameters()}
+        c_hat, c_y = functional_call(self.encoder, frozen, (torch.cat([y_hat, y]),)).chunk(2)    # [B, F, h, w]
+        terms = {"jtr_model": o.model_weight * cosine_distance(c_hat, c_y)}
+        inputs = torch.cat([y_hat, y]).detach()                                                # [2B, ΣC, H, W]
+        codes = self.encoder(inputs)
+        terms["jtr_joint"] = o.joint_weight * cosine_distance(*codes.chunk(2))
+        if o.reconstruction:
+            recon = self.decoder(codes, inputs.shape[-2:])
+            per_input = reconstruction_loss(self.tasks, recon, inputs, torch.cat([mask, mask]))
+            terms["jtr_recon"] = o.recon_weight * (per_input[:B] + per_input[B:])
+        return terms
+
+    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        out = self.supervised_losses(step)
+        out.update({k: v.mean() for k, v in self.jtr_terms(*self.views(step, noise)).items()})
+        return out
+
+    @torch.no_grad()
+    def joint_codes(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """(code(Ŷ), code(Y)) [B, F, h, w] each, for visualization."""
+        y_hat, y, _ = self.views(step)
+        return self.encoder(y_hat), self.encoder(y)
+
+
+def _sample(step: Step, b: int) -> Step:
+    def one(x: torch.Tensor) -> torch.Tensor:
+        return x[b:b + 1]
+    return Step(one(step.images), one(step.features), step.refined, {k: one(v) for k, v in step.predictions.items()},
+                {k: one(v) for k, v in step.targets.items()}, one(step.labelled))
+
+
+def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.Tensor] | None = None
+                                ) -> dict[str, torch.Tensor]:
+    """The ref. code's formulation, for tests and benchmarks: a Python loop over samples (batch size 1), the joint
+    encoder deep-copied per sample for the model-side term, terms summed and divided by the batch size. Returns the
+    JTR terms only (no supervised losses); equal to ``method.losses`` minus the task keys."""
+    o, B = method.options, step.labelled.shape[0]
+    noise = method.draw_noise(step) if noise is None else noise
+    totals: dict[str, torch.Tensor] = {}
+    for b in range(B):
+        one = _sample(step, b)
+        y_hat, y, mask = method.views(one, {k: v[b:b + 1] for k, v in noise.items()})
+        copied = copy.deepcopy(method.encoder)     # gradients into the copy are discarded: frozen
+        terms = {"jtr_model": o.model_weight * cosine_distance(copied(y_hat), copied(y))}
+        code_hat, code_y = method.encoder(y_hat.detach()), method.encoder(y.detach())
+        terms["jtr_joint"] = o.joint_weight * cosine_distance(code_hat, code_y)
+        if o.reconstruction:
+            size = y.shape[-2:]
+            terms["jtr_recon"] = o.recon_weight * (
+                reconstruction_loss(method.tasks, method.decoder(code_y, size), y.detach(), mask)
+                + reconstruction_loss(method.tasks, method.decoder(code_hat, size), y_hat.detach(), mask))
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + v.sum() / B
+    return totals

@@ -1,0 +1,62 @@
+"""ExperimentConfig refuses bad input on construction, naming the parameter and the allowed values."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtlwb.config import ExperimentConfig
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"method": "mtl++"}, r"method='mtl\+\+': allowed \['jtr', 'mtpsl', 'supervised', 'tpkr'\]"),
+    ({"label_setting": "some"}, r"label_setting='some'"),
+    ({"epochs": -1}, r"epochs=-1: must be an integer >= 0"),
+    ({"epochs": 2.5}, r"epochs=2.5"),
+    ({"batch_size": 0}, r"batch_size=0"),
+    ({"lr": 0}, r"lr=0: must be a number > 0"),
+    ({"tasks": ["semantic", "albedo"]}, r"tasks=\['semantic', 'albedo'\]"),
+    ({"tasks": []}, r"tasks=\[\]"),
+    ({"weighting": "gradnorm"}, r"weighting='gradnorm': allowed"),
+    ({"device": "tpu"}, r"device='tpu'"),
+    ({"backbone": "vit"}, r"backbone='vit'"),
+    ({"method": "jtr", "method_options": {"widht": 8}}, r"unknown \['widht'\]"),
+    ({"method": "tpkr", "method_options": {"codebook_size": 0}}, r"codebook_size"),
+    ({"label_setting": "randomlabel", "tasks": ["depth"]}, r"at least 2 tasks"),
+])
+def test_bad_values_are_named(kw, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ExperimentConfig(**kw)
+
+
+def test_missing_dataset_is_named(tmp_path):
+    cfg = ExperimentConfig(data_root=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="data_root=.*nowhere.*mtlwb generate"):
+        cfg.check_paths()
+
+
+def test_from_dict_refuses_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown config parameters \['epoch'\]"):
+        ExperimentConfig.from_dict({"epoch": 3})
+
+
+def test_run_id_is_stable_and_ignores_run_location():
+    a = ExperimentConfig(seed=1)
+    b = ExperimentConfig(seed=1, run_dir="/elsewhere", progress=False)
+    assert a.run_id == b.run_id
+    assert a.run_id != ExperimentConfig(seed=2).run_id
+    assert a.run_id.startswith("supervised-onelabel-s1-")
+
+
+@settings(max_examples=80, deadline=None)
+@given(epochs=st.integers(-5, 50), batch=st.integers(-2, 64), lr=st.floats(-1, 1, allow_nan=False),
+       method=st.sampled_from(["supervised", "jtr", "bogus"]))
+def test_validation_accepts_exactly_the_valid_region(epochs, batch, lr, method):
+    valid = epochs >= 0 and batch >= 1 and lr > 0 and method != "bogus"
+    try:
+        ExperimentConfig(epochs=epochs, batch_size=batch, lr=lr, method=method)
+    except ValueError:
+        assert not valid
+    else:
+        assert valid

@@ -1,0 +1,143 @@
+"""JTR: gradient routing, batched == per-sample reference, linear input width, any T."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mtlwb.methods.jtr  # noqa: F401  (registers)
+from mtlwb.methods.base import Refined, Step, build_method, forward_step
+from mtlwb.methods.jtr import JTR, JTROptions, per_sample_reference_losses
+from mtlwb.models.mtl_net import MultiTaskNet
+from mtlwb.tasks import TaskSpec, make_tasks
+
+H = W = 16
+FEAT = 16
+
+
+def mixed_tasks(T: int) -> list[TaskSpec]:
+    kinds = [("segmentation", 5), ("depth", 1), ("normal", 3), ("edge", 1), ("segmentation", 2), ("depth", 1)]
+    return [TaskSpec(f"t{i}", k, c, "m", False) for i, (k, c) in enumerate(kinds[:T])]
+
+
+def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0,
+              dtype: torch.dtype = torch.float32) -> Step:
+    g = torch.Generator().manual_seed(seed)
+    B = labelled.shape[0]
+    preds, targets = {}, {}
+    for t in tasks:
+        preds[t.name] = torch.randn(B, t.channels, H, W, generator=g).to(dtype).requires_grad_()
+        if t.kind == "segmentation":
+            tgt = torch.randint(-1, t.channels, (B, H, W), generator=g)
+        elif t.kind == "depth":
+            tgt = torch.rand(B, 1, H, W, generator=g) * 5 * (torch.rand(B, 1, H, W, generator=g) > 0.1)
+        elif t.kind == "normal":
+            tgt = torch.nn.functional.normalize(torch.randn(B, 3, H, W, generator=g), dim=1)
+        else:
+            tgt = (torch.rand(B, 1, H, W, generator=g) > 0.8).float()
+        targets[t.name] = tgt.to(dtype) if tgt.is_floating_point() else tgt
+    features = torch.randn(B, FEAT, H // 8, W // 8, generator=g).requires_grad_()
+    return Step(torch.zeros(B, 3, H, W), features, Refined({}), preds, targets, labelled)
+
+
+def grads(tensors) -> list[torch.Tensor]:
+    return [torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in tensors]
+
+
+def zero(step: Step, method: JTR) -> None:
+    for t in list(step.predictions.values()) + list(method.parameters()):
+        t.grad = None
+
+
+LAB = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1]])
+
+
+def test_model_side_moves_only_unlabelled_predictions():
+    tasks = mixed_tasks(4)
+    m = JTR(tasks, FEAT, JTROptions(width=4))
+    step = make_step(tasks, LAB)
+    m.losses(step)["jtr_model"].backward()
+    for i, t in enumerate(tasks):
+        g = step.predictions[t.name].grad
+        for b in range(3):
+            assert (g[b].abs().sum() > 0) == (not LAB[b, i]), (t.name, b)
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_joint_side_trains_only_the_joint_network():
+    tasks = mixed_tasks(4)
+    m = JTR(tasks, FEAT, JTROptions(width=4))
+    step = make_step(tasks, LAB)
+    out = m.losses(step)
+    (out["jtr_joint"] + out["jtr_recon"]).backward()
+    assert all(p.grad is None for p in step.predictions.values())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    zero(step, m)
+    m.losses(step)["jtr_joint"].backward()
+    assert all(p.grad is None for p in m.decoder.parameters())
+
+
+@pytest.mark.parametrize("seg_encoding", ["soft", "hard"])
+def test_batched_equals_per_sample_reference(seg_encoding):
+    # float64: the two formulations are the same math, float32 only reorders the batch reductions (~1e-5 apart)
+    tasks = mixed_tasks(4)
+    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding)).double()
+    step = make_step(tasks, LAB, dtype=torch.float64)
+    noise = m.draw_noise(step, torch.Generator().manual_seed(1))
+    leaves = list(step.predictions.values()) + list(m.parameters())
+    batched = {k: v for k, v in m.losses(step, noise).items() if k.startswith("jtr")}
+    sum(batched.values()).backward()
+    g_batched = grads(leaves)
+    zero(step, m)
+    reference = per_sample_reference_losses(m, step, noise)
+    sum(reference.values()).backward()
+    g_reference = grads(leaves)
+    assert batched.keys() == reference.keys()
+    for k in batched:
+        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_batched, g_reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert any(g.abs().sum() > 0 for g in g_batched[:len(tasks)])
+
+
+@pytest.mark.parametrize("T", range(2, 7))
+def test_any_number_of_tasks_and_linear_width(T):
+    tasks = mixed_tasks(T)
+    m = JTR(tasks, FEAT, JTROptions(width=4))
+    width = sum(t.channels for t in tasks)
+    assert m.encoder.blocks[0][0].in_channels == width == m.decoder.out[-1].out_channels
+    lab = (torch.rand(3, T, generator=torch.Generator().manual_seed(T)) > 0.5).long()
+    lab[1] = 0
+    step = make_step(tasks, lab, seed=T)
+    out = m.losses(step)
+    assert set(out) == {t.name for t in tasks} | {"jtr_model", "jtr_joint", "jtr_recon"}
+    sum(out.values()).backward()
+    assert all(torch.isfinite(v) for v in out.values())
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+    code_pred, code_target = m.joint_codes(step)
+    assert code_pred.shape == code_target.shape == (3, FEAT, H // 8, W // 8)
+
+
+def test_reconstruction_off_removes_the_term():
+    tasks = mixed_tasks(3)
+    m = JTR(tasks, FEAT, JTROptions(width=4, reconstruction=False))
+    step = make_step(tasks, LAB[:, :3])
+    out = m.losses(step)
+    assert "jtr_recon" not in out
+    sum(out.values()).backward()
+    assert all(p.grad is None for p in m.decoder.parameters())
+
+
+def test_end_to_end_with_model_and_options():
+    tasks = make_tasks(["semantic", "depth", "normal"], 4)
+    model = MultiTaskNet(tasks)
+    m = build_method("jtr", tasks, model.feature_channels, {"width": 4, "detach_target": True})
+    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]))
+    step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
+    sum(m.losses(step).values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="seg_encoding"):
+        JTROptions(seg_encoding="gumbel")
+    with pytest.raises(ValueError, match="depth_sigma"):
+        JTROptions(depth_sigma=0)

@@ -1,0 +1,140 @@
+"""MTPSL: pair enumeration, FiLM tables, gradient routing, any T."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mtlwb.methods.mtpsl  # noqa: F401  (registers)
+from mtlwb.methods.base import Refined, Step, build_method, forward_step
+from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
+from mtlwb.models.mtl_net import MultiTaskNet
+from mtlwb.tasks import TaskSpec, make_tasks
+
+H = W = 16
+FEAT = 16
+
+
+def mixed_tasks(T: int) -> list[TaskSpec]:
+    kinds = [("segmentation", 5), ("depth", 1), ("normal", 3), ("edge", 1), ("segmentation", 2), ("depth", 1)]
+    return [TaskSpec(f"t{i}", k, c, "m", False) for i, (k, c) in enumerate(kinds[:T])]
+
+
+def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0) -> Step:
+    g = torch.Generator().manual_seed(seed)
+    B = labelled.shape[0]
+    preds, targets = {}, {}
+    for t in tasks:
+        preds[t.name] = torch.randn(B, t.channels, H, W, generator=g).requires_grad_()
+        if t.kind == "segmentation":
+            tgt = torch.randint(-1, t.channels, (B, H, W), generator=g)
+        elif t.kind == "depth":
+            tgt = torch.rand(B, 1, H, W, generator=g) * 5
+        elif t.kind == "normal":
+            tgt = torch.nn.functional.normalize(torch.randn(B, 3, H, W, generator=g), dim=1)
+        else:
+            tgt = (torch.rand(B, 1, H, W, generator=g) > 0.8).float()
+        if tgt.is_floating_point():
+            tgt.requires_grad_()
+        targets[t.name] = tgt
+    features = torch.randn(B, FEAT, H // 8, W // 8, generator=g).requires_grad_()
+    return Step(torch.zeros(B, 3, H, W), features, Refined({}), preds, targets, labelled)
+
+
+def test_pairs_enumerate_unlabelled_to_labelled():
+    m = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4))
+    lab = torch.tensor([[1, 0, 0], [1, 1, 1], [0, 0, 0], [0, 1, 1]])
+    got = {tuple(r) for r in m.pairs(lab).tolist()}
+    full = {(1, s, t) for s in range(3) for t in range(3) if s != t}
+    assert got == {(0, 1, 0), (0, 2, 0), (3, 0, 1), (3, 0, 2)} | full
+    m_part = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4, full_label_pairs=False))
+    assert {tuple(r) for r in m_part.pairs(lab).tolist()} == {(0, 1, 0), (0, 2, 0), (3, 0, 1), (3, 0, 2)}
+
+
+@pytest.mark.parametrize("T", range(2, 7))
+def test_film_tables_and_pair_columns(T):
+    m = MTPSL(mixed_tasks(T), FEAT, MTPSLOptions(width=4))
+    films = [mod for mod in m.modules() if hasattr(mod, "gamma")]
+    assert films and all(f.gamma.shape[1] == f.beta.shape[1] == T * (T - 1) for f in films)
+    s, t = torch.tensor([(s, t) for s in range(T) for t in range(T) if s != t]).unbind(1)
+    assert sorted(MTPSL.pair_column(s, t, T).tolist()) == list(range(T * (T - 1)))
+
+
+def test_unlabelled_ground_truth_gets_no_gradient_and_is_never_read():
+    tasks = mixed_tasks(4)
+    lab = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0]])
+    m = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
+    step = make_step(tasks, lab)
+    torch.manual_seed(0)
+    loss = sum(m.losses(step).values())
+    loss.backward()
+    for i, t in enumerate(tasks):
+        tgt = step.targets[t.name]
+        if tgt.is_floating_point():
+            for b in range(3):
+                g = tgt.grad[b].abs().sum()
+                assert (g > 0) if lab[b, i] else (g == 0), (t.name, b)
+    # overwrite the unlabelled ground truth with garbage: the loss must not change
+    for i, t in enumerate(tasks):
+        unl = ~lab[:, i].bool()
+        if step.targets[t.name].is_floating_point():
+            step.targets[t.name].data[unl] = float("nan")
+        else:
+            step.targets[t.name][unl] = 3
+    torch.manual_seed(0)
+    again = sum(m.losses(step).values())
+    assert torch.allclose(loss, again)
+
+
+def test_gradient_reaches_unlabelled_predictions_only():
+    tasks = mixed_tasks(3)
+    lab = torch.tensor([[1, 0, 0], [0, 1, 1]])
+    m = MTPSL(tasks, FEAT, MTPSLOptions(width=4, full_label_pairs=False))
+    step = make_step(tasks, lab)
+    m.losses(step)["mtpsl"].backward()
+    for i, t in enumerate(tasks):
+        g = step.predictions[t.name].grad
+        for b in range(2):
+            assert (g[b].abs().sum() > 0) == (not lab[b, i]), (t.name, b)
+    assert step.features.grad is None  # the backbone feature is an anchor, detached
+    assert all(p.grad is not None for p in m.mapping.parameters())
+
+
+def test_no_pairs_gives_attached_zero():
+    tasks = mixed_tasks(2)
+    m = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
+    out = m.losses(make_step(tasks, torch.zeros(2, 2, dtype=torch.long)))
+    assert out["mtpsl"].item() == 0.0 and out["mtpsl"].requires_grad
+
+
+@pytest.mark.parametrize("T", range(2, 7))
+def test_any_number_of_tasks(T):
+    tasks = mixed_tasks(T)
+    lab = (torch.rand(3, T, generator=torch.Generator().manual_seed(T)) > 0.5).long()
+    lab[0] = 1
+    lab[1, 0], lab[1, 1] = 0, 1
+    for reduction in ("pairs", "batch"):
+        m = MTPSL(tasks, FEAT, MTPSLOptions(width=4, reduction=reduction))
+        step = make_step(tasks, lab, seed=T)
+        out = m.losses(step)
+        assert set(out) == {t.name for t in tasks} | {"mtpsl"}
+        sum(out.values()).backward()
+        assert torch.isfinite(out["mtpsl"]) and out["mtpsl"] > 0
+        assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_end_to_end_with_model_and_options():
+    tasks = make_tasks(["semantic", "depth", "normal"], 4)
+    model = MultiTaskNet(tasks)
+    m = build_method("mtpsl", tasks, model.feature_channels, {"width": 4, "mapping_lr": 1e-2})
+    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]))
+    step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
+    sum(m.losses(step).values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert m.parameter_groups(1e-4)[0]["lr"] == 1e-2
+    assert build_method("mtpsl", tasks, 8, {"width": 4}).parameter_groups(1e-4)[0]["lr"] == 1e-4
+    with pytest.raises(ValueError, match="reduction"):
+        MTPSLOptions(reduction="sum")
+    with pytest.raises(ValueError, match="reg_weight"):
+        MTPSLOptions(reg_weight=-1)

@@ -1,0 +1,81 @@
+"""The trainer: every method trains, seeded runs repeat exactly, resume is exact, NaN stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import mtlwb
+from mtlwb.methods import METHODS
+from mtlwb.train import NonFiniteLossError
+
+
+def _final(record):
+    return json.dumps(record["final"], sort_keys=True)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_without_nan(tiny_config, method):
+    record = mtlwb.train(tiny_config(method=method, label_setting="randomlabel", epochs=1))
+    assert record["status"] == "completed"
+    terms = record["history"][-1]["train"]
+    assert all(math.isfinite(v) for v in terms.values())
+    assert set(record["final"]) == {"semantic", "depth", "normal"}
+
+
+def test_same_seed_same_numbers(tiny_config, tmp_path):
+    a = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "a"), epochs=2))
+    b = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "b"), epochs=2))
+    assert _final(a) == _final(b)
+    assert a["history"][0]["train"] == b["history"][0]["train"]
+    c = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "c"), epochs=2, seed=1))
+    assert _final(a) != _final(c)
+
+
+def test_resume_continues_to_the_same_numbers(tiny_config, tmp_path):
+    full = mtlwb.train(tiny_config(method="jtr", run_dir=str(tmp_path / "full"), epochs=2, lr_step=1))
+    mtlwb.train(tiny_config(method="jtr", run_dir=str(tmp_path / "part"), epochs=1, lr_step=1))
+    resumed = mtlwb.train(tiny_config(method="jtr", run_dir=str(tmp_path / "part"), epochs=2, lr_step=1))
+    assert len(resumed["history"]) == 2
+    assert _final(full) == _final(resumed)
+
+
+def test_completed_run_is_not_retrained(tiny_config):
+    cfg = tiny_config(epochs=1)
+    first = mtlwb.train(cfg)
+    again = mtlwb.train(cfg)
+    assert first["history"] == again["history"]
+
+
+def test_checkpoint_of_another_experiment_is_refused(tiny_config):
+    mtlwb.train(tiny_config(epochs=1))
+    with pytest.raises(ValueError, match=r"different experiment \(differs in \['method'\]\)"):
+        mtlwb.train(tiny_config(epochs=1, method="tpkr"))
+
+
+def test_non_finite_loss_names_the_term_and_keeps_last_checkpoint(tiny_config, monkeypatch):
+    cfg = tiny_config(epochs=2)
+    mtlwb.train(tiny_config(epochs=1))                       # epoch 1 is checkpointed
+    from mtlwb.methods.supervised import Supervised
+    original = Supervised.losses
+
+    def poisoned(self, step):
+        terms = original(self, step)
+        terms["depth"] = terms["depth"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(Supervised, "losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'depth' became nan at epoch 1, step 0"):
+        mtlwb.train(cfg)
+    record = json.loads((cfg.resolved_run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and "depth" in record["error"]
+    state = torch.load(cfg.resolved_run_dir / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1
+
+
+def test_zero_epochs_evaluates_the_initial_model(tiny_config):
+    record = mtlwb.train(tiny_config(epochs=0))
+    assert record["history"][0]["epoch"] == 0 and record["final"]

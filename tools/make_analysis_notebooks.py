@@ -1,0 +1,231 @@
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent}.ipynb (run once; the notebooks are the artefacts).
+
+Stored defaults are tiny so nbval re-executes each notebook in well under a minute. Cells whose output holds
+random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; deterministic tables are checked.
+"""
+import nbformat as nbf
+
+md = nbf.v4.new_markdown_cell
+code = nbf.v4.new_code_cell
+IGNORE = "nbval-ignore-output"
+
+
+def tagged(src: str, *tags: str):
+    c = code(src)
+    c.metadata["tags"] = list(tags)
+    return c
+
+
+SETUP = ("import os\n"
+         "from pathlib import Path\n")
+CHDIR = ("\n# nbval and JupyterLab start the kernel in notebooks/: work from the project root like the CLI does\n"
+         "os.chdir(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / 'pyproject.toml').is_file()))\n")
+
+
+def write(path: str, cells: list) -> None:
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbf.write(nb, path)
+
+
+write("notebooks/dataset_explorer.ipynb", [
+    md("# Dataset explorer\n\n"
+       "Browse images with their ground truth, see which tasks a partial-label setting keeps for each image "
+       "(faded, cross-hatched panels are *not* labelled), the class content, and how many images each setting "
+       "labels per task. Open with `make lab`; the slider and toggles need a live kernel, the static grid below "
+       "them is what exported reports show."),
+    tagged('data_root = "data/scenes-64x80"\n'
+           'tasks = ["semantic", "depth", "normal"]\n'
+           '# setting shown on the samples: full, onelabel, randomlabel, ratio:semantic=0.1, ...\n'
+           'label_setting = "onelabel"\n'
+           'settings = ["full", "onelabel", "randomlabel", "ratio:semantic=0.1", "ratio:depth=0.25,normal=0.5"]\n'
+           'mask_seed = 0\n'
+           'indices = [0, 1, 2, 3]\n'
+           '# images read for the class histogram (None = the whole split)\n'
+           'hist_images = 300\n'
+           'export_dir = "reports/figures/dataset_explorer"', "parameters"),
+    code(SETUP + "\n"
+         "from mtlwb import figures\n"
+         "from mtlwb.data import MultiTaskFolder, ensure_dataset, make_mask\n"
+         "from mtlwb.data.folder import dataset_num_classes\n"
+         "from mtlwb.io import read_json\n"
+         "from mtlwb.tasks import make_tasks\n"
+         + CHDIR +
+         "figures.use_offline_renderer()\n"
+         "ensure_dataset(data_root)\n"
+         "task_specs = make_tasks(tasks, dataset_num_classes(data_root))\n"
+         "train_set = MultiTaskFolder(data_root, \"train\", task_specs)\n"
+         "meta = Path(data_root) / \"meta.json\"\n"
+         "class_names = read_json(meta)[\"class_names\"] if meta.is_file() else None\n"
+         "table = make_mask(label_setting, len(train_set), tasks, mask_seed)\n"
+         "print(f\"{len(train_set)} training images, tasks {tasks}, classes {class_names}\")"),
+    md("## Labelled images per task, for each setting\n"
+       "The same tables training uses (generated from `mask_seed`); deterministic, so CI checks these numbers."),
+    code("counts = figures.label_count_table(len(train_set), tasks, settings, mask_seed)\ncounts"),
+    tagged("figures.label_count_figure(counts, tasks).show()", IGNORE),
+    md("## Browse samples\nSlider: image index; toggles: tasks to show. Labels follow `label_setting`."),
+    tagged("figures.sample_browser(train_set, task_specs, table, label_setting)", IGNORE),
+    md("Static view of `indices` (what an exported report shows):"),
+    code("print({i: [t for j, t in enumerate(tasks) if table[i, j]] for i in indices})"),
+    tagged("grid = figures.sample_grid(train_set, task_specs, indices, table, setting=label_setting)\ngrid.show()",
+           IGNORE),
+    md("## Class content"),
+    tagged("hist = figures.class_histogram(train_set, class_names, limit=hist_images)\nhist.show()", IGNORE),
+    md("## Export\nInteractive HTML always; PNG when a Chromium is present (`figures.find_browser()`)."),
+    tagged("for name, fig in {\"samples\": grid, \"class_histogram\": hist,\n"
+           "                  \"label_counts\": figures.label_count_figure(counts, tasks)}.items():\n"
+           "    print(figures.export_figure(fig, export_dir, name))", IGNORE),
+])
+
+write("notebooks/task_affinity.ipynb", [
+    md("# Task affinity and prototypes\n\n"
+       "For a **tpkr** run: the T×T affinity of each task's features to the prototype slots (test-averaged), how it "
+       "formed over the epochs, the prototype slots themselves, and one image's own affinity. For **any** run: the "
+       "method-independent gradient-cosine affinity on the shared encoder, beside the prototype one.\n\n"
+       "If `run_dir` holds no run, a tiny one is trained first (so this notebook is self-contained)."),
+    tagged('run_dir = "reports/runs/nb-task-affinity"\n'
+           '# used only when run_dir holds no checkpoint yet (the tiny self-contained run)\n'
+           'method = "tpkr"\n'
+           'label_setting = "onelabel"\n'
+           'epochs = 3\n'
+           'train_samples = 48\n'
+           'eval_samples = 16\n'
+           '# evaluation image for the per-image affinity\n'
+           'image_index = 0\n'
+           '# gradient affinity: batches of the evaluation split\n'
+           'grad_batches = 2\n'
+           'grad_batch_size = 8\n'
+           'export_dir = "reports/figures/task_affinity"', "parameters"),
+    code(SETUP + "\n"
+         "import mtlwb\n"
+         "from mtlwb import figures, records\n"
+         "from mtlwb.data import ensure_dataset\n"
+         + CHDIR +
+         "figures.use_offline_renderer()\n"
+         "if not (Path(run_dir) / \"checkpoint.pt\").is_file():\n"
+         "    ensure_dataset(\"data/scenes-64x80\")\n"
+         "    mtlwb.train(mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs,\n"
+         "                                       train_samples=train_samples, eval_samples=eval_samples,\n"
+         "                                       run_dir=run_dir, progress=False))\n"
+         "record = mtlwb.load_record(run_dir)\n"
+         "exp = mtlwb.load_experiment(run_dir, device=\"cpu\")\n"
+         "names = [t.name for t in exp.tasks]\n"
+         "is_tpkr = record[\"config\"][\"method\"] == \"tpkr\"\n"
+         "records.run_summary(record)"),
+    md("## Test-averaged affinity\nRow *t*: how task *t*'s features distribute over the prototype slots "
+       "(rows sum to 1). A strong diagonal = tasks keep their identity; off-diagonal mass = knowledge retrieved "
+       "from other tasks."),
+    tagged("if is_tpkr:\n"
+           "    heat = figures.record_affinity_heatmap(record)\n"
+           "    heat.show()\n"
+           "else:\n"
+           "    print(f\"method {record['config']['method']!r}: no prototype affinity (see the gradient affinity)\")",
+           IGNORE),
+    md("## Evolution over epochs\nPress ▶ or drag the slider (frames = epochs, from the run's history)."),
+    tagged("if is_tpkr:\n"
+           "    figures.affinity_evolution(record).show()\n"
+           "    figures.affinity_trajectories(record).show()", IGNORE),
+    md("## Prototype slots\nCosine similarity between slots, and a PCA plane of the unit slots with the task keys "
+       "of a few evaluation images (the vectors the affinity compares against the slots)."),
+    tagged("if is_tpkr:\n"
+           "    slots = exp.method.prototype_slots()\n"
+           "    figures.prototype_similarity(slots, names).show()\n"
+           "    keys, key_tasks = figures.affinity.task_keys(exp, range(min(16, len(exp.eval_set))))\n"
+           "    figures.prototype_projection(slots, names, keys, key_tasks).show()", IGNORE),
+    md("## One image\nThe slider picks another evaluation image (live kernel); `image_index` sets the start."),
+    tagged("if is_tpkr:\n"
+           "    display(figures.image_affinity_browser(exp, image_index))", IGNORE),
+    md("## Gradient affinity (any method)\nCosine similarity of the per-task loss gradients on the shared encoder, "
+       "averaged over a few fully labelled evaluation batches: +1 tasks agree, −1 they conflict."),
+    tagged("grad = figures.gradient_affinity(exp, batches=grad_batches, batch_size=grad_batch_size)\n"
+           "print(\"symmetric:\", bool((abs(grad - grad.T) < 1e-6).all()), \"| diagonal:\", grad.diagonal().round(3))",
+           IGNORE),
+    tagged("if is_tpkr:\n"
+           "    side = figures.affinity_comparison(record[\"history\"][-1][\"summaries\"][\"affinity\"], grad, names)\n"
+           "else:\n"
+           "    side = figures.gradient_affinity_heatmap(grad, names)\n"
+           "side.show()", IGNORE),
+    md("## Export"),
+    tagged("out = {\"affinity_comparison\": side}\n"
+           "if is_tpkr:\n"
+           "    out.update(affinity=heat, affinity_evolution=figures.affinity_evolution(record))\n"
+           "for name, fig in out.items():\n"
+           "    print(figures.export_figure(fig, export_dir, name, png=name != \"affinity_evolution\"))", IGNORE),
+])
+
+write("notebooks/joint_latent.ipynb", [
+    md("# Joint latent space\n\n"
+       "For a **JTR** run: t-SNE of the joint-task codes of the predictions (circles) and of the mixed targets "
+       "(diamonds; ground truth where labelled, prediction elsewhere), coloured by which tasks were labelled, by "
+       "dominant class, and by epoch when the run kept epoch snapshots. For **any** run: t-SNE of the per-task "
+       "features the heads read, coloured by task. Embeddings are cached in `<run_dir>/tsne/` keyed by a hash of "
+       "the inputs, so re-running is instant.\n\n"
+       "If `run_dir` holds no run, a tiny JTR run with epoch snapshots is trained first."),
+    tagged('run_dir = "reports/runs/nb-joint-latent"\n'
+           '# used only when run_dir holds no checkpoint yet (the tiny self-contained run, with epoch snapshots)\n'
+           'method = "jtr"\n'
+           'label_setting = "onelabel"\n'
+           'epochs = 2\n'
+           'train_samples = 64\n'
+           'eval_samples = 32\n'
+           '# training images whose codes are embedded; pool: "mean" (one point per image) or "positions"\n'
+           'n_images = 64\n'
+           'pool = "mean"\n'
+           'positions = 4\n'
+           'perplexity = 20.0\n'
+           'export_dir = "reports/figures/joint_latent"', "parameters"),
+    code(SETUP + "\n"
+         "import mtlwb\n"
+         "from mtlwb import figures, records\n"
+         "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.io import read_json\n"
+         + CHDIR +
+         "figures.use_offline_renderer()\n"
+         "if not (Path(run_dir) / \"checkpoint.pt\").is_file():\n"
+         "    ensure_dataset(\"data/scenes-64x80\")\n"
+         "    config = mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs,\n"
+         "                                    lr_step=epochs, train_samples=train_samples,\n"
+         "                                    eval_samples=eval_samples, run_dir=run_dir, progress=False)\n"
+         "    figures.latent.train_with_snapshots(config)\n"
+         "record = mtlwb.load_record(run_dir)\n"
+         "exp = mtlwb.load_experiment(run_dir, device=\"cpu\")\n"
+         "meta = Path(exp.config.data_root) / \"meta.json\"\n"
+         "class_names = read_json(meta)[\"class_names\"] if meta.is_file() else None\n"
+         "has_codes = hasattr(exp.method, \"joint_codes\")\n"
+         "print(\"snapshots kept for epochs:\", list(figures.latent.snapshot_paths(run_dir)))\n"
+         "records.run_summary(record)"),
+    md("## Joint codes, coloured by the labelled tasks\nIf the joint space does its job, an image's prediction "
+       "and mixed target sit together whatever it was labelled for."),
+    tagged("if has_codes:\n"
+           "    by_label = figures.joint_latent_figure(exp, run_dir, \"labelled\", n_images, pool, positions,\n"
+           "                                           perplexity, class_names)\n"
+           "    by_label.show()\n"
+           "else:\n"
+           "    print(f\"method {exp.config.method!r} has no joint codes (JTR only); see the task features below\")",
+           IGNORE),
+    md("## Coloured by dominant class\nPer image (mean pooling) or per sampled code position (`pool=\"positions\"`)."),
+    tagged("if has_codes:\n"
+           "    figures.joint_latent_figure(exp, run_dir, \"dominant class\", n_images, pool, positions, perplexity,\n"
+           "                                class_names).show()\n"
+           "    figures.joint_latent_figure(exp, run_dir, \"dominant class\", n_images, \"positions\", positions,\n"
+           "                                perplexity, class_names).show()", IGNORE),
+    md("## Over epochs\nOne embedding of the codes of every epoch snapshot (runs trained with "
+       "`figures.latent.train_with_snapshots`)."),
+    tagged("epochs_fig = figures.joint_latent_over_epochs(exp, run_dir, n_images=min(n_images, 32),\n"
+           "                                             perplexity=perplexity) if has_codes else None\n"
+           "if epochs_fig is None:\n"
+           "    print(\"no epoch snapshots in\", run_dir)\n"
+           "else:\n"
+           "    epochs_fig.show()\n"
+           "    exp = mtlwb.load_experiment(run_dir, device=\"cpu\")  # back to the final weights", IGNORE),
+    md("## Per-task features (any method)\nThe refined features each head reads, mean-pooled per image."),
+    tagged("tasks_fig = figures.task_feature_figure(exp, run_dir, n_images=min(n_images, 48), perplexity=perplexity)\n"
+           "tasks_fig.show()", IGNORE),
+    code("print(\"cached embeddings:\", len(list((Path(run_dir) / \"tsne\").glob(\"*.npz\"))) > 0)"),
+    md("## Export"),
+    tagged("out = {\"task_features\": tasks_fig}\n"
+           "if has_codes:\n"
+           "    out[\"joint_codes\"] = by_label\n"
+           "for name, fig in out.items():\n"
+           "    print(figures.export_figure(fig, export_dir, name))", IGNORE),
+])
