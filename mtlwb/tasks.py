@@ -40,13 +40,17 @@ def semantic(num_classes: int) -> TaskSpec:
 DEPTH = TaskSpec("depth", "depth", 1, "abs_err", True)
 NORMAL = TaskSpec("normal", "normal", 3, "mean_angle", True)
 EDGE = TaskSpec("edge", "edge", 1, "fscore", False)
+# PASCAL-Context: human parts (background + 6 groups) and saliency (background / salient), both segmentation.
+PARTS = TaskSpec("parts", "segmentation", 7, "miou", False)
+SALIENCY = TaskSpec("saliency", "segmentation", 2, "miou", False)
 
-TASK_NAMES = ("semantic", "depth", "normal", "edge")
+TASK_NAMES = ("semantic", "depth", "normal", "edge", "parts", "saliency")
 
 
 def make_tasks(names: tuple[str, ...] | list[str], num_classes: int) -> list[TaskSpec]:
     """Build task specs in the given order; unknown names are refused."""
-    table = {"semantic": semantic(num_classes), "depth": DEPTH, "normal": NORMAL, "edge": EDGE}
+    table = {"semantic": semantic(num_classes), "depth": DEPTH, "normal": NORMAL, "edge": EDGE,
+             "parts": PARTS, "saliency": SALIENCY}
     bad = [n for n in names if n not in table]
     if bad:
         raise ValueError(f"tasks={list(names)}: unknown {bad}; allowed {list(TASK_NAMES)}")

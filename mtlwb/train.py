@@ -21,8 +21,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .config import ExperimentConfig
 from .data import build_datasets
+from .data.augment import AugmentOptions, augment_batch
+from .data.registry import get_dataset
 from .io import atomic_torch_save, atomic_write_json, read_json
 from .methods import Method, Step, build_method, forward_step
 from .metrics import MultiTaskMeter
@@ -60,6 +63,8 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     seed_everything(config.seed)
     tasks, train_set, eval_set, labelled = build_datasets(config)
     model = MultiTaskNet(tasks, config.backbone, config.backbone_weights)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, eval_set,
                       torch.from_numpy(labelled), device)
@@ -76,6 +81,11 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _images(batch: dict, config: ExperimentConfig) -> torch.Tensor:
+    images = batch["image"]
+    return images.contiguous(memory_format=torch.channels_last) if config.channels_last else images
+
+
 def evaluate(exp: Experiment, loader: DataLoader | None = None) -> tuple[dict, dict]:
     """Metrics over the evaluation split and the method's averaged summaries (e.g. task affinity)."""
     loader = loader or DataLoader(exp.eval_set, batch_size=exp.config.batch_size, shuffle=False,
@@ -88,7 +98,7 @@ def evaluate(exp: Experiment, loader: DataLoader | None = None) -> tuple[dict, d
     with torch.inference_mode(), _autocast(exp.config, exp.device):
         for batch in loader:
             batch = _to(batch, exp.device)
-            _, refined, preds = forward_step(exp.model, exp.method, batch["image"])
+            _, refined, preds = forward_step(exp.model, exp.method, _images(batch, exp.config))
             meter.update({k: v.float() for k, v in preds.items()}, {t.name: batch[t.name] for t in exp.tasks})
             n = batch["image"].shape[0]
             for key, value in exp.method.eval_summary(refined).items():
@@ -120,8 +130,13 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
     cfg = exp.config
     gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)
-    loader = DataLoader(exp.train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                        num_workers=cfg.num_workers, drop_last=len(exp.train_set) > cfg.batch_size)
+    sampler = dist_utils.train_sampler(exp.train_set, epoch_seed(cfg.seed, epoch), drop_last=False)
+    loader = DataLoader(exp.train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                        generator=gen, num_workers=cfg.num_workers,
+                        drop_last=len(sampler if sampler is not None else exp.train_set) > cfg.batch_size)
+    # augmentation draws from its own generator (per rank), so it never shifts the shuffling or method noise
+    aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 2 + 7919 * dist_utils.current().rank)
+    aug_options = AugmentOptions(flip=get_dataset(cfg.dataset).flip)
     exp.model.train()
     exp.method.train()
     task_names = [t.name for t in exp.tasks]
@@ -130,11 +145,14 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for step, batch in enumerate(bar):
         batch = _to(batch, exp.device)
+        if cfg.augment:
+            batch = augment_batch(batch, exp.tasks, aug_gen, aug_options)
+        images = _images(batch, cfg)
         labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
         with _autocast(cfg, exp.device):
-            features, refined, preds = forward_step(exp.model, exp.method, batch["image"])
+            features, refined, preds = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
-            s = Step(batch["image"], features, refined, preds, {n: batch[n] for n in task_names}, labelled)
+            s = Step(images, features, refined, preds, {n: batch[n] for n in task_names}, labelled)
             terms = exp.method.losses(s)
         _check_finite(terms, epoch, step)
         sup = {n: terms[n] for n in task_names}
@@ -144,6 +162,7 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         _check_finite({"total": loss}, epoch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        dist_utils.sync_gradients(p for group in optimizer.param_groups for p in group["params"])
         optimizer.step()
         terms["total"] = loss
         for k, v in terms.items():
@@ -151,7 +170,7 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
                 counts[k] = counts.get(k, 0) + 1
         bar.set_postfix(loss=f"{totals['total'] / counts['total']:.3f}")
-    return {k: totals[k] / counts[k] for k in totals}
+    return dist_utils.reduce_means(totals, counts)   # means over every rank's batches (one rank: as is)
 
 
 def _state(exp: Experiment, weighting, optimizer, scheduler, epoch: int, history: list) -> dict:
@@ -195,7 +214,12 @@ def write_record(run_dir: Path, exp: Experiment, history: list, status: str, err
 
 
 def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
-    """Train (or resume) the experiment and return its record (also in <run_dir>/metrics.json)."""
+    """Train (or resume) the experiment and return its record (also in <run_dir>/metrics.json).
+
+    Under torchrun (WORLD_SIZE > 1) every rank trains on its shard with averaged gradients; only
+    rank 0 evaluates and writes checkpoint and metrics, the other ranks return {'final': {}, ...}.
+    """
+    dist_info = dist_utils.init_from_env(config.device)
     exp = exp or build_experiment(config)
     run_dir = config.resolved_run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -203,27 +227,36 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
     optimizer = _optimizer(exp, weighting)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
     start, history = _resume(exp, weighting, optimizer, scheduler, run_dir)
+    for module in (exp.model, exp.method, weighting):
+        dist_utils.broadcast_module(module)
     eval_loader = DataLoader(exp.eval_set, batch_size=config.batch_size, shuffle=False,
                              num_workers=config.num_workers)
-    epochs = tqdm(range(start, config.epochs), desc=config.run_id, disable=not config.progress,
+    epochs = tqdm(range(start, config.epochs), desc=config.run_id, disable=not config.progress or not dist_info.is_main,
                   initial=start, total=config.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
         try:
-            train_terms = train_epoch(exp, weighting, optimizer, epoch, config.progress)
+            train_terms = train_epoch(exp, weighting, optimizer, epoch, config.progress and dist_info.is_main)
         except NonFiniteLossError as e:
-            write_record(run_dir, exp, history, "failed", str(e))
+            if dist_info.is_main:
+                write_record(run_dir, exp, history, "failed", str(e))
             raise
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         weighting.epoch_end({t.name: train_terms.get(t.name, 0.0) for t in exp.tasks})
         exp.method.on_epoch_end(epoch)
+        for module in (exp.model, exp.method):
+            dist_utils.broadcast_module(module)   # BatchNorm statistics are per rank: take rank 0's
+        if not dist_info.is_main:
+            continue
         metrics, summaries = evaluate(exp, eval_loader)
         history.append({"epoch": epoch + 1, "lr": lr, "train": train_terms, "eval": metrics,
                         "summaries": summaries, "weights": weighting.weights(),
                         "seconds": time.perf_counter() - t0})
         atomic_torch_save(run_dir / CHECKPOINT, _state(exp, weighting, optimizer, scheduler, epoch + 1, history))
         write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+    if not dist_info.is_main:
+        return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}
     if not history or start == config.epochs:
         metrics, summaries = evaluate(exp, eval_loader)
         history = history or [{"epoch": 0, "lr": config.lr, "train": {}, "eval": metrics, "summaries": summaries,

@@ -31,6 +31,12 @@ cells = [
            'epochs = 1\n'
            'batch_size = 16\n'
            'lr = 0.001\n'
+           '# lr_step: epochs between lr decays (0 = halfway); lr_gamma: decay factor\n'
+           'lr_step = 0\n'
+           'lr_gamma = 0.5\n'
+           '# augment: the papers\' random scale-crop, flip and photometric jitter (real datasets)\n'
+           'augment = False\n'
+           'channels_last = False\n'
            'seed = 0\n'
            '# train_samples / eval_samples: first N images only; None = the whole split\n'
            'train_samples = 64\n'
@@ -47,7 +53,8 @@ cells = [
          "config = mtlwb.ExperimentConfig(\n"
          "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"
          "    method=method, method_options=method_options, weighting=weighting, backbone=backbone, epochs=epochs,\n"
-         "    batch_size=batch_size, lr=lr, seed=seed, train_samples=train_samples, eval_samples=eval_samples,\n"
+         "    batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, augment=augment,\n"
+         "    channels_last=channels_last, seed=seed, train_samples=train_samples, eval_samples=eval_samples,\n"
          "    device=device, run_dir=run_dir, progress=progress)\n"
          "if dataset == \"scenes\":\n"
          "    ensure_dataset(data_root)\n"

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from torch.utils.data import Dataset
 
-from ..tasks import TaskSpec, make_tasks
-from .folder import MultiTaskFolder, dataset_num_classes
+from ..tasks import TaskSpec
+from . import registry
+from .folder import MultiTaskFolder
 from .generate import dataset_is_complete, generate_dataset
 from .masks import label_mask, make_mask
 from .scenes import NUM_CLASSES, render_scene
@@ -30,11 +32,10 @@ def ensure_dataset(root: str | Path = "data/scenes-64x80", **kwargs) -> Path:
     return generate_dataset(root, **{**DEFAULT_SCENES, **kwargs})
 
 
-def build_datasets(config: ExperimentConfig) -> tuple[list[TaskSpec], MultiTaskFolder, MultiTaskFolder, np.ndarray]:
-    """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting."""
-    num_classes = dataset_num_classes(config.data_root, default=13)
-    tasks = make_tasks(config.tasks, num_classes)
-    train_set = MultiTaskFolder(config.data_root, "train", tasks, config.train_samples)
-    eval_set = MultiTaskFolder(config.data_root, "val", tasks, config.eval_samples)
-    table = label_mask(config.label_setting, config.data_root, len(train_set), config.tasks, config.mask_seed)
-    return tasks, train_set, eval_set, table
+def build_datasets(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
+    """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting.
+
+    Dispatches on ``config.dataset`` through ``registry.REGISTRY`` (scenes, nyuv2, cityscapes7/19,
+    pascal_context).
+    """
+    return registry.build(config)

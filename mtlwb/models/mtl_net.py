@@ -16,8 +16,10 @@ from torch import nn
 from ..tasks import TaskSpec
 from .heads import ASPPHead, LightHead
 from .resnet import load_backbone_weights, resnet18, resnet50, resnet_small
+from .segnet import SegNet, SegNetHead
 
-BACKBONES = ("resnet_small", "resnet18", "resnet50")
+# "segnet": the MTAN/MTPSL/JTR SegNet; its shared feature is the full-resolution 64-channel decoder output.
+BACKBONES = ("resnet_small", "resnet18", "resnet50", "segnet")
 
 
 def build_encoder(name: str) -> nn.Module:
@@ -27,6 +29,8 @@ def build_encoder(name: str) -> nn.Module:
         return resnet18(dilated=True)
     if name == "resnet50":
         return resnet50(dilated=True)
+    if name == "segnet":
+        return SegNet()
     raise ValueError(f"backbone={name!r}: allowed {BACKBONES}")
 
 
@@ -39,11 +43,11 @@ class MultiTaskNet(nn.Module):
         if backbone_weights:
             load_backbone_weights(self.encoder, backbone_weights)
         self.feature_channels: int = self.encoder.out_channels
-        head = LightHead if backbone == "resnet_small" else ASPPHead
+        head = {"resnet_small": LightHead, "segnet": SegNetHead}.get(backbone, ASPPHead)
         self.heads = nn.ModuleDict({t.name: head(self.feature_channels, t.channels) for t in self.tasks})
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] -> shared feature [B, C, H/8, W/8]."""
+        """[B, 3, H, W] -> shared feature [B, C, H/8, W/8] (SegNet: [B, 64, H, W])."""
         return self.encoder(images)
 
     def decode(self, task_features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:

@@ -116,6 +116,11 @@ def load_backbone_weights(encoder: ResNet, path: str | Path) -> None:
         raise FileNotFoundError(f"backbone_weights={str(path)!r}: no such file")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = encoder.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"backbone_weights={str(path)!r}: tensor shapes do not match the encoder ({wrong[:3]})")
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"backbone_weights={str(path)!r}: does not match the encoder "

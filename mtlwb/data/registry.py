@@ -1,0 +1,175 @@
+"""Dataset name -> everything needed to load it: classes, tasks, reader, published label settings.
+
+``build(config)`` is what ``build_datasets`` dispatches to, so a new benchmark
+is one ``DatasetInfo`` entry here plus its reader.
+
+Published partial-label files (MTPSL's releases, reused by JTR) are looked up
+in ``<data_root>/settings/`` under their published names. With
+``label_setting='onelabel'`` or ``'randomlabel'`` on a real benchmark, the
+published file is used when it is there (its columns are in the paper's task
+order and are picked / reordered to the config's ``tasks``); when it is not,
+the setting is generated from ``mask_seed`` as for the scenes, with a warning
+naming the file to put there, since a generated split is not the papers'.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..tasks import TaskSpec, make_tasks
+from .cityscapes import CityscapesFolder
+from .folder import MultiTaskFolder, dataset_num_classes
+from .masks import check_every_task_labelled, label_mask, load_mask_file
+from .pascal import DEFAULT_SIZE, PascalContext
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+
+SETTINGS_DIR = "settings"
+
+# loader(root, split, tasks, limit) -> Dataset
+Loader = Callable[[Path, str, list[TaskSpec], "int | None"], Dataset]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int | None                  # semantic classes; None = read from <root>/meta.json (scenes)
+    tasks: tuple[str, ...]                   # tasks annotated in this dataset
+    default_tasks: tuple[str, ...]           # the papers' task set
+    loader: Loader
+    mask_files: dict[str, str] = field(default_factory=dict)   # label_setting -> published file name
+    mask_tasks: tuple[str, ...] = ()         # column order of the published files
+    flip: bool = True                        # horizontal flip in training augmentation
+    root_marker: str = "train/image"         # a path under data_root that must exist
+    layout: str = ""                         # one line for error messages
+
+    def semantic_classes(self, root: str | Path) -> int:
+        return self.num_classes if self.num_classes is not None else dataset_num_classes(root, default=13)
+
+    def make_tasks(self, names: list[str], root: str | Path) -> list[TaskSpec]:
+        check_tasks(self.name, names)
+        return make_tasks(names, self.semantic_classes(root))
+
+    def check_root(self, root: str | Path) -> None:
+        if not (Path(root) / self.root_marker).exists():
+            raise FileNotFoundError(f"data_root={str(root)!r}: no {self.name} dataset there "
+                                    f"(missing {Path(root) / self.root_marker}); expected {self.layout}; "
+                                    "see docs/datasets.md")
+
+    def published_mask(self, root: str | Path, setting: str) -> Path | None:
+        name = self.mask_files.get(setting)
+        return Path(root) / SETTINGS_DIR / name if name else None
+
+
+def _folder_loader(root: Path, split: str, tasks: list[TaskSpec], limit: int | None) -> Dataset:
+    return MultiTaskFolder(root, split, tasks, limit)
+
+
+def _cityscapes_loader(classes: int) -> Loader:
+    def load(root: Path, split: str, tasks: list[TaskSpec], limit: int | None) -> Dataset:
+        return CityscapesFolder(root, split, tasks, limit, num_classes=classes)
+    return load
+
+
+def _pascal_loader(root: Path, split: str, tasks: list[TaskSpec], limit: int | None) -> Dataset:
+    return PascalContext(root, split, tasks, limit, size=DEFAULT_SIZE)
+
+
+MTAN_LAYOUT = "<root>/{train,val}/{image,label,depth,normal}/<i>.npy"
+CITY_LAYOUT = "<root>/{train,val}/{image,label_7,label_19,depth}/<i>.npy"
+PASCAL_LAYOUT = "<root>/{JPEGImages,ImageSets/Context,semseg,human_parts,sal_distill,normals_distill,pascal-context}"
+PASCAL_MASK_TASKS = ("semantic", "parts", "saliency", "normal", "edge")
+
+REGISTRY: dict[str, DatasetInfo] = {
+    "scenes": DatasetInfo("scenes", None, ("semantic", "depth", "normal", "edge"), ("semantic", "depth", "normal"),
+                          _folder_loader, layout=MTAN_LAYOUT + " + meta.json"),
+    "nyuv2": DatasetInfo("nyuv2", 13, ("semantic", "depth", "normal"), ("semantic", "depth", "normal"),
+                         _folder_loader, {"onelabel": "onelabel.pth", "randomlabel": "randomlabels.pth"},
+                         ("semantic", "depth", "normal"), flip=False, layout=MTAN_LAYOUT),
+    "cityscapes7": DatasetInfo("cityscapes7", 7, ("semantic", "depth"), ("semantic", "depth"),
+                               _cityscapes_loader(7), {"onelabel": "onelabel.pth"}, ("semantic", "depth"),
+                               layout=CITY_LAYOUT),
+    "cityscapes19": DatasetInfo("cityscapes19", 19, ("semantic", "depth"), ("semantic", "depth"),
+                                _cityscapes_loader(19), layout=CITY_LAYOUT),
+    "pascal_context": DatasetInfo("pascal_context", 21, PASCAL_MASK_TASKS, PASCAL_MASK_TASKS, _pascal_loader,
+                                  {"onelabel": "onelabel.npy", "randomlabel": "randomlabels.npy"},
+                                  PASCAL_MASK_TASKS, root_marker="ImageSets/Context", layout=PASCAL_LAYOUT),
+}
+DATASET_NAMES = tuple(REGISTRY)
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    if name not in REGISTRY:
+        raise ValueError(f"dataset={name!r}: allowed {list(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def check_tasks(dataset: str, names: list[str]) -> None:
+    """Refuse tasks the dataset does not annotate (checked when the config is built)."""
+    info = get_dataset(dataset)
+    bad = [n for n in names if n not in info.tasks]
+    if bad:
+        raise ValueError(f"tasks={list(names)}: {bad} not annotated in dataset {dataset!r}; "
+                         f"allowed {list(info.tasks)}")
+
+
+def published_table(info: DatasetInfo, path: Path, n: int, task_names: list[str], exact: bool = True) -> np.ndarray:
+    """A published [N_full, T_paper] file -> [n, T] for the config's tasks (columns picked and reordered).
+
+    ``exact``: the file must have one row per training image; otherwise (a
+    ``train_samples`` prefix of the split) its first n rows are used.
+    """
+    table = _load_any_rows(path, list(info.mask_tasks))
+    if table.shape[0] < n or (exact and table.shape[0] != n):
+        raise ValueError(f"mask file {str(path)!r}: {table.shape[0]} rows, expected one per training image "
+                         f"({n}); is it the file of another dataset?")
+    cols = [info.mask_tasks.index(t) for t in task_names]
+    table = table[:n, cols]
+    check_every_task_labelled(table, task_names, str(path))
+    return table
+
+
+def _load_any_rows(path: Path, mask_tasks: list[str]) -> np.ndarray:
+    """Read with load_mask_file's checks, taking N from the file (train_samples may use a prefix)."""
+    try:
+        if path.suffix == ".npy":
+            rows = np.load(path, mmap_mode="r").shape[0]
+        else:
+            rows = torch.load(path, map_location="cpu", weights_only=True)["labels_weights"].shape[0]
+    except (OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"mask file {str(path)!r}: cannot read ({e}); expected "
+                         f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth) or [N, "
+                         f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}") from e
+    return load_mask_file(path, rows, mask_tasks)
+
+
+def build(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
+    """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting."""
+    info = get_dataset(config.dataset)
+    root = Path(config.data_root)
+    info.check_root(root)
+    tasks = info.make_tasks(list(config.tasks), root)
+    train_set = info.loader(root, "train", tasks, config.train_samples)
+    eval_set = info.loader(root, "val", tasks, config.eval_samples)
+    table = label_table(info, config, len(train_set))
+    return tasks, train_set, eval_set, table
+
+
+def label_table(info: DatasetInfo, config: ExperimentConfig, n: int) -> np.ndarray:
+    published = info.published_mask(config.data_root, config.label_setting)
+    if published is not None:
+        if published.is_file():
+            return published_table(info, published, n, list(config.tasks), exact=config.train_samples is None)
+        warnings.warn(f"label_setting={config.label_setting!r} on {info.name}: published file {published} "
+                      f"not found; generating a {config.label_setting} split from mask_seed={config.mask_seed} "
+                      "instead (not the papers' split; see docs/datasets.md)", stacklevel=2)
+    return label_mask(config.label_setting, config.data_root, n, list(config.tasks), config.mask_seed)

@@ -1,0 +1,226 @@
+"""Real-benchmark readers on tiny fixtures written in the published formats (tests/fixtures_real.py)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from fixtures_real import (
+    PASCAL_IDS,
+    onelabel_table,
+    write_cityscapes,
+    write_mask_npy,
+    write_mask_pt,
+    write_nyuv2,
+    write_pascal,
+)
+
+from mtlwb.config import ExperimentConfig
+from mtlwb.data import build_datasets
+from mtlwb.data.augment import AugmentOptions, augment_batch, augment_sample
+from mtlwb.data.pascal import PascalContext, edges_from_labelmap
+from mtlwb.data.registry import REGISTRY, SETTINGS_DIR
+from mtlwb.tasks import make_tasks
+
+
+def _cfg(dataset: str, root, **kw) -> ExperimentConfig:
+    return ExperimentConfig(dataset=dataset, data_root=str(root), device="cpu", progress=False, **kw)
+
+
+# --- NYUv2 ------------------------------------------------------------------------------------------
+
+def test_nyuv2_loads_at_any_size_with_published_mask(tmp_path):
+    root = write_nyuv2(tmp_path / "nyuv2")
+    table = onelabel_table(8, 3)
+    write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", table)
+    tasks, train, val, labelled = build_datasets(_cfg("nyuv2", root))
+    assert [t.name for t in tasks] == ["semantic", "depth", "normal"] and tasks[0].channels == 13
+    assert (len(train), len(val)) == (8, 4)
+    item = train[0]
+    assert item["image"].shape == (3, 24, 32) and item["semantic"].shape == (24, 32)
+    assert item["semantic"].dtype == torch.int64 and item["semantic"].min() >= -1
+    assert item["depth"].shape == (1, 24, 32) and item["normal"].shape == (3, 24, 32)
+    np.testing.assert_array_equal(labelled, table)
+    # a reordered task list picks the published columns by name
+    _, _, _, swapped = build_datasets(_cfg("nyuv2", root, tasks=["normal", "semantic"]))
+    np.testing.assert_array_equal(swapped, table[:, [2, 0]])
+
+
+def test_nyuv2_missing_published_mask_warns_and_generates(tmp_path):
+    root = write_nyuv2(tmp_path / "nyuv2")
+    with pytest.warns(UserWarning, match="randomlabels.pth"):
+        _, _, _, labelled = build_datasets(_cfg("nyuv2", root, label_setting="randomlabel"))
+    assert labelled.shape == (8, 3) and (labelled.sum(1) >= 1).all() and (labelled.sum(1) <= 2).all()
+
+
+def test_mask_of_another_dataset_is_refused_by_name(tmp_path):
+    root = write_nyuv2(tmp_path / "nyuv2")
+    path = write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", onelabel_table(10, 3))
+    with pytest.raises(ValueError, match=str(path)):
+        build_datasets(_cfg("nyuv2", root))
+    write_mask_pt(path, onelabel_table(8, 2))                    # wrong T
+    with pytest.raises(ValueError, match="onelabel.pth"):
+        build_datasets(_cfg("nyuv2", root))
+    path.write_bytes(path.read_bytes()[:40])                      # truncated
+    with pytest.raises(ValueError, match="onelabel.pth"):
+        build_datasets(_cfg("nyuv2", root))
+
+
+def test_truncated_npy_is_named(tmp_path):
+    root = write_nyuv2(tmp_path / "nyuv2")
+    bad = root / "train" / "depth" / "3.npy"
+    bad.write_bytes(bad.read_bytes()[:60])
+    with pytest.raises(ValueError, match=str(bad)):
+        build_datasets(_cfg("nyuv2", root, label_setting="full"))
+
+
+def test_missing_folder_is_named(tmp_path):
+    root = write_nyuv2(tmp_path / "nyuv2")
+    for f in (root / "val" / "normal").iterdir():
+        f.unlink()
+    (root / "val" / "normal").rmdir()
+    with pytest.raises(FileNotFoundError, match="val/normal"):
+        build_datasets(_cfg("nyuv2", root, label_setting="full"))
+    with pytest.raises(FileNotFoundError, match="no cityscapes7 dataset"):
+        _cfg("cityscapes7", tmp_path / "nowhere", tasks=["semantic", "depth"]).check_paths()
+
+
+# --- Cityscapes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,classes", [("cityscapes7", 7), ("cityscapes19", 19)])
+def test_cityscapes_variants(tmp_path, name, classes):
+    root = write_cityscapes(tmp_path / "cs")
+    write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", onelabel_table(6, 2))
+    tasks, train, val, labelled = build_datasets(_cfg(name, root, tasks=["semantic", "depth"]))
+    assert tasks[0].channels == classes and (len(train), len(val)) == (6, 3)
+    item = train[1]
+    assert item["semantic"].max() < classes and item["semantic"].min() >= -1
+    assert item["depth"].shape == (1, 16, 32) and (item["depth"] == 0).any()
+    if name == "cityscapes7":                                   # MTPSL's onelabel file is for the 7-class setting
+        np.testing.assert_array_equal(labelled, onelabel_table(6, 2))
+    with pytest.raises(ValueError, match="not annotated"):
+        _cfg(name, root, tasks=["semantic", "normal"])
+
+
+def test_cityscapes_wrong_shape_is_named(tmp_path):
+    root = write_cityscapes(tmp_path / "cs")
+    bad = root / "train" / "depth" / "2.npy"
+    np.save(bad, np.zeros((16, 32), np.float32))                # [H, W] instead of [H, W, 1]
+    with pytest.raises(ValueError, match=rf"{bad}.*expected shape \(16, 32, 1\)"):
+        build_datasets(_cfg("cityscapes7", root, tasks=["semantic", "depth"], label_setting="full"))
+
+
+# --- PASCAL-Context ----------------------------------------------------------------------------------
+
+ALL_PASCAL = ["semantic", "parts", "saliency", "normal", "edge"]
+
+
+def test_pascal_items(tmp_path):
+    root = write_pascal(tmp_path / "pascal")
+    ds = PascalContext(root, "train", make_tasks(ALL_PASCAL, 21), size=(16, 20))
+    assert len(ds) == len(PASCAL_IDS["train"])
+    no_person, person = ds[0], ds[1]
+    assert no_person["image"].shape == (3, 16, 20) and 0 <= no_person["image"].min() <= no_person["image"].max() <= 1
+    assert (no_person["parts"] == -1).all()                   # no person: parts say nothing
+    assert set(person["parts"].unique().tolist()) <= set(range(7)) and person["parts"].max() > 0
+    assert person["semantic"].min() == -1 and person["semantic"].max() <= 20
+    assert set(person["saliency"].unique().tolist()) == {0, 1}
+    normal = person["normal"]
+    assert normal.shape == (3, 16, 20) and (normal[:, :, -1] == 0).all()   # sky: not an NYUD class
+    assert (normal[:, 0, 0] != 0).any()                                     # wall: kept
+    assert person["edge"].shape == (1, 16, 20) and person["edge"].sum() > 0
+    # without the ImageSets/Parts cache the .mat itself says whether a person is there
+    ds.person_ids = None
+    assert (ds[0]["parts"] == -1).all() and ds[1]["parts"].max() > 0
+
+
+def test_pascal_registry_and_npy_masks(tmp_path):
+    root = write_pascal(tmp_path / "pascal")
+    table = onelabel_table(4, 5)
+    table[0, 4] = 1                                             # 4 images, 5 tasks: every task labelled once
+    write_mask_npy(root / SETTINGS_DIR / "randomlabels.npy", table)
+    cfg = _cfg("pascal_context", root, tasks=["semantic", "saliency"], label_setting="randomlabel")
+    tasks, train, val, labelled = build_datasets(cfg)
+    assert [t.channels for t in tasks] == [21, 2] and (len(train), len(val)) == (4, 2)
+    assert train[0]["image"].shape == (3, 512, 512)             # the papers' fixed size
+    np.testing.assert_array_equal(labelled, table[:, [0, 2]])
+    assert REGISTRY["pascal_context"].default_tasks == tuple(ALL_PASCAL)
+
+
+def test_pascal_corrupt_png_and_missing_files_are_named(tmp_path):
+    root = write_pascal(tmp_path / "pascal")
+    tasks = make_tasks(["semantic", "saliency"], 21)
+    bad = root / "sal_distill" / f"{PASCAL_IDS['train'][2]}.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(ValueError, match=str(bad)):
+        PascalContext(root, "train", tasks, size=(8, 8))
+    bad.unlink()
+    with pytest.raises(FileNotFoundError, match=str(bad)):
+        PascalContext(root, "train", tasks, size=(8, 8))
+    mat = root / "pascal-context" / "trainval" / f"{PASCAL_IDS['val'][0]}.mat"
+    mat.write_bytes(b"not a mat file at all" * 3)
+    with pytest.raises(ValueError, match=str(mat)):
+        PascalContext(root, "val", make_tasks(["edge"], 21), size=(8, 8))
+
+
+def test_edges_are_one_pixel_wide():
+    labels = np.zeros((10, 12), np.int32)
+    labels[:, 6:] = 3
+    edge = edges_from_labelmap(labels)
+    assert (edge.sum(1) <= 1).all() and edge[1:-1].sum() == 8      # one pixel wide (ends may erode at the border)
+    assert set(np.unique(edge)) == {0.0, 1.0}
+    assert edges_from_labelmap(np.ones((5, 5))).sum() == 0
+
+
+# --- augmentation -------------------------------------------------------------------------------------
+
+def _batch(n=3, h=12, w=16):
+    g = torch.Generator().manual_seed(0)
+    normal = torch.nn.functional.normalize(torch.randn(n, 3, h, w, generator=g), dim=1)
+    return {"image": torch.rand(n, 3, h, w, generator=g), "semantic": torch.randint(-1, 5, (n, h, w), generator=g),
+            "depth": torch.rand(n, 1, h, w, generator=g) + 1.0, "normal": normal, "index": torch.arange(n)}
+
+
+def test_augment_is_deterministic_and_keeps_label_values():
+    tasks = make_tasks(["semantic", "depth", "normal"], 5)
+    batch = _batch()
+    a = augment_batch(batch, tasks, torch.Generator().manual_seed(3))
+    b = augment_batch(batch, tasks, torch.Generator().manual_seed(3))
+    for k in ("image", "semantic", "depth", "normal"):
+        assert torch.equal(a[k], b[k]) and a[k].shape == batch[k].shape and a[k].dtype == batch[k].dtype
+    assert set(a["semantic"].unique().tolist()) <= set(range(-1, 5))
+    assert a["image"].min() >= 0 and a["image"].max() <= 1
+    assert torch.equal(a["index"], batch["index"])
+
+
+def test_scale_divides_depth_and_flip_negates_normal_x():
+    tasks = make_tasks(["semantic", "depth", "normal"], 5)
+    item = {k: v[0] for k, v in _batch().items() if k != "index"}
+    item["depth"] = torch.full_like(item["depth"], 3.0)
+    out = augment_sample(item, tasks, torch.Generator().manual_seed(0),
+                         AugmentOptions(scales=(1.5,), flip=False, brightness=0, contrast=0, saturation=0))
+    assert torch.allclose(out["depth"], torch.full_like(out["depth"], 2.0))
+    no_scale = AugmentOptions(scales=(1.0,), flip=True, brightness=0, contrast=0, saturation=0)
+    flipped = 0
+    for seed in range(8):
+        out = augment_sample(item, tasks, torch.Generator().manual_seed(seed), no_scale)
+        if torch.equal(out["semantic"], item["semantic"]):
+            assert torch.equal(out["normal"], item["normal"])
+        else:
+            flipped += 1
+            assert torch.equal(out["semantic"], item["semantic"].flip(-1))
+            assert torch.equal(out["normal"][0], -item["normal"][0].flip(-1))
+            assert torch.equal(out["normal"][1:], item["normal"][1:].flip(-1))
+    assert 0 < flipped < 8
+
+
+def test_config_validates_new_fields():
+    with pytest.raises(ValueError, match="augment"):
+        ExperimentConfig(augment="yes")
+    with pytest.raises(ValueError, match="channels_last"):
+        ExperimentConfig(channels_last=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ExperimentConfig(dataset="pascal_context", tasks=ALL_PASCAL, augment=True, channels_last=True)

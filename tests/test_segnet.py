@@ -1,0 +1,65 @@
+"""Backbones at the benchmarks' sizes (shape-level) and loading torchvision-layout weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtlwb.models import MultiTaskNet
+from mtlwb.models.resnet import resnet18
+from mtlwb.models.segnet import SegNet
+from mtlwb.tasks import make_tasks
+
+TASKS = make_tasks(["semantic", "depth", "normal"], 13)
+
+
+def _check(model: MultiTaskNet, h: int, w: int, device: str = "cpu") -> torch.Tensor:
+    with torch.no_grad():
+        preds, features = model.eval()(torch.zeros(1, 3, h, w, device=device))
+    assert preds["semantic"].shape == (1, 13, h, w)
+    assert preds["depth"].shape == (1, 1, h, w) and preds["normal"].shape == (1, 3, h, w)
+    return features
+
+
+def test_segnet_shapes_and_bottleneck():
+    net = SegNet()
+    assert sum(p.numel() for p in net.parameters()) > 20_000_000     # VGG-16-sized, as in MTAN
+    model = MultiTaskNet(TASKS, "segnet")
+    features = _check(model, 64, 80)
+    assert features.shape == (1, 64, 64, 80) and model.feature_channels == 64
+    assert model.encoder.last_bottleneck.shape == (1, 512, 2, 2)
+    features = _check(model, 36, 52)                               # sizes not divisible by 32
+    assert features.shape == (1, 64, 36, 52)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "segnet"])
+def test_backbones_at_benchmark_sizes(backbone):
+    """64x80 computed for real; 288x384 (NYUv2) on the meta device: shapes without the CPU cost."""
+    model = MultiTaskNet(TASKS, backbone)
+    if backbone != "segnet":
+        assert _check(model, 64, 80).shape[-2:] == (8, 10)           # output stride 8
+    with torch.device("meta"):
+        meta = MultiTaskNet(TASKS, backbone)
+    try:
+        features = _check(meta, 288, 384, device="meta")
+    except (NotImplementedError, RuntimeError) as e:                  # an op without a meta kernel
+        pytest.skip(f"meta device: {e}")
+    assert features.shape[-2:] == ((288, 384) if backbone == "segnet" else (36, 48))
+
+
+def test_backbone_weights_torchvision_layout(tmp_path):
+    src = resnet18(dilated=True)
+    for p in src.parameters():
+        torch.nn.init.normal_(p)
+    state = dict(src.state_dict(), **{"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    model = MultiTaskNet(TASKS, "resnet18", backbone_weights=str(path))
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[k], v), k
+    torch.save({"fc.weight": torch.zeros(3)}, path)                  # nothing of the encoder in it
+    with pytest.raises(ValueError, match="does not match"):
+        MultiTaskNet(TASKS, "resnet18", backbone_weights=str(path))
+    torch.save({"conv1.weight": torch.zeros(3)}, path)                # a tensor of the wrong shape
+    with pytest.raises((ValueError, RuntimeError), match="conv1.weight"):
+        MultiTaskNet(TASKS, "resnet18", backbone_weights=str(path))
