@@ -1,4 +1,4 @@
-"""Command line: ``mtlwb generate | train | run-default`` (and ``sweep`` when present)."""
+"""Command line: ``mtlwb generate | train | run-default | sweep``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_NOTEBOOK = Path("notebooks/train.ipynb")
+QUICK_SWEEP = Path("sweeps/quick.yaml")
 DEFAULT_EXPERIMENT = {"epochs": 8, "train_samples": None, "eval_samples": None, "label_setting": "onelabel",
                       "method": "supervised", "progress": False}
 
@@ -48,13 +49,33 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_run_default(args: argparse.Namespace) -> int:
-    from .notebook_runner import execute, export_html
+    """``make run``: the quick sweep (every method, small budget), its summary and HTML report."""
+    from .aggregate import render_report
+    from .sweep import run_sweep
 
-    out = Path("reports/default/train.ipynb")
-    execute(DEFAULT_NOTEBOOK, out, dict(DEFAULT_EXPERIMENT, run_dir="reports/default/run", device=args.device))
-    html = export_html(out)
+    result = run_sweep(QUICK_SWEEP, device=args.device)
+    print(result.report())
+    html = render_report(result.sweep_dir)
     print(f"report: {html.resolve()}")
-    return 0
+    return 0 if result.ok else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a YAML sweep (resumable); exit 1 if any run failed, 2 if the sweep file is invalid."""
+    from .aggregate import render_report
+    from .sweep import SweepInUseError, run_sweep
+
+    try:
+        result = run_sweep(args.spec, workers=args.workers, scheduler=args.dask_scheduler, device=args.device,
+                           root=args.root)
+    except (ValueError, FileNotFoundError, SweepInUseError) as e:
+        print(f"mtlwb sweep: {e}", file=sys.stderr)
+        return 2
+    print(result.report())
+    print(f"summary: {result.summary}")
+    if not args.no_report:
+        print(f"report: {render_report(result.sweep_dir).resolve()}")
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,12 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train one experiment: any config field as --field value (JSON values)")
     r = sub.add_parser("run-default", help="the default experiment through papermill, with an HTML report")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    w = sub.add_parser("sweep", help="run a YAML grid of training-notebook runs (resumable), then summarize")
+    w.add_argument("spec", help="sweep file, e.g. sweeps/quick.yaml")
+    w.add_argument("--workers", type=int, default=None, help="parallel runs (default: max(1, cores // 2))")
+    w.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",
+                   help="submit runs to this dask.distributed scheduler instead of local processes")
+    w.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="override every run's device")
+    w.add_argument("--root", default="reports/sweeps", help="sweep folders go to <root>/<name>/")
+    w.add_argument("--no-report", action="store_true", help="skip rendering summary.html")
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
         return cmd_train(args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return {"generate": cmd_generate, "run-default": cmd_run_default}[args.command](args)
+    return {"generate": cmd_generate, "run-default": cmd_run_default, "sweep": cmd_sweep}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -257,10 +257,10 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
         write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
     if not dist_info.is_main:
         return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}
-    if not history or start == config.epochs:
+    if not history:   # epochs=0: record the untrained model's metrics
         metrics, summaries = evaluate(exp, eval_loader)
-        history = history or [{"epoch": 0, "lr": config.lr, "train": {}, "eval": metrics, "summaries": summaries,
-                               "weights": weighting.weights(), "seconds": 0.0}]
+        history = [{"epoch": 0, "lr": config.lr, "train": {}, "eval": metrics, "summaries": summaries,
+                    "weights": weighting.weights(), "seconds": 0.0}]
     return write_record(run_dir, exp, history, "completed")
 
 

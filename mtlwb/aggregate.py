@@ -1,0 +1,279 @@
+"""Sweep results as tables and figures: mean ± std over seeds, Δ_MTL against a named baseline.
+
+A *group* is every run with the same parameters except ``seed`` (and
+``device``, which does not change the numbers). Each group's metrics are
+averaged over its completed seeds (std is the sample std, ddof=1; empty with
+one seed). Δ_MTL is computed from the seed-averaged metrics of a group and of
+its baseline group: the group matching the sweep's ``baseline`` parameters
+that agrees with it on every parameter in which the baseline groups differ
+among themselves (e.g. the same ``label_setting``). The baseline is named in
+the Δ column header, because a Δ means nothing without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .io import atomic_write_text, read_json
+from .metrics import delta_mtl
+from .tasks import TaskSpec
+
+NOT_GROUPED = ("seed", "device", "run_dir", "progress")
+REPORT_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ablation_report.ipynb"
+
+
+@dataclass
+class SweepTable:
+    """Per-run and per-group frames of one sweep, plus what is needed to read them."""
+
+    name: str
+    runs: pd.DataFrame                 # one row per run (all statuses), metric columns "task/metric"
+    summary: pd.DataFrame              # one row per group of completed runs
+    tasks: list[TaskSpec]
+    group_keys: list[str]              # parameters that define a group (all but seed)
+    varying: list[str]                 # group keys whose value differs between groups
+    baseline: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline_name(self) -> str:
+        return ", ".join(f"{k}={_text(v)}" for k, v in self.baseline.items()) or "none"
+
+    @property
+    def delta_column(self) -> str:
+        return f"Δ_MTL vs {self.baseline_name} (%)"
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return self.runs.loc[self.runs["status"] != "completed", ["run_id", "status", "error", "notebook"]]
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def metric_column(task: str, metric: str) -> str:
+    return f"{task}/{metric}"
+
+
+def load_table(sweep_dir: str | Path) -> SweepTable:
+    """Read ``state.json`` and every run's ``metrics.json``; group and compare."""
+    sweep_dir = Path(sweep_dir)
+    state = read_json(sweep_dir / "state.json")
+    baseline = state.get("baseline") or {}
+    names = sorted({k for entry in state["runs"].values() for k in entry["params"]} - {"seed"})
+    rows, tasks = [], None
+    for rid, entry in state["runs"].items():
+        row = {"run_id": rid, "status": entry.get("status"), "error": entry.get("error"),
+               "notebook": entry.get("notebook"), "seconds": entry.get("seconds")}
+        params, config = entry["params"], {}
+        metrics_path = sweep_dir / rid / "metrics.json"
+        if row["status"] == "completed" and metrics_path.is_file():
+            record = read_json(metrics_path)
+            config = record.get("config", {})
+            tasks = tasks or [TaskSpec(**t) for t in record["tasks"]]
+            for task, values in record["final"].items():
+                row.update({metric_column(task, m): v for m, v in values.items()})
+        # a parameter a run did not set takes the value it ran with (from its record), so groups compare
+        row.update({f"param:{k}": _text(params[k] if k in params else config.get(k)) for k in names})
+        row["seed"] = params.get("seed", config.get("seed"))
+        row["is_baseline"] = bool(baseline) and all(_text(params.get(k, config.get(k))) == _text(v)
+                                                    for k, v in baseline.items())
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    keys = sorted(c for c in runs.columns if c.startswith("param:") and c[6:] not in NOT_GROUPED)
+    runs[keys] = runs[keys].fillna("")
+    group_keys = sorted((k[6:] for k in keys), key=lambda k: (k != "method", k))  # method first in labels
+    table = SweepTable(state.get("name", sweep_dir.name), runs, pd.DataFrame(), tasks or [], group_keys, [],
+                       baseline)
+    table.summary = _summarize(table)
+    return table
+
+
+def _summarize(table: SweepTable) -> pd.DataFrame:
+    done = table.runs[table.runs["status"] == "completed"]
+    metric_cols = [c for c in done.columns if "/" in c]
+    keys = [f"param:{k}" for k in table.group_keys]
+    if done.empty or not metric_cols:
+        table.notes.append("no completed runs")
+        return pd.DataFrame()
+    grouped = done.groupby(keys, sort=False, dropna=False) if keys else done.groupby(lambda _: 0)
+    summary = grouped[metric_cols].agg(["mean", "std"])
+    summary.columns = [f"{c} {stat}" for c, stat in summary.columns]
+    summary["n_seeds"] = grouped.size()
+    summary["is_baseline"] = grouped["is_baseline"].first()
+    summary = summary.reset_index(drop=not keys).rename(columns={k: k[6:] for k in keys})
+    if not keys:
+        summary = summary.reset_index(drop=True)
+    table.varying = [k for k in table.group_keys if summary[k].nunique() > 1]
+    summary.insert(0, "group", [_label(r, table.varying) for _, r in summary.iterrows()])
+    summary[table.delta_column] = _deltas(summary, table)
+    return summary
+
+
+def _label(row: pd.Series, varying: list[str]) -> str:
+    return " · ".join(f"{k}={row[k]}" if k != "method" else str(row[k]) for k in varying) or "all runs"
+
+
+def _means(row: pd.Series, tasks: list[TaskSpec]) -> dict[str, dict[str, float]]:
+    return {t.name: {t.primary_metric: float(row.get(f"{metric_column(t.name, t.primary_metric)} mean", math.nan))}
+            for t in tasks}
+
+
+def _deltas(summary: pd.DataFrame, table: SweepTable) -> list[float]:
+    """Δ_MTL of every group vs its matching baseline group (NaN where there is none)."""
+    if not table.baseline or not table.tasks:
+        table.notes.append("no baseline given: Δ_MTL not computed")
+        return [math.nan] * len(summary)
+    base = summary[summary["is_baseline"]]
+    if base.empty:
+        table.notes.append(f"baseline ({table.baseline_name}) has no completed runs: Δ_MTL not computed")
+        return [math.nan] * len(summary)
+    match = [k for k in table.group_keys if base[k].nunique() > 1]
+    if match:
+        table.notes.append(f"each group is compared with the baseline run with the same {', '.join(match)}")
+    out = []
+    for _, row in summary.iterrows():
+        same = base
+        for k in match:
+            same = same[same[k] == row[k]]
+        if same.empty:
+            out.append(math.nan)
+            continue
+        try:
+            out.append(delta_mtl(_means(row, table.tasks), _means(same.iloc[0], table.tasks), table.tasks,
+                                 table.baseline_name))
+        except ValueError as e:   # a NaN metric or a zero baseline: say so, keep the table
+            table.notes.append(f"{row['group']}: Δ_MTL undefined ({e})")
+            out.append(math.nan)
+    return out
+
+
+# --- tables -------------------------------------------------------------------------------------------
+def _pm(mean: float, std: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean:.4g}" if std is None or math.isnan(std) else f"{mean:.4g} ± {std:.2g}"
+
+
+def display_table(table: SweepTable) -> pd.DataFrame:
+    """Compact table: varying parameters, n_seeds, each task's primary metric as mean ± std, Δ_MTL."""
+    s = table.summary
+    if s.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({k: s[k] for k in table.varying or ["group"]})
+    out["n_seeds"] = s["n_seeds"]
+    for t in table.tasks:
+        col = metric_column(t.name, t.primary_metric)
+        arrow = "↓" if t.lower_is_better else "↑"
+        out[f"{t.name} {t.primary_metric} {arrow}"] = [_pm(m, d) for m, d in zip(s[f"{col} mean"], s[f"{col} std"])]
+    out[table.delta_column] = [("–" if math.isnan(v) else f"{v:+.2f}") for v in s[table.delta_column]]
+    return out
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table (no extra dependency)."""
+    cells = [[str(c) for c in frame.columns]] + [[str(v).replace("|", "\\|") for v in row]
+                                                 for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(r) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
+    return "\n".join(lines)
+
+
+def describe(table: SweepTable) -> list[str]:
+    """Notes that go with the table: what every group shares, how Δ_MTL was paired, what is missing."""
+    lines = []
+    if not table.summary.empty:
+        constant = [k for k in table.group_keys if k not in table.varying and table.summary[k].iloc[0] != ""]
+        if constant:
+            lines.append("same for every group: " + ", ".join(f"{k}={table.summary[k].iloc[0]}" for k in constant))
+    return lines + table.notes
+
+
+def write_summary(sweep_dir: str | Path) -> Path:
+    """``summary.csv`` (every metric, mean/std/n) and ``summary.md`` (primary metrics, Δ_MTL, failures)."""
+    sweep_dir = Path(sweep_dir)
+    table = load_table(sweep_dir)
+    atomic_write_text(sweep_dir / "summary.csv", table.summary.to_csv(index=False))
+    md = [f"# Sweep `{table.name}`", "",
+          f"Mean ± std over seeds (sample std). Δ_MTL (%) relative to the baseline **{table.baseline_name}**, "
+          "from the seed-averaged primary metrics; positive = better than the baseline.", ""]
+    shown = display_table(table)
+    md += [to_markdown(shown) if not shown.empty else "_no completed runs_", ""]
+    md += [f"- {n}" for n in describe(table)]
+    fails = table.failures
+    if not fails.empty:
+        md += ["", f"## {len(fails)} run(s) not completed", ""]
+        md += [f"- `{r.run_id}` ({r.status}): {r.error} — notebook: {r.notebook}" for r in fails.itertuples()]
+    atomic_write_text(sweep_dir / "summary.md", "\n".join(md) + "\n")
+    return sweep_dir / "summary.md"
+
+
+# --- figures --------------------------------------------------------------------------------------------
+def metrics_long(table: SweepTable) -> pd.DataFrame:
+    """One row per (group, task): primary metric mean and std, for plotting."""
+    rows = []
+    for _, r in table.summary.iterrows():
+        for t in table.tasks:
+            col = metric_column(t.name, t.primary_metric)
+            rows.append({"group": r["group"], "task": t.name, "metric": t.primary_metric,
+                         "lower_is_better": t.lower_is_better, "mean": r[f"{col} mean"],
+                         "std": r[f"{col} std"], "n_seeds": r["n_seeds"], "is_baseline": r["is_baseline"]})
+    return pd.DataFrame(rows)
+
+
+def bar_chart(table: SweepTable, task: str):
+    """One task's primary metric per group, error bars = std over seeds."""
+    import plotly.express as px
+
+    long = metrics_long(table)
+    sub = long[long["task"] == task]
+    if sub.empty:
+        raise ValueError(f"bar_chart: task {task!r} not in this sweep; tasks {[t.name for t in table.tasks]}")
+    metric, lower = sub["metric"].iloc[0], bool(sub["lower_is_better"].iloc[0])
+    fig = px.bar(sub, x="group", y="mean", error_y=sub["std"].fillna(0), color="is_baseline",
+                 hover_data=["n_seeds"], labels={"mean": metric, "group": "", "is_baseline": "baseline"},
+                 title=f"{task}: {metric} ({'lower' if lower else 'higher'} is better), mean ± std over seeds")
+    return fig.update_layout(xaxis_tickangle=-30)
+
+
+def radar_chart(table: SweepTable):
+    """Per-task relative gain (%) over the matching baseline, one trace per group (0 = baseline)."""
+    import plotly.graph_objects as go
+
+    base = table.summary[table.summary["is_baseline"]]
+    match = [k for k in table.group_keys if not base.empty and base[k].nunique() > 1]
+    fig = go.Figure()
+    names = [t.name for t in table.tasks]
+    for _, row in table.summary.iterrows():
+        same = base
+        for k in match:
+            same = same[same[k] == row[k]]
+        if same.empty:
+            continue
+        gains = []
+        for t in table.tasks:
+            col = f"{metric_column(t.name, t.primary_metric)} mean"
+            m, b = row[col], same.iloc[0][col]
+            sign = -1.0 if t.lower_is_better else 1.0
+            gains.append(sign * (m - b) / b * 100 if b else math.nan)
+        fig.add_trace(go.Scatterpolar(r=[*gains, gains[0]], theta=[*names, names[0]], name=row["group"]))
+    return fig.update_layout(title=f"relative gain per task (%) vs {table.baseline_name}",
+                             polar={"radialaxis": {"ticksuffix": "%"}})
+
+
+def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK) -> Path:
+    """Execute the ablation report notebook on ``sweep_dir`` and export it to ``summary.html``."""
+    from .notebook_runner import execute, export_html
+
+    sweep_dir = Path(sweep_dir).resolve()
+    out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir)}, progress=False)
+    return export_html(out, sweep_dir / "summary.html")

@@ -1,0 +1,503 @@
+"""Ablation sweeps: a YAML grid of training-notebook parameters, run by papermill, resumable.
+
+A sweep file names the notebook parameters of every run::
+
+    name: methods                      # folder: reports/sweeps/<name>/
+    notebook: notebooks/train.ipynb    # default
+    description: free text             # optional
+    baseline: {method: supervised}     # identifies the baseline runs for Δ_MTL
+    fixed: {epochs: 4}                 # parameters of every run
+    grid:                              # cartesian product
+      method: [supervised, tpkr]
+      seed: [0, 1, 2]
+    include:                           # optional extra runs over ``fixed``, each crossed with
+      - {method: tpkr, method_options: {use_vq: false}}   # the grid axes it does not set (here: seed)
+
+Everything is validated before the first kernel starts: each key must be a
+parameter of the notebook with the default's type, and each run's values must
+build an ``ExperimentConfig``; the error names the key (and the run).
+
+Each run is the notebook executed into ``reports/sweeps/<name>/<run_id>/``
+(``train.ipynb`` plus the ``metrics.json`` the notebook writes through
+``run_dir``). Run ids are a readable prefix plus a hash of the run's sorted
+parameters, so they survive reordering the YAML and change when a value does.
+
+Why subprocesses: papermill/jupyter_client are not safe when several kernels
+start concurrently from one process (port and ZMQ races), so every run
+executes in its own spawned process; kernel start-up is additionally
+serialised per machine with a file lock (held until the first cell runs),
+closing the window in which two kernels could be handed the same free port.
+
+Default parallelism: ``max(1, cpu_count // 2)`` workers, each run's torch limited
+to ``cpu_count // workers`` threads (``OMP_NUM_THREADS``): two cores per run,
+because training is compute-bound (more runs than cores only time-slice) and
+each run holds ~1 GB. On 2 cores that is one run at a time; ``workers=2`` there
+only overlaps one run's papermill start-up (~7 s) with another's training.
+
+Resume: ``state.json`` in the sweep folder (written atomically after every
+status change, by the one client allowed per sweep folder) plus each run's
+``metrics.json`` status. A run is skipped
+only if both say completed; failed and interrupted runs are redone (the
+trainer resumes an interrupted run from its last epoch checkpoint). Killing
+the sweep loses only the runs in flight.
+
+Failure isolation: a failing run is recorded (status, error, path of its
+partial notebook) and the sweep goes on; ``SweepResult.ok`` is False and the
+CLI exits non-zero.
+
+Dask (``scheduler="tcp://host:port"``): every run is submitted as a task that
+executes the notebook on a worker; the client process keeps the state file as
+futures complete. On several nodes, start ``dask scheduler`` on one node and
+``dask worker tcp://host:8786 --nworkers K --nthreads 1`` on the others, with the
+repository (``data/``, ``reports/``, ``notebooks/``) on a shared filesystem
+mounted at the same path everywhere, and mtlwb installed in each worker's
+environment. See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from .io import atomic_write_json, read_json
+
+DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+DEFAULT_ROOT = Path("reports/sweeps")
+STATE = "state.json"
+RUN_NOTEBOOK = "train.ipynb"
+METRICS = "metrics.json"
+SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include")
+SET_BY_SWEEP = ("run_dir", "progress")          # the sweep owns these; a spec may not set them
+NOT_IN_ID = ("run_dir", "progress", "device")   # do not change the numbers, so not in the run id
+PREFIX_KEYS = ("method", "label_setting", "seed")
+
+
+# --- spec ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: its stable id and the notebook parameters it sets (without run_dir/progress)."""
+
+    run_id: str
+    params: dict[str, Any]
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep file."""
+
+    name: str
+    notebook: str = DEFAULT_NOTEBOOK
+    description: str = ""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    include: list[dict[str, Any]] = field(default_factory=list)
+
+    def runs(self) -> list[RunSpec]:
+        """Grid product (over ``fixed``), then each ``include`` entry; duplicates collapse to one."""
+        combos: list[dict] = []
+        if self.grid:
+            keys = list(self.grid)
+            combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        for extra in self.include:  # crossed with the grid axes it leaves open (typically seed)
+            open_keys = [k for k in self.grid if k not in extra]
+            for values in itertools.product(*(self.grid[k] for k in open_keys)):
+                combos.append({**dict(zip(open_keys, values)), **extra})
+        out: dict[str, RunSpec] = {}
+        for combo in combos:
+            params = {**self.fixed, **combo}
+            rid = run_id(params)
+            out.setdefault(rid, RunSpec(rid, params))
+        return list(out.values())
+
+    def is_baseline(self, params: dict[str, Any]) -> bool:
+        return bool(self.baseline) and all(_canon(params.get(k)) == _canon(v) for k, v in self.baseline.items())
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _short(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def run_id(params: dict[str, Any]) -> str:
+    """Readable prefix (method-label_setting-s<seed>) + sha1 of the sorted parameters that change results."""
+    ident = {k: v for k, v in params.items() if k not in NOT_IN_ID}
+    digest = hashlib.sha1(_canon(ident).encode()).hexdigest()[:10]
+    parts = []
+    for key in PREFIX_KEYS:
+        if key in params:
+            text = str(params[key])
+            parts.append(f"s{text}" if key == "seed" else "".join(c if c.isalnum() else "-" for c in text)[:24])
+    return "-".join([*parts, digest])
+
+
+def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
+    """Read (YAML path or dict) and validate a sweep; ValueError names the offending key and run."""
+    if isinstance(spec, SweepSpec):
+        raw = dataclasses.asdict(spec)
+    elif isinstance(spec, dict):
+        raw = dict(spec)
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep file {str(path)!r} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"sweep file {str(path)!r}: expected a mapping of {list(SPEC_KEYS)}")
+        raw.setdefault("name", path.stem)
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"sweep: unknown top-level keys {unknown}; allowed {list(SPEC_KEYS)}")
+    for key, kind in (("baseline", dict), ("fixed", dict), ("grid", dict), ("include", list)):
+        if raw.get(key) is None:
+            raw.pop(key, None)
+        elif not isinstance(raw[key], kind):
+            raise ValueError(f"sweep {key!r} must be a {kind.__name__}, got {type(raw[key]).__name__}")
+    spec = SweepSpec(**raw)
+    validate(spec)
+    return spec
+
+
+def validate(spec: SweepSpec) -> None:
+    """All checks that can fail before any run starts."""
+    from .notebook_runner import check_parameters, notebook_parameters
+
+    if not isinstance(spec.name, str) or not spec.name or not all(c.isalnum() or c in "-_." for c in spec.name):
+        raise ValueError(f"sweep name={spec.name!r}: use letters, digits, '-', '_' or '.' (it is a folder name)")
+    if not Path(spec.notebook).is_file():
+        raise ValueError(f"sweep notebook={spec.notebook!r}: no such notebook")
+    defaults = notebook_parameters(spec.notebook)
+    for key, values in spec.grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep grid[{key!r}]={values!r}: must be a non-empty list of values")
+    for i, extra in enumerate(spec.include):
+        if not isinstance(extra, dict) or not extra:
+            raise ValueError(f"sweep include[{i}]={extra!r}: must be a non-empty mapping of parameters")
+    if not spec.grid and not spec.include:
+        raise ValueError("sweep grid is empty and there is no include: nothing to run")
+    for section, params in (("fixed", spec.fixed), ("baseline", spec.baseline),
+                            *((f"grid[{k!r}]", {k: v}) for k, vs in spec.grid.items() for v in vs),
+                            *((f"include[{i}]", e) for i, e in enumerate(spec.include))):
+        owned = sorted(set(params) & set(SET_BY_SWEEP))
+        if owned:
+            raise ValueError(f"sweep {section}: {owned} are set by the sweep (one folder per run); remove them")
+        try:
+            check_parameters(spec.notebook, params)
+        except ValueError as e:
+            raise ValueError(f"sweep {section}: {e}") from None
+    runs = spec.runs()
+    if _is_training_notebook(defaults):
+        for run in runs:
+            _check_config(run, defaults)
+    if spec.baseline and not any(spec.is_baseline(r.params) for r in runs):
+        raise ValueError(f"sweep baseline={spec.baseline!r} matches none of the {len(runs)} runs")
+
+
+def _is_training_notebook(defaults: dict[str, Any]) -> bool:
+    from .config import ExperimentConfig
+
+    return "method" in defaults and set(defaults) <= {f.name for f in dataclasses.fields(ExperimentConfig)}
+
+
+def _check_config(run: RunSpec, defaults: dict[str, Any]) -> None:
+    from .config import ExperimentConfig
+
+    try:
+        ExperimentConfig(**{**defaults, **run.params, "run_dir": "", "progress": False})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"sweep run {run.run_id} ({_describe(run.params)}): {e}") from None
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+
+
+# --- executing one run (in a worker process) --------------------------------------------------------
+KERNEL_LOCK = Path(tempfile.gettempdir()) / f"mtlwb-kernel-start-{os.getuid()}.lock"  # per machine and user
+
+
+class _KernelStartLock:
+    """Machine-wide lock held from kernel launch until its first cell runs (flock: threads and processes)."""
+
+    def __init__(self, path: Path = KERNEL_LOCK) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self, **_: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
+                threads: int | None = None, own_process: bool = False) -> dict[str, Any]:
+    """Execute one run's notebook into ``run_dir``; never raises (the error is the result).
+
+    ``own_process``: this process exists for this run (local pool), so its stderr, which the
+    kernel inherits, goes to ``<run_dir>/kernel.log`` instead of interleaving with the progress bar.
+    """
+    import papermill as pm
+
+    from .notebook_runner import check_parameters
+
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)  # inherited by the kernel, read when torch starts
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if own_process:
+        log = os.open(out / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 2)
+        os.close(log)
+    output = out / RUN_NOTEBOOK
+    started = time.time()
+    lock = _KernelStartLock()
+    try:
+        params = {**params, "run_dir": str(out), "progress": False}
+        check_parameters(notebook, params)
+        lock.acquire()
+        pm.execute_notebook(notebook, str(output), parameters=params, cwd=cwd, progress_bar=False,
+                            kernel_name="python3", on_cell_start=lock.release)
+        status, error = "completed", None
+        metrics = out / METRICS
+        if metrics.is_file():
+            record = read_json(metrics)
+            if record.get("status") != "completed":
+                status, error = "failed", f"metrics.json status={record.get('status')!r}: {record.get('error')}"
+    except Exception as e:  # noqa: BLE001  (isolation: every failure becomes a recorded result)
+        status, error = "failed", _error_text(e)
+    finally:
+        lock.release()
+    return {"status": status, "error": error, "notebook": str(output), "seconds": round(time.time() - started, 2)}
+
+
+def _error_text(e: BaseException) -> str:
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    if ename:  # papermill's PapermillExecutionError: the exception raised inside the notebook
+        return f"{ename}: {evalue} (cell {getattr(e, 'exec_count', '?')})"
+    text = f"{type(e).__name__}: {e}"
+    return text if str(e) else "".join(traceback.format_exception_only(e)).strip()
+
+
+# --- state ------------------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class SweepState:
+    """``state.json``: one entry per run of the current spec; rewritten atomically on every change."""
+
+    def __init__(self, sweep_dir: Path, spec: SweepSpec, runs: list[RunSpec]) -> None:
+        self.path = sweep_dir / STATE
+        old = read_json(self.path).get("runs", {}) if self.path.is_file() else {}
+        self.data = {"name": spec.name, "notebook": spec.notebook, "description": spec.description,
+                     "baseline": spec.baseline, "spec": dataclasses.asdict(spec), "updated": _now(), "runs": {}}
+        for run in runs:
+            entry = {"params": run.params, "status": "pending", "error": None, "notebook": None,
+                     "seconds": None, "finished": None}
+            prev = old.get(run.run_id, {})
+            entry.update({k: prev[k] for k in ("status", "error", "notebook", "seconds", "finished") if k in prev})
+            self.data["runs"][run.run_id] = entry
+        self.save()
+
+    def is_done(self, rid: str, run_dir: Path) -> bool:
+        if self.data["runs"][rid]["status"] != "completed":
+            return False
+        metrics = run_dir / METRICS
+        if not (run_dir / RUN_NOTEBOOK).is_file():  # folder deleted: run again
+            return False
+        return not metrics.is_file() or read_json(metrics).get("status") == "completed"
+
+    def update(self, rid: str, **values: Any) -> None:
+        self.data["runs"][rid].update(values)
+        self.save()
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        atomic_write_json(self.path, self.data)
+
+
+# --- the sweep ---------------------------------------------------------------------------------------
+class SweepInUseError(RuntimeError):
+    """Another process is running the same sweep folder."""
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did; ``ok`` is False if any run failed."""
+
+    name: str
+    sweep_dir: Path
+    completed: list[str]
+    skipped: list[str]
+    failed: dict[str, dict[str, Any]]   # run_id -> {error, notebook}
+    seconds: float
+    summary: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def report(self) -> str:
+        lines = [f"sweep {self.name}: {len(self.completed)} ran, {len(self.skipped)} already done, "
+                 f"{len(self.failed)} failed in {self.seconds:.0f}s ({self.sweep_dir})"]
+        for rid, info in self.failed.items():
+            lines.append(f"  FAILED {rid}: {info['error']}\n         notebook: {info['notebook']}")
+        return "\n".join(lines)
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def run_sweep(spec_or_path: str | Path | dict | SweepSpec, workers: int | None = None,
+              scheduler: str | None = None, device: str | None = None, root: str | Path = DEFAULT_ROOT,
+              summarize: bool = True) -> SweepResult:
+    """Validate, then run every run that is not already completed; never stops on a failing run."""
+    from .config import DEVICES
+
+    spec = load_spec(spec_or_path)
+    if device is not None and device not in DEVICES:
+        raise ValueError(f"device={device!r}: allowed {list(DEVICES)}")
+    override = {} if device is None else {"device": device}  # not part of run ids: same runs on another device
+    runs = spec.runs()
+    sweep_dir = (Path(root) / spec.name).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    guard = _exclusive(sweep_dir / ".sweep.lock")  # one client per sweep folder, or state.json gets two writers
+    try:
+        return _run(spec, runs, sweep_dir, workers, scheduler, override, summarize)
+    finally:
+        os.close(guard)
+
+
+def _exclusive(path: Path) -> int:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SweepInUseError(f"sweep folder {str(path.parent)!r} is in use by another running sweep") from None
+    return fd
+
+
+def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | None, scheduler: str | None,
+         override: dict[str, Any], summarize: bool) -> SweepResult:
+    cwd = Path.cwd().resolve()
+    state = SweepState(sweep_dir, spec, runs)
+    todo = [r for r in runs if not state.is_done(r.run_id, sweep_dir / r.run_id)]
+    skipped = [r.run_id for r in runs if r not in todo]
+    notebook = str(Path(spec.notebook).resolve())
+    started = time.time()
+    completed: list[str] = []
+    failed: dict[str, dict] = {}
+
+    def record(rid: str, result: dict) -> None:
+        state.update(rid, **result, finished=_now())
+        if result["status"] == "completed":
+            completed.append(rid)
+        else:
+            failed[rid] = {"error": result["error"], "notebook": result["notebook"]}
+
+    jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.params, **override}, str(cwd))) for r in todo]
+    for rid, _ in jobs:
+        state.update(rid, status="running", error=None)
+    bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
+    try:
+        if scheduler:
+            _run_dask(jobs, scheduler, record, bar)
+        else:
+            _run_local(jobs, workers or default_workers(), record, bar)
+    finally:
+        bar.close()
+    result = SweepResult(spec.name, sweep_dir, completed, skipped, failed, time.time() - started)
+    if summarize:
+        from .aggregate import write_summary
+
+        result.summary = write_summary(sweep_dir)
+    return result
+
+
+def _tick(bar: tqdm, failed: int) -> None:
+    bar.update(1)
+    bar.set_postfix(failed=failed)
+
+
+def _run_local(jobs: list[tuple[str, tuple]], workers: int, record: Callable[[str, dict], None], bar: tqdm) -> None:
+    import multiprocessing
+
+    if not jobs:
+        return
+    workers = max(1, min(workers, len(jobs)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    n_failed = 0
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures: dict[Future, str] = {pool.submit(execute_run, *args, threads=threads, own_process=True): rid
+                                      for rid, args in jobs}
+        for fut in as_completed(futures):
+            rid = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as e:  # noqa: BLE001  (a worker process died)
+                result = {"status": "failed", "error": _error_text(e), "notebook": None, "seconds": None}
+            record(rid, result)
+            n_failed += result["status"] != "completed"
+            _tick(bar, n_failed)
+    finally:  # on Ctrl-C, do not start queued runs; the ones in flight stay "running" and are redone next time
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_dask(jobs: list[tuple[str, tuple]], scheduler: str, record: Callable[[str, dict], None], bar: tqdm) -> None:
+    from dask.distributed import Client
+    from dask.distributed import as_completed as dask_completed
+
+    if not jobs:
+        return
+    n_failed = 0
+    with Client(scheduler) as client:
+        futures = {client.submit(execute_run, *args, key=f"mtlwb-run-{rid}-{time.time_ns()}", pure=False): rid
+                   for rid, args in jobs}
+        for fut in dask_completed(list(futures)):
+            rid = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as e:  # noqa: BLE001  (worker lost, or the task could not be deserialised)
+                result = {"status": "failed", "error": _error_text(e), "notebook": None, "seconds": None}
+            record(rid, result)
+            n_failed += result["status"] != "completed"
+            _tick(bar, n_failed)
+
+
+def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
+    """The state file's run entries (for aggregation and reports)."""
+    return read_json(Path(sweep_dir) / STATE)["runs"]
+
+
+__all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "default_workers", "execute_run", "load_spec",
+                          "run_id", "run_sweep", "sweep_runs", "validate"]
