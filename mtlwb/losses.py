@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .ops import channel_cosine
 from .tasks import TaskSpec
 
 IGNORE_INDEX = -1
@@ -56,7 +57,7 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor,
     if task.kind == "depth":
         return _masked_mean((pred - tgt).abs(), weight)
     if task.kind == "normal":
-        cos = F.cosine_similarity(pred, tgt, dim=1, eps=1e-8).unsqueeze(1)
+        cos = channel_cosine(pred, tgt).unsqueeze(1)
         return _masked_mean(1.0 - cos, weight)
     # Edges: class-balanced BCE, positives are rare.
     pos = (tgt * weight).sum()

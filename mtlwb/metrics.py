@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .losses import IGNORE_INDEX, valid_pixels
+from .ops import channel_argmax
 from .tasks import TaskSpec
 
 NAN = float("nan")
@@ -89,7 +90,7 @@ class SegmentationMeter(TaskMeter):
         c = self.task.channels
         if pred.dim() != 4 or pred.shape[1] != c:
             raise ValueError(f"{self.task.name}: pred shape {tuple(pred.shape)}, expected [B, {c}, H, W]")
-        label = pred.argmax(1)
+        label = channel_argmax(pred)
         valid = target != IGNORE_INDEX
         gt = target[valid].long()
         if gt.numel() and (gt.min() < 0 or gt.max() >= c):

@@ -138,3 +138,59 @@ def test_mask_file_with_wrong_n_fails_before_training(tiny_config, tmp_path):
     cfg = tiny_config(label_setting=str(path))
     with pytest.raises(ValueError, match=r"onelabel.pt.*expected \(N, T\) = \(24, 3\)"):
         mtlwb.build_experiment(cfg)
+
+
+def _write_sweep(path: Path, grid: dict, name: str) -> Path:
+    import yaml
+
+    spec = {"name": name, "notebook": str(ROOT / "notebooks" / "train.ipynb"), "baseline": {"method": "supervised"},
+            "fixed": {"train_samples": 16, "eval_samples": 8, "epochs": 1, "batch_size": 8,
+                      "data_root": str(ROOT / "data" / "scenes-64x80")},
+            "grid": grid}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _sweep_cmd(spec: Path, root: Path) -> list[str]:
+    return [sys.executable, "-m", "mtlwb.cli", "sweep", str(spec), "--root", str(root), "--workers", "1",
+            "--no-report"]
+
+
+@pytest.mark.slow
+def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
+    spec = _write_sweep(tmp_path / "s.yaml", {"method": ["supervised"], "seed": [0, 1, 2]}, "killme")
+    root = tmp_path / "sweeps"
+    proc = subprocess.Popen(_sweep_cmd(spec, root), cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    state = root / "killme" / "state.json"
+    done: list[str] = []
+    while time.time() < deadline and not done:          # the sweep's own record: notebook finished, run recorded
+        runs = json.loads(state.read_text())["runs"] if state.exists() else {}
+        done = [rid for rid, r in runs.items() if r["status"] == "completed"]
+        time.sleep(0.2)
+    assert done, "no run completed in time"
+    os.killpg(proc.pid, signal.SIGKILL)                  # the whole sweep: runner, workers, kernels
+    proc.wait()
+    survivors = {rid: (root / "killme" / rid / "metrics.json").stat().st_mtime_ns for rid in done}
+    assert len(survivors) < 3, "the kill must land before the end"
+    rerun = subprocess.run(_sweep_cmd(spec, root), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    records = {p.parent.name: json.loads(p.read_text()) for p in root.glob("killme/*/metrics.json")}
+    assert len(records) == 3 and all(r["status"] == "completed" for r in records.values())
+    for run, mtime in survivors.items():                # completed before the kill: not redone
+        assert (root / "killme" / run / "metrics.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_nan_run_fails_alone_in_a_sweep(tmp_path):
+    from mtlwb.sweep import run_sweep
+
+    spec = _write_sweep(tmp_path / "s.yaml", {"method": ["supervised"], "lr": [0.001, 1e30]}, "nan")
+    result = run_sweep(spec, workers=1, root=tmp_path / "sweeps", summarize=False)
+    assert not result.ok and len(result.failed) == 1
+    failed = json.loads(next(p for p in (tmp_path / "sweeps" / "nan").glob("*/metrics.json")
+                             if json.loads(p.read_text())["status"] == "failed").read_text())
+    assert "became" in failed["error"] and "loss term" in failed["error"]
+    assert sum(json.loads(p.read_text())["status"] == "completed"
+               for p in (tmp_path / "sweeps" / "nan").glob("*/metrics.json")) == 1

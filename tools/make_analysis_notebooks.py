@@ -229,3 +229,29 @@ write("notebooks/joint_latent.ipynb", [
            "for name, fig in out.items():\n"
            "    print(figures.export_figure(fig, export_dir, name))", IGNORE),
 ])
+
+NOTEBOOKS = ["notebooks/dataset_explorer.ipynb", "notebooks/task_affinity.ipynb", "notebooks/joint_latent.ipynb"]
+
+
+def execute_and_strip(path: str) -> None:
+    """Execute with the stored defaults and keep only the outputs nbval checks (plotly/widget outputs hold
+    random ids and ~5 MB of plotly.js; the executed reports with figures go to reports/ instead)."""
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    nb = nbf.read(path, as_version=4)
+    ExecutePreprocessor(timeout=300, kernel_name="python3").preprocess(nb, {"metadata": {"path": "notebooks"}})
+    for cell in nb.cells:
+        if cell.cell_type == "code" and IGNORE in cell.metadata.get("tags", []):
+            cell.outputs = []
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("widgets", None)                 # saved widget state: large, random model ids
+    nbf.write(nb, path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--execute" in sys.argv:
+        for p in NOTEBOOKS:
+            execute_and_strip(p)
+            print("executed", p)

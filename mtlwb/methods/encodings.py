@@ -44,7 +44,9 @@ def segmentation_prediction(logits: torch.Tensor, hard: bool = True, tau: float 
         return logits.softmax(dim=1)
     g = gumbel_noise(logits) if noise is None else noise
     y = ((logits + g) / tau).softmax(dim=1)
-    one_hot = F.one_hot(y.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).to(y.dtype)
+    # max(dim=1).indices == argmax(dim=1) (first maximum on ties) but ~10x faster over NCHW channels on CPU
+    index = y.detach().max(dim=1, keepdim=True).indices
+    one_hot = torch.zeros_like(y, memory_format=torch.contiguous_format).scatter_(1, index, 1.0)
     return one_hot - y.detach() + y
 
 

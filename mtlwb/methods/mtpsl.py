@@ -15,6 +15,10 @@ Normalization: the ref. code sums L_st over the pairs of a sample and divides by
 (``reduction="batch"``); the default here (``"pairs"``) averages over the triples of the batch, so the term's scale
 does not grow with the number of tasks. A segmentation prediction gets one Gumbel draw per sample, shared by its
 pairs (the ref. redraws per pair); the ref.'s optional linear ramp-up of the weight is not reproduced.
+
+Cost (CPU default): the stems have stride 2 and M downsamples with stride-2 convs (like the backbone), width 16;
+the stems and M's first conv run once per distinct (sample, task) map, not once per triple. ``input_stride=1,
+width=32`` restores the former full-resolution layout exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import channel_cosine
 from .base import Method, Step, register
 from .encodings import clean_target, encode_label, encode_prediction
 
@@ -37,45 +42,64 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class FiLMConv(nn.Module):
     """conv → norm → FiLM(γ[:, pair], β[:, pair]) → ReLU; tables start at the identity (γ = 1, β = 0)."""
 
-    def __init__(self, cin: int, cout: int, num_pairs: int, norm: str) -> None:
+    def __init__(self, cin: int, cout: int, num_pairs: int, norm: str, stride: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
         self.norm = _norm(norm, cout)
         self.gamma = nn.Parameter(torch.ones(cout, num_pairs))
         self.beta = nn.Parameter(torch.zeros(cout, num_pairs))
 
-    def forward(self, x: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.conv(x))                                   # [N, cout, h, w]
+    def forward(self, x: torch.Tensor, pair: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [M, cin, h, w]; ``rows`` [N] picks each triple's map from x after the conv (None: M = N, in order).
+
+        The conv does not depend on the pair, so a map shared by several triples is convolved once.
+        """
+        x = self.conv(x)
+        if rows is not None:
+            x = x[rows]
+        x = self.norm(x)                                              # [N, cout, h, w]
         gamma = self.gamma[:, pair].t()[:, :, None, None]             # [N, cout, 1, 1]
         beta = self.beta[:, pair].t()[:, :, None, None]
-        return F.relu(x * gamma + beta)
+        return F.relu(torch.addcmul(beta, x, gamma))
 
 
 class MappingNet(nn.Module):
-    """Shared, pair-conditioned encoder: [N, width, H, W] → [N, out_channels, H/8, W/8]."""
+    """Shared, pair-conditioned encoder: stem maps [M, width, H/s, W/s] → [N, out_channels, H/8, W/8].
 
-    def __init__(self, width: int, out_channels: int, num_pairs: int, norm: str) -> None:
+    ``input_stride`` s is the stems' stride. 1 is the ref. layout (stems and first block at full resolution, 2×2
+    max-pooling after each block); 2 (stems with stride 2) downsamples with stride-2 convs in the second and third
+    blocks instead of pooling: no conv at full resolution, no max-pool (slow over NCHW on CPU), same depth, widths
+    and output resolution.
+    """
+
+    def __init__(self, width: int, out_channels: int, num_pairs: int, norm: str, input_stride: int = 2) -> None:
         super().__init__()
         chans = [width, width, 2 * width, 4 * width]
-        self.blocks = nn.ModuleList([FiLMConv(a, b, num_pairs, norm) for a, b in zip(chans[:-1], chans[1:])])
+        self.pool = input_stride == 1
+        strides = [1, 1, 1] if self.pool else [1, 2, 2]
+        self.blocks = nn.ModuleList([FiLMConv(a, b, num_pairs, norm, st)
+                                     for a, b, st in zip(chans[:-1], chans[1:], strides)])
         self.out = FiLMConv(chans[-1], out_channels, num_pairs, norm)
 
-    def forward(self, x: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = F.max_pool2d(block(x, pair), 2)                       # stride ×2 per block, ×8 in all
+    def forward(self, x: torch.Tensor, pair: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x, pair, rows if i == 0 else None)
+            if self.pool:
+                x = F.max_pool2d(x, 2)                                # stride ×2 per block, ×8 in all
         return self.out(x, pair)
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """[N, C, h, w] × 2 → [N]: 1 − cos over channels, mean over positions."""
-    return (1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-12)).flatten(1).mean(dim=1)
+    return (1.0 - channel_cosine(a, b, eps=1e-12)).flatten(1).mean(dim=1)
 
 
 @dataclass
 class MTPSLOptions:
     weight: float = 1.0            # ref. con_weight = 1
     reg_weight: float = 0.5        # α, ref. default
-    width: int = 32                # ref. 64 → 512 (SegNet); small for CPU
+    width: int = 16                # ref. 64 → 512 (SegNet); small for CPU (was 32)
+    input_stride: int = 2          # stems' stride: 2 = backbone-like, 1 = ref. layout at full resolution
     gumbel_tau: float = 1.0
     full_label_pairs: bool = True  # fully labelled samples use all pairs s ≠ t (ref. 'full' setting)
     mapping_lr: float | None = None  # ref. 1e-3 (10× its model lr 1e-4); None = the model's lr
@@ -88,6 +112,8 @@ class MTPSLOptions:
                 raise ValueError(f"mtpsl.{name}={getattr(self, name)}: must be >= 0")
         if self.width < 1:
             raise ValueError(f"mtpsl.width={self.width}: must be >= 1")
+        if self.input_stride not in (1, 2):
+            raise ValueError(f"mtpsl.input_stride={self.input_stride}: allowed (1, 2)")
         if self.gumbel_tau <= 0:
             raise ValueError(f"mtpsl.gumbel_tau={self.gumbel_tau}: must be > 0")
         if self.mapping_lr is not None and self.mapping_lr <= 0:
@@ -108,9 +134,9 @@ class MTPSL(Method):
         o, T = self.options, len(self.tasks)
         if T < 2:
             raise ValueError(f"mtpsl needs at least 2 tasks, got {T}")
-        self.stems = nn.ModuleList([nn.Sequential(nn.Conv2d(t.channels, o.width, 3, padding=1),
+        self.stems = nn.ModuleList([nn.Sequential(nn.Conv2d(t.channels, o.width, 3, stride=o.input_stride, padding=1),
                                                   _norm(o.norm, o.width), nn.ReLU()) for t in self.tasks])
-        self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm)
+        self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm, o.input_stride)
 
     def pairs(self, labelled: torch.Tensor) -> torch.Tensor:
         """labelled [B, T] → [P, 3] long (sample, source s, target t): s unlabelled, t labelled, s ≠ t.
@@ -131,19 +157,29 @@ class MTPSL(Method):
         """Ordered pair (s, t), s ≠ t → column of the FiLM tables: row-major T×T with the diagonal removed."""
         return s * (num_tasks - 1) + t - (t > s).long()
 
-    def _stems(self, enc: list[torch.Tensor], task: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """Task-specific stems over the triples: each (sample, task) map is stemmed once, then gathered."""
-        out = None
+    def _stems(self, enc: list[torch.Tensor], task: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+        """Stem each distinct (sample, task) map of the triples once: (maps [M, width, h, w], rows [P] into them).
+
+        A prediction is the source of up to T−1 pairs and a label the target of up to T−1; the stems and the
+        mapping net's first conv are pair-independent, so they run on the M distinct maps and the triples gather
+        their rows afterwards (``MappingNet(rows=…)``): their cost grows with B·T, not with the pairs.
+        """
+        T = len(self.tasks)
+        keys, rows = (sample * T + task).unique(return_inverse=True)      # keys sorted: grouped by sample
+        key_sample, key_task = keys // T, keys % T
+        out, order = [], []
         for k, stem in enumerate(self.stems):
-            sel = (task == k).nonzero().squeeze(1)
+            sel = (key_task == k).nonzero().squeeze(1)
             if sel.numel() == 0:
                 continue
-            rows, inverse = sample[sel].unique(return_inverse=True)
-            y = stem(enc[k][rows])[inverse]                           # [n_k, width, H, W]
-            if out is None:
-                out = y.new_zeros(task.shape[0], *y.shape[1:])
-            out = out.index_put((sel,), y)
-        return out
+            out.append(stem(enc[k][key_sample[sel]]))
+            order.append(sel)
+        order_all = torch.cat(order)
+        maps = torch.cat(out)                                             # rows in `order_all` order
+        position = torch.empty_like(order_all)
+        position[order_all] = torch.arange(order_all.numel(), device=order_all.device)
+        return maps, position[rows]
 
     def losses(self, step: Step) -> dict[str, torch.Tensor]:
         out = self.supervised_losses(step)
@@ -158,8 +194,10 @@ class MTPSL(Method):
         label_enc = [encode_label(k, clean_target(k, step.targets[k.name], step.labelled[:, i]), depth="max")
                      for i, k in enumerate(self.tasks)]
         pair = self.pair_column(s, t, T)
-        x = torch.cat([self._stems(pred_enc, s, b), self._stems(label_enc, t, b)])   # [2P, width, H, W]
-        m_s, m_t = self.mapping(x, torch.cat([pair, pair])).chunk(2)                  # [P, C, h', w'] each
+        maps_s, rows_s = self._stems(pred_enc, s, b)                                  # [M_s, width, h, w], [P]
+        maps_t, rows_t = self._stems(label_enc, t, b)
+        rows = torch.cat([rows_s, rows_t + maps_s.shape[0]])                          # [2P]
+        m_s, m_t = self.mapping(torch.cat([maps_s, maps_t]), torch.cat([pair, pair]), rows).chunk(2)
         f = step.features.detach()[b]                                                 # [P, C, h, w]
         if m_s.shape[-2:] != f.shape[-2:]:
             m_s = F.interpolate(m_s, size=f.shape[-2:], mode="bilinear", align_corners=False)

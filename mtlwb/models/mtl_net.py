@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..ops import channel_normalize
 from ..tasks import TaskSpec
 from .heads import ASPPHead, LightHead
 from .resnet import load_backbone_weights, resnet18, resnet50, resnet_small
@@ -56,7 +56,7 @@ class MultiTaskNet(nn.Module):
         for t in self.tasks:
             out = self.heads[t.name](task_features[t.name], size)
             if t.kind == "normal":
-                out = F.normalize(out, dim=1, eps=1e-6)
+                out = channel_normalize(out, eps=1e-6)
             preds[t.name] = out
         return preds
 

@@ -1,0 +1,129 @@
+"""Training throughput (images/s) and peak memory per method: the cost of one full optimizer step.
+
+A step is what the trainer does per batch: encode → method.refine → decode → method.losses → weighted sum →
+backward → Adam step, on a synthetic batch (onelabel labels) so data loading is not part of it (bench_data measures
+that). Settings: the default model (resnet_small) at 64×80, batch 16; SegNet at 288×384 when the backbone exists
+(batch 2 on CPU, 8 on CUDA). CPU always, CUDA when available. Methods of one setting are timed round-robin, and
+"× sup." is the ratio to the supervised step of the same run.
+
+Run as ``python benchmarks/bench_training.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import common  # noqa: I001  (sets thread env vars and sys.path before torch/mtlwb load)
+import torch
+
+from mtlwb.data.scenes import NUM_CLASSES
+from mtlwb.methods import Step, build_method, forward_step
+from mtlwb.models import BACKBONES, MultiTaskNet
+from mtlwb.tasks import make_tasks
+from mtlwb.weighting import build_weighting
+
+METHODS = ("supervised", "mtpsl", "jtr", "tpkr")
+TASKS = ("semantic", "depth", "normal")
+# tpkr's retrieval attends over the h·w tokens of the shared feature; SegNet's is full resolution (110k tokens at
+# 288×384), so its attention is quadratic in the image size and is not run there.
+SEGNET_SKIP = {"tpkr": "retrieval attention over full-resolution SegNet tokens (h·w = 110k) is quadratic"}
+
+
+def make_train_step(method_name: str, backbone: str = "resnet_small", batch: int = 16, size: tuple[int, int] = (64, 80),
+                    device: str = "cpu", setting: str = "onelabel", options: dict | None = None,
+                    seed: int = 0) -> Callable[[], float]:
+    """A closure running one training step on a fixed synthetic batch; returns the loss (a float)."""
+    torch.manual_seed(seed)
+    tasks = make_tasks(list(TASKS), NUM_CLASSES)
+    model = MultiTaskNet(tasks, backbone).to(device)
+    method = build_method(method_name, tasks, model.feature_channels, options).to(device)
+    weighting = build_weighting("equal", [t.name for t in tasks]).to(device)
+    groups = [{"params": list(model.parameters()), "lr": 1e-3}] + method.parameter_groups(1e-3)
+    optimizer = torch.optim.Adam(groups, lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    images = torch.rand(batch, 3, h, w, generator=g).to(device)
+    targets = common.synthetic_targets(tasks, batch, h, w, g, device)
+    labelled = common.label_table(batch, len(tasks), setting, device)
+    active = {t.name: bool(labelled[:, i].any()) for i, t in enumerate(tasks)}
+    model.train()
+    method.train()
+
+    def step() -> float:
+        features, refined, preds = forward_step(model, method, images)
+        terms = method.losses(Step(images, features, refined, preds, targets, labelled))
+        sup = {t.name: terms[t.name] for t in tasks}
+        loss = weighting.combine(sup, active=active)
+        loss = loss + sum((v for k, v in terms.items() if k not in sup), torch.zeros((), device=device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def _setting_rows(device: str, backbone: str, size: tuple[int, int], batch: int, methods: tuple[str, ...],
+                  repeats: int) -> list[dict]:
+    steps = {m: make_train_step(m, backbone, batch, size, device) for m in methods}
+    memory = {}
+    for m, step in steps.items():
+        step()                                    # warm-up: allocates Adam state and autograd buffers
+        with common.PeakMemory(device) as mem:
+            step()
+        memory[m] = mem
+    if device == "cuda":
+        seconds = {m: common.median_seconds(s, repeats, warmup=1, device=device) for m, s in steps.items()}
+    else:
+        seconds = common.interleaved_medians(steps, repeats, warmup=0)
+    base = seconds.get("supervised")
+    rows = []
+    for m in methods:
+        rows.append({"device": device, "backbone": backbone, "size": f"{size[0]}x{size[1]}", "batch": batch,
+                     "method": m, "ms/step": 1000 * seconds[m], "images/s": batch / seconds[m],
+                     "x sup.": seconds[m] / base if base else float("nan"),
+                     "peak MiB": memory[m].peak, "step MiB": memory[m].delta})
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows per (device, backbone, size, method); skipped settings come back as rows with a ``note``."""
+    common.pin_threads()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    repeats = 2 if quick else 7
+    rows: list[dict] = []
+    for device in devices:
+        rows += _setting_rows(device, "resnet_small", (64, 80), 16, METHODS, repeats)
+        if "segnet" not in BACKBONES:
+            rows.append({"device": device, "backbone": "segnet", "note": "skipped: 'segnet' not in BACKBONES"})
+            continue
+        cpu = device == "cpu"
+        methods = ("supervised",) if quick and cpu else tuple(m for m in METHODS if m not in SEGNET_SKIP)
+        batch = (1 if quick else 2) if cpu else 8
+        rows += _setting_rows(device, "segnet", (288, 384), batch, methods, 1 if quick and cpu else (3 if cpu else 7))
+        rows += [{"device": device, "backbone": "segnet", "size": "288x384", "method": m, "note": f"skipped: {why}"}
+                 for m, why in SEGNET_SKIP.items()]
+    return rows
+
+
+COLUMNS = ["device", "backbone", "size", "batch", "method", "ms/step", "images/s", "x sup.", "peak MiB", "step MiB"]
+
+
+def report(rows: list[dict]) -> str:
+    measured = [r for r in rows if "note" not in r]
+    lines = [common.table(measured, COLUMNS), ""]
+    lines += [f"- {r['device']} {r['backbone']} {r.get('method', '')}: {r['note']}" for r in rows if "note" in r]
+    for r in measured:
+        if r["backbone"] == "resnet_small" and r["method"] != "supervised":
+            lines.append(common.check(f"{r['device']} {r['method']} step ≤ 2.5× supervised", r["x sup."] <= 2.5,
+                                      f"{r['x sup.']:.2f}×"))
+    lines.append("\n_peak MiB_: the process's peak resident set (CPU, VmHWM) or CUDA max_memory_allocated during one "
+                 "step; _step MiB_: that peak minus the memory in use before the step.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    print(report(run(parser.parse_args().quick)))

@@ -1,0 +1,138 @@
+"""Dataset explorer: samples with their partial labels, class content, and label counts per setting.
+
+Why: a partial-label result means little without knowing what each image was labelled for; these figures put
+the label table of a setting next to the images it masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from ..data.masks import make_mask
+from ..tasks import TaskSpec
+from .predictions import task_to_rgb
+
+DEFAULT_SETTINGS = ("full", "onelabel", "randomlabel", "ratio:semantic=0.1")
+
+
+def _image_rgb(item: dict) -> np.ndarray:
+    return (item["image"].numpy().transpose(1, 2, 0) * 255).clip(0, 255).astype(np.uint8)
+
+
+def _dim(rgb: np.ndarray) -> np.ndarray:
+    """Unlabelled panels are faded towards grey and cross-hatched: the ground truth exists, training never sees it."""
+    out = (0.3 * rgb + 0.7 * 128).astype(np.uint8)
+    h, w = out.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    out[((yy + xx) % 12 == 0) | ((yy - xx) % 12 == 0)] = 60
+    return out
+
+
+def sample_grid(dataset, tasks: Sequence[TaskSpec], indices: Sequence[int], table: np.ndarray | None = None,
+                show: Sequence[str] | None = None, setting: str = "") -> go.Figure:
+    """Rows = images; columns = image and each shown task's ground truth, faded where the setting leaves it unlabelled.
+
+    ``table`` is the [N, T] label table of a setting (rows = dataset indices, columns in ``tasks`` order).
+    """
+    shown = [t for t in tasks if show is None or t.name in show]
+    cols = ["image"] + [t.name for t in shown]
+    titles = []
+    for i in indices:
+        titles.append(f"#{i}")
+        for t in shown:
+            j = [u.name for u in tasks].index(t.name)
+            mark = "" if table is None else (" ✓" if table[i, j] else " ✗ unlabelled")
+            titles.append(t.name + mark)
+    fig = make_subplots(rows=len(indices), cols=len(cols), subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=0.06)
+    for r, i in enumerate(indices, 1):
+        item = dataset[i]
+        fig.add_trace(go.Image(z=_image_rgb(item), name=f"image {i}"), r, 1)
+        for c, t in enumerate(shown, 2):
+            j = [u.name for u in tasks].index(t.name)
+            rgb = task_to_rgb(t, item[t.name].numpy())
+            if table is not None and not table[i, j]:
+                rgb = _dim(rgb)
+            fig.add_trace(go.Image(z=rgb, name=f"{t.name} {i}"), r, c)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_annotations(font_size=11)
+    title = "Samples and ground truth" + (f" — setting {setting!r} (faded = not labelled)" if setting else "")
+    return fig.update_layout(title=title, height=150 * len(indices) + 70, width=170 * len(cols) + 20,
+                             margin=dict(l=5, r=5, t=60, b=5))
+
+
+def class_histogram(dataset, class_names: Sequence[str] | None = None, limit: int | None = None,
+                    progress: bool = True) -> go.Figure:
+    """Share of labelled pixels per class, and share of images containing the class (two bars per class)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    counts: np.ndarray | None = None
+    present: np.ndarray | None = None
+    for i in tqdm(range(n), desc="class histogram", disable=not progress, leave=False):
+        lab = dataset[i]["semantic"].numpy().ravel()
+        c = np.bincount(lab[lab >= 0], minlength=len(class_names) if class_names else 1)
+        if counts is None:
+            counts, present = np.zeros_like(c), np.zeros_like(c)
+        if len(c) > len(counts):
+            counts, present = np.pad(counts, (0, len(c) - len(counts))), np.pad(present, (0, len(c) - len(counts)))
+        counts[: len(c)] += c
+        present[: len(c)] += c > 0
+    assert counts is not None and present is not None
+    names = list(class_names) if class_names else [str(k) for k in range(len(counts))]
+    names += [str(k) for k in range(len(names), len(counts))]
+    df = pd.DataFrame({"class": names * 2,
+                       "share": np.concatenate([counts / max(counts.sum(), 1), present / max(n, 1)]),
+                       "measure": ["pixels"] * len(names) + ["images containing it"] * len(names)})
+    fig = px.bar(df, x="class", y="share", color="measure", barmode="group",
+                 title=f"Semantic classes over {n} images")
+    return fig.update_layout(height=360, yaxis_tickformat=".0%")
+
+
+def label_count_table(n: int, task_names: Sequence[str], settings: Sequence[str] = DEFAULT_SETTINGS,
+                      seed: int = 0) -> pd.DataFrame:
+    """Labelled images per task for each setting (the same tables training uses: generated from ``seed``)."""
+    rows = []
+    for s in settings:
+        table = make_mask(s, n, list(task_names), seed)
+        row = {"setting": s}
+        row.update({name: int(table[:, j].sum()) for j, name in enumerate(task_names)})
+        row["images with a label"] = int((table.sum(1) > 0).sum())
+        row["labels per image"] = round(float(table.sum(1).mean()), 3)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def label_count_figure(counts: pd.DataFrame, task_names: Sequence[str]) -> go.Figure:
+    """The label-count table as grouped bars (one group per setting)."""
+    df = counts[list(task_names)].reset_index().melt(id_vars="setting", var_name="task", value_name="labelled images")
+    fig = px.bar(df, x="setting", y="labelled images", color="task", barmode="group", text="labelled images",
+                 title="Labelled training images per task and setting")
+    return fig.update_layout(height=360)
+
+
+def sample_browser(dataset, tasks: Sequence[TaskSpec], table: np.ndarray | None = None, setting: str = ""):
+    """Interactive browser (ipywidgets): a slider over images and one toggle per task."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    slider = widgets.IntSlider(value=0, min=0, max=len(dataset) - 1, description="image", continuous_update=False)
+    toggles = {t.name: widgets.ToggleButton(value=True, description=t.name) for t in tasks}
+    out = widgets.Output()
+
+    def redraw(*_):
+        shown = [n for n, b in toggles.items() if b.value]
+        out.clear_output(wait=True)
+        with out:
+            display(sample_grid(dataset, tasks, [slider.value], table, show=shown, setting=setting))
+
+    for w in (slider, *toggles.values()):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([slider, *toggles.values()]), out])

@@ -1,0 +1,169 @@
+"""Exploration figures on tiny trained runs: shapes, invariants, t-SNE caching, export fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+import mtlwb
+from mtlwb.data import MultiTaskFolder, make_mask
+from mtlwb.figures import affinity, dataset, export, gradients, latent
+from mtlwb.tasks import make_tasks
+
+TASKS = ["semantic", "depth", "normal"]
+
+
+def _train(tiny_root, run_dir, method: str, snapshots: bool = False) -> str:
+    cfg = mtlwb.ExperimentConfig(data_root=str(tiny_root), method=method, epochs=2 if snapshots else 1, lr_step=1,
+                                 batch_size=8, train_samples=16, eval_samples=8, run_dir=str(run_dir),
+                                 progress=False, device="cpu")
+    latent.train_with_snapshots(cfg) if snapshots else mtlwb.train(cfg)
+    return str(run_dir)
+
+
+@pytest.fixture(scope="module")
+def tpkr_run(tiny_root, tmp_path_factory):
+    return _train(tiny_root, tmp_path_factory.mktemp("tpkr"), "tpkr")
+
+
+@pytest.fixture(scope="module")
+def jtr_run(tiny_root, tmp_path_factory):
+    return _train(tiny_root, tmp_path_factory.mktemp("jtr"), "jtr", snapshots=True)
+
+
+# -- dataset ------------------------------------------------------------------------------------------------------
+
+def test_dataset_figures(tiny_root):
+    specs = make_tasks(TASKS, 7)
+    ds = MultiTaskFolder(tiny_root, "train", specs)
+    table = make_mask("onelabel", len(ds), TASKS)
+    grid = dataset.sample_grid(ds, specs, [0, 1], table, setting="onelabel")
+    assert isinstance(grid, go.Figure) and len(grid.data) == 2 * (1 + len(TASKS))
+    titles = [a.text for a in grid.layout.annotations]
+    assert sum("unlabelled" in t for t in titles) == 2 * (len(TASKS) - 1)      # onelabel: one task kept per image
+    assert len(dataset.sample_grid(ds, specs, [0], show=["depth"]).data) == 2
+    hist = dataset.class_histogram(ds, [f"c{k}" for k in range(7)], progress=False)
+    pixels = np.asarray(hist.data[0].y)
+    assert len(hist.data) == 2 and abs(pixels.sum() - 1) < 1e-6
+    counts = dataset.label_count_table(len(ds), TASKS, ["full", "onelabel", "ratio:semantic=0.25"])
+    assert counts.loc["full", TASKS].tolist() == [24, 24, 24]
+    assert counts.loc["onelabel", TASKS].tolist() == [8, 8, 8]
+    assert counts.loc["ratio:semantic=0.25", "semantic"] == 6
+    assert len(dataset.label_count_figure(counts, TASKS).data) == len(TASKS)
+    box = dataset.sample_browser(ds, specs, table, "onelabel")
+    assert box.children[0].children[0].max == len(ds) - 1
+
+
+# -- task affinity ------------------------------------------------------------------------------------------------
+
+def test_affinity_figures(tpkr_run):
+    record = mtlwb.load_record(tpkr_run)
+    heat = affinity.record_affinity_heatmap(record)
+    z = np.asarray(heat.data[0].z, dtype=float)
+    assert z.shape == (3, 3) and np.allclose(z.sum(1), 1, atol=1e-5)
+    evo = affinity.affinity_evolution(record)
+    assert len(evo.frames) == len(record["history"]) and evo.layout.sliders
+    assert len(affinity.affinity_trajectories(record).data) == 9          # slot × task facet
+    exp = mtlwb.load_experiment(tpkr_run, device="cpu")
+    names = [t.name for t in exp.tasks]
+    sim = np.asarray(affinity.prototype_similarity(exp.method.prototype_slots(), names).data[0].z, dtype=float)
+    assert np.allclose(np.diag(sim), 1, atol=1e-5) and np.allclose(sim, sim.T, atol=1e-6)
+    keys, key_tasks = affinity.task_keys(exp, [0, 1])
+    proj = affinity.prototype_projection(exp.method.prototype_slots(), names, keys, key_tasks)
+    assert len(proj.data) == 1 + len(names) and len(proj.data[-1].x) == len(names)
+    image, a = affinity.image_affinity(exp, 0)
+    assert image.dtype == np.uint8 and a.shape == (3, 3) and np.allclose(a.sum(1), 1, atol=1e-5)
+    assert len(affinity.image_affinity_figure(exp, 1).data) == 2
+    recomputed = affinity.mean_affinity(exp)
+    assert np.allclose(recomputed, record["history"][-1]["summaries"]["affinity"], atol=1e-4)
+
+
+def test_affinity_needs_tpkr():
+    with pytest.raises(ValueError, match="tpkr"):
+        affinity.record_affinities({"run_id": "x", "config": {"method": "supervised"},
+                                    "history": [{"epoch": 1, "summaries": {}}]})
+
+
+def test_gradient_affinity_any_method(tpkr_run, jtr_run):
+    for run in (tpkr_run, jtr_run):
+        exp = mtlwb.load_experiment(run, device="cpu")
+        before = {k: v.clone() for k, v in exp.model.state_dict().items()}
+        g = gradients.gradient_affinity(exp, batches=1, batch_size=4, progress=False)
+        assert g.shape == (3, 3) and np.allclose(np.diag(g), 1) and np.allclose(g, g.T)
+        assert (g >= -1).all() and (g <= 1).all()
+        assert all(np.array_equal(before[k], v) for k, v in exp.model.state_dict().items())   # no update
+    fig = affinity.affinity_comparison(np.eye(3), g, ["a", "b", "c"])
+    assert len(fig.data) == 2
+    assert gradients.gradient_affinity_heatmap(g, ["a", "b", "c"]).layout.coloraxis.cmin == -1
+
+
+# -- latent spaces ------------------------------------------------------------------------------------------------
+
+def test_tsne_cache_hit_skips_recompute(tmp_path, monkeypatch):
+    calls = []
+    real = latent.TSNE
+
+    class Counting(real):
+        def fit_transform(self, x, y=None):
+            calls.append(len(x))
+            return super().fit_transform(x)
+
+    monkeypatch.setattr(latent, "TSNE", Counting)
+    x = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    first = latent.cached_tsne(x, tmp_path, "t", perplexity=5)
+    second = latent.cached_tsne(x, tmp_path, "t", perplexity=5)
+    assert calls == [20] and np.array_equal(first, second) and first.shape == (20, 2)
+    latent.cached_tsne(x + 1, tmp_path, "t", perplexity=5)                 # other inputs: another key
+    assert len(calls) == 2 and len(list(tmp_path.glob("t-*.npz"))) == 2
+
+
+def test_joint_latent_figures(jtr_run):
+    exp = mtlwb.load_experiment(jtr_run, device="cpu")
+    x, meta = latent.collect_joint_codes(exp, n_images=8)
+    assert x.shape[0] == 16 == len(meta) and set(meta.source) == {"prediction", "mixed target"}
+    x2, _ = latent.collect_joint_codes(exp, n_images=8)
+    assert np.array_equal(x, x2)                                            # seeded Gumbel noise: cache-stable
+    xp, mp = latent.collect_joint_codes(exp, n_images=4, pool="positions", positions=3)
+    assert xp.shape[0] == 2 * 4 * 3 and (mp["dominant class"] >= -1).all()
+    fig = latent.joint_latent_figure(exp, jtr_run, "labelled", n_images=8, perplexity=3)
+    assert isinstance(fig, go.Figure) and sum(len(t.x) for t in fig.data) == 16
+    assert list(latent.snapshot_paths(jtr_run)) == [1, 2]
+    by_epoch = latent.joint_latent_over_epochs(exp, jtr_run, n_images=4, perplexity=3)
+    assert by_epoch is not None and sum(len(t.x) for t in by_epoch.data) == 2 * 2 * 4
+    feats = latent.task_feature_figure(exp, jtr_run, n_images=6, perplexity=3)
+    assert {t.name for t in feats.data} == set(TASKS)
+    assert list((exp.config.resolved_run_dir / "tsne").glob("*.npz"))
+
+
+def test_joint_latent_needs_joint_codes(tpkr_run):
+    exp = mtlwb.load_experiment(tpkr_run, device="cpu")
+    with pytest.raises(ValueError, match="joint_codes"):
+        latent.collect_joint_codes(exp, n_images=2)
+    assert latent.snapshot_paths(tpkr_run) == {}
+
+
+# -- export -------------------------------------------------------------------------------------------------------
+
+def test_html_export_embeds_plotlyjs(tmp_path):
+    fig = affinity.affinity_heatmap(np.eye(2), ["a", "b"])
+    out = export.export_figure(fig, tmp_path, "heat", png=False)
+    html = out["html"].read_text()
+    assert "plotly.js v" in html or "Plotly" in html
+    assert len(html) > 1_000_000 and '"type":"heatmap"' in html.replace(" ", "")      # the library itself + data
+    assert out["png"] is None
+
+
+def test_png_export_falls_back_without_browser(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "find_browser", lambda: None)
+    fig = affinity.affinity_heatmap(np.eye(2), ["a", "b"])
+    with pytest.warns(export.PNGExportUnavailable, match="no browser|none was found"):
+        out = export.export_figure(fig, tmp_path, "heat")
+    assert out["png"] is None and out["html"].is_file() and not (tmp_path / "heat.png").exists()
+
+
+def test_png_export_with_system_browser(tmp_path):
+    if export.find_browser() is None:
+        pytest.skip("no system Chromium/Chrome (install: apt-get install -y chromium)")
+    png = export.write_png(affinity.affinity_heatmap(np.eye(2), ["a", "b"]), tmp_path / "h.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
