@@ -25,7 +25,7 @@ run: data
 	$(VENV)/bin/mtlwb run-default
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mtlwb tests benchmarks notebooks
+	$(VENV)/bin/ruff check mtlwb tests benchmarks notebooks tools
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -x tests
@@ -33,7 +33,13 @@ unit: $(STAMP)
 nbval: data
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
-test: lint data unit nbval
+test: lint data browser unit nbval
+
+# Chromium from Debian for the browser test and PNG export (kaleido); never a downloaded browser.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

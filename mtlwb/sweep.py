@@ -51,7 +51,7 @@ futures complete. On several nodes, start ``dask scheduler`` on one node and
 ``dask worker tcp://host:8786 --nworkers K --nthreads 1`` on the others, with the
 repository (``data/``, ``reports/``, ``notebooks/``) on a shared filesystem
 mounted at the same path everywhere, and mtlwb installed in each worker's
-environment. See docs/sweeps.md.
+environment. See the README, "Ablation sweeps".
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from sklearn.decomposition import PCA
 
 from ..methods import forward_step
+from .widgets import figure_browser
 
 
 def record_affinities(record: dict) -> tuple[list[int], np.ndarray]:
@@ -192,18 +193,8 @@ def mean_affinity(exp, limit: int | None = None) -> np.ndarray:
 def image_affinity_browser(exp, index: int = 0, split: str = "eval"):
     """Slider over images (ipywidgets) redrawing ``image_affinity_figure``: find images whose links differ."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     n = len(exp.eval_set if split == "eval" else exp.train_set)
     slider = widgets.IntSlider(value=min(index, n - 1), min=0, max=n - 1, description="image",
                                continuous_update=False)
-    out = widgets.Output()
-
-    def redraw(*_):
-        out.clear_output(wait=True)
-        with out:
-            display(image_affinity_figure(exp, slider.value, split))
-
-    slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, out])
+    return figure_browser([slider], lambda: image_affinity_figure(exp, slider.value, split))

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..data.masks import make_mask
 from ..tasks import TaskSpec
 from .predictions import task_to_rgb
+from .widgets import figure_browser
 
 DEFAULT_SETTINGS = ("full", "onelabel", "randomlabel", "ratio:semantic=0.1")
 
@@ -120,19 +121,10 @@ def label_count_figure(counts: pd.DataFrame, task_names: Sequence[str]) -> go.Fi
 def sample_browser(dataset, tasks: Sequence[TaskSpec], table: np.ndarray | None = None, setting: str = ""):
     """Interactive browser (ipywidgets): a slider over images and one toggle per task."""
     import ipywidgets as widgets
-    from IPython.display import display
-
     slider = widgets.IntSlider(value=0, min=0, max=len(dataset) - 1, description="image", continuous_update=False)
     toggles = {t.name: widgets.ToggleButton(value=True, description=t.name) for t in tasks}
-    out = widgets.Output()
-
-    def redraw(*_):
+    def figure():
         shown = [n for n, b in toggles.items() if b.value]
-        out.clear_output(wait=True)
-        with out:
-            display(sample_grid(dataset, tasks, [slider.value], table, show=shown, setting=setting))
+        return sample_grid(dataset, tasks, [slider.value], table, show=shown, setting=setting)
 
-    for w in (slider, *toggles.values()):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([slider, *toggles.values()]), out])
+    return figure_browser([slider, *toggles.values()], figure)
