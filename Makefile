@@ -26,6 +26,7 @@ run: data
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtlwb tests benchmarks notebooks tools
+	$(PY) -m compileall -q mtlwb tests benchmarks tools
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -x tests

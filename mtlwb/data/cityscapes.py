@@ -41,7 +41,7 @@ class CityscapesFolder(Dataset):
         image_dir = self.split_dir / "image"
         if not image_dir.is_dir():
             raise FileNotFoundError(f"dataset folder missing: {image_dir} (expected the MTAN Cityscapes layout "
-                                    "<root>/{train,val}/{image,label_7,label_19,depth}/<i>.npy; see README "Real benchmarks")")
+                                    "<root>/{train,val}/{image,label_7,label_19,depth}/<i>.npy; see README 'Real benchmarks')")
         n = len(list(image_dir.glob("*.npy")))
         if n == 0:
             raise FileNotFoundError(f"dataset folder {image_dir} holds no .npy files")

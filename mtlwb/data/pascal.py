@@ -181,7 +181,7 @@ class PascalContext(Dataset):
         ids_file = self.root / "ImageSets" / "Context" / f"{split}.txt"
         if not ids_file.is_file():
             raise FileNotFoundError(f"dataset file missing: {ids_file} (expected the PASCAL_MT layout "
-                                    "<root>/{JPEGImages,ImageSets/Context,semseg,...}; see README "Real benchmarks")")
+                                    "<root>/{JPEGImages,ImageSets/Context,semseg,...}; see README 'Real benchmarks')")
         ids = [line.strip() for line in ids_file.read_text().splitlines() if line.strip()]
         if not ids:
             raise ValueError(f"dataset file {ids_file}: lists no image ids")

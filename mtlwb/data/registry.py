@@ -63,7 +63,7 @@ class DatasetInfo:
         if not (Path(root) / self.root_marker).exists():
             raise FileNotFoundError(f"data_root={str(root)!r}: no {self.name} dataset there "
                                     f"(missing {Path(root) / self.root_marker}); expected {self.layout}; "
-                                    "see README "Real benchmarks"")
+                                    "see README 'Real benchmarks'")
 
     def published_mask(self, root: str | Path, setting: str) -> Path | None:
         name = self.mask_files.get(setting)
@@ -171,5 +171,5 @@ def label_table(info: DatasetInfo, config: ExperimentConfig, n: int) -> np.ndarr
             return published_table(info, published, n, list(config.tasks), exact=config.train_samples is None)
         warnings.warn(f"label_setting={config.label_setting!r} on {info.name}: published file {published} "
                       f"not found; generating a {config.label_setting} split from mask_seed={config.mask_seed} "
-                      "instead (not the papers' split; see README "Real benchmarks")", stacklevel=2)
+                      "instead (not the papers' split; see README 'Real benchmarks')", stacklevel=2)
     return label_mask(config.label_setting, config.data_root, n, list(config.tasks), config.mask_seed)

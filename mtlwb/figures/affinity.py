@@ -127,8 +127,7 @@ def task_keys(exp, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
     model.eval()
     method.eval()
     images = torch.stack([exp.eval_set[i]["image"] for i in indices]).to(exp.device)
-    ft = method._task_features(method._integrate(model.encode(images))[0])       # [B, T, c, h, w]
-    keys = method.key(ft.mean(dim=(-2, -1)))                                      # [B, T, d]
+    keys = method.task_keys(model.encode(images))                                 # [B, T, d]
     names = [t.name for t in exp.tasks]
     return keys.reshape(-1, keys.shape[-1]).cpu().numpy(), names * len(indices)
 

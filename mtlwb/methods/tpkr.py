@@ -258,6 +258,12 @@ class TaskPrototypeRetrieval(Method):
         """Shared feature [B, c, h, w] -> A [B, T, T] (call in eval mode so BN statistics stay put)."""
         return self._affinity(self._task_features(self._integrate(features)[0]))
 
+    @torch.no_grad()
+    def task_keys(self, features: torch.Tensor) -> torch.Tensor:
+        """Shared feature [B, c, h, w] -> the pooled task keys W·pool(f^t) [B, T, d] compared with the slots."""
+        ft = self._task_features(self._integrate(features)[0])                    # [B, T, c, h, w]
+        return self.key(ft.mean(dim=(-2, -1)))
+
     def prototype_slots(self) -> torch.Tensor:
         """The task prototype V [T, d] (a detached copy)."""
         return self.slots.detach().clone()
