@@ -101,15 +101,17 @@ def test_gradient_affinity_any_method(tpkr_run, jtr_run):
 # -- latent spaces ------------------------------------------------------------------------------------------------
 
 def test_tsne_cache_hit_skips_recompute(tmp_path, monkeypatch):
+    import sklearn.manifold
+
     calls = []
-    real = latent.TSNE
+    real = sklearn.manifold.TSNE
 
     class Counting(real):
         def fit_transform(self, x, y=None):
             calls.append(len(x))
             return super().fit_transform(x)
 
-    monkeypatch.setattr(latent, "TSNE", Counting)
+    monkeypatch.setattr(sklearn.manifold, "TSNE", Counting)
     x = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
     first = latent.cached_tsne(x, tmp_path, "t", perplexity=5)
     second = latent.cached_tsne(x, tmp_path, "t", perplexity=5)

@@ -34,7 +34,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -91,6 +90,8 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def read_mat(path: Path, key: str) -> np.ndarray:
+    import scipy.io  # lazy: only PASCAL needs it, and every notebook kernel would pay for it
+
     try:
         mat = scipy.io.loadmat(path)
     except FileNotFoundError:
@@ -242,6 +243,8 @@ class PascalContext(Dataset):
                     raise FileNotFoundError(f"dataset file missing: {path}")
                 if path.suffix == ".mat":
                     key = "anno" if kind == "parts" else "LabelMap"
+                    import scipy.io
+
                     try:
                         found = [v[0] for v in scipy.io.whosmat(path)]
                     except Exception as e:  # scipy: MatReadError, IndexError, ... on a corrupt file

@@ -14,7 +14,6 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 from plotly.subplots import make_subplots
-from sklearn.decomposition import PCA
 
 from ..methods import forward_step
 from .widgets import figure_browser
@@ -103,6 +102,8 @@ def prototype_projection(slots: torch.Tensor | np.ndarray, names: Sequence[str],
     v = F.normalize(torch.as_tensor(np.asarray(slots), dtype=torch.float32), dim=-1).numpy()
     pts = v if keys is None else np.concatenate([v, F.normalize(torch.as_tensor(keys), dim=-1).numpy()])
     k = min(2, pts.shape[0], pts.shape[1])
+    from sklearn.decomposition import PCA  # lazy: see latent.cached_tsne
+
     xy = PCA(n_components=k, random_state=0).fit_transform(pts)
     if k < 2:
         xy = np.concatenate([xy, np.zeros((len(xy), 2 - k))], axis=1)

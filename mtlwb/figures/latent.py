@@ -19,7 +19,6 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import torch
-from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_bytes
@@ -48,6 +47,8 @@ def cached_tsne(x: np.ndarray, cache_dir: str | Path | None, name: str = "tsne",
     if path is not None and path.is_file():
         with np.load(path) as f:
             return f["embedding"]
+    from sklearn.manifold import TSNE  # lazy: scikit-learn costs a second of every notebook's start-up
+
     emb = TSNE(n_components=2, perplexity=perplexity, random_state=random_state, init="pca").fit_transform(x)
     emb = np.asarray(emb, dtype=np.float32)
     if path is not None:
