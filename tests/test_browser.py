@@ -37,7 +37,7 @@ NOTEBOOK = ROOT / "notebooks" / "task_affinity.ipynb"
 SERVER_START = 60
 APP_READY = 60
 KERNEL_READY = 60
-RUN_ALL = 150
+RUN_ALL = 240   # a fresh checkout first trains the tiny run into reports/runs/nb-task-affinity
 CLEANUP = 10
 
 pytestmark = pytest.mark.slow
