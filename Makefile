@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(PY) -m compileall -q mtlwb tests benchmarks tools
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q -x --durations=10 tests
 
 nbval: data
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
