@@ -40,17 +40,19 @@ class MultiTaskFolder(Dataset):
     'depth': [1,H,W], 'normal': [3,H,W], 'edge': [1,H,W], 'index': int}.
     """
 
+    layout = "<root>/{train,val}/{image,label,depth,normal}/<i>.npy; see data/README.md"
+
     def __init__(self, root: str | Path, split: str, tasks: list[TaskSpec], limit: int | None = None,
-                 check_files: bool = True) -> None:
+                 check_files: bool = True, folders: dict[str, tuple[str, int]] | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: allowed {SPLITS}")
         self.root = Path(root)
         self.split_dir = self.root / split
         self.tasks = list(tasks)
+        self.folders = folders or TASK_FOLDERS      # task name -> (folder on disk, channels or 0 for HW)
         image_dir = self.split_dir / "image"
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"dataset folder missing: {image_dir} (expected the layout "
-                                    "<root>/{train,val}/{image,label,depth,normal}/<i>.npy; see data/README.md)")
+            raise FileNotFoundError(f"dataset folder missing: {image_dir} (expected the layout {self.layout})")
         n = len(list(image_dir.glob("*.npy")))
         if n == 0:
             raise FileNotFoundError(f"dataset folder {image_dir} holds no .npy files")
@@ -68,7 +70,7 @@ class MultiTaskFolder(Dataset):
         h, w = shape[:2]
         expected = {"image": (h, w, 3)}
         for t in self.tasks:
-            folder, c = TASK_FOLDERS[t.name]
+            folder, c = self.folders[t.name]
             expected[folder] = (h, w) if c == 0 else (h, w, c)
         for folder, exp in expected.items():
             if not (self.split_dir / folder).is_dir():
@@ -88,7 +90,7 @@ class MultiTaskFolder(Dataset):
         image = np.load(self.split_dir / "image" / f"{i}.npy")
         item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
         for t in self.tasks:
-            folder, _ = TASK_FOLDERS[t.name]
+            folder, _ = self.folders[t.name]
             arr = np.load(self.split_dir / folder / f"{i}.npy")
             if t.name == "semantic":
                 item[t.name] = torch.from_numpy(arr.astype(np.int64))
