@@ -199,6 +199,10 @@ def lab(tmp_path):
     notification = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # render every cell (no virtual scrolling), so the screenshot shows the figures it was taken for
+    tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.open_browser=False",
            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
@@ -302,8 +306,10 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
 
             heatmap = page.locator(".js-plotly-plot").first
             heatmap.scroll_into_view_if_needed(timeout=10_000)
+            page.wait_for_timeout(1_000)                 # let the scrolled-to plot paint
             assert heatmap.is_visible(), "the first plotly plot is in the DOM but not visible"
             page.screenshot(path=str(shot), timeout=30_000)
+            heatmap.screenshot(path=str(OUT / "task_affinity_heatmap.png"), timeout=30_000)
         finally:
             ctx.close()
     assert shot.stat().st_size > 10_000, f"{shot} is suspiciously small ({shot.stat().st_size} bytes)"
