@@ -7,7 +7,7 @@ DATA := data/scenes-64x80
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup data run test lint unit nbval lab bench clean browser
+.PHONY: setup data run test lint unit nbval lab bench clean browser reports
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ browser:
 	@test -x /usr/bin/chromium || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+# the analysis notebooks executed with their defaults and exported to self-contained HTML under reports/
+reports: data
+	$(PY) tools/make_analysis_reports.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
