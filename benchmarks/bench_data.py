@@ -12,7 +12,6 @@ Run as ``python benchmarks/bench_data.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -91,6 +90,4 @@ def report(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    print(report(run(parser.parse_args().quick)))
+    common.main(__doc__, run, report)

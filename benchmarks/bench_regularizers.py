@@ -14,7 +14,6 @@ Run as ``python benchmarks/bench_regularizers.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import common  # noqa: I001  (sets thread env vars and sys.path before torch/mtlwb load)
@@ -119,6 +118,4 @@ def report(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    print(report(run(parser.parse_args().quick)))
+    common.main(__doc__, run, report)

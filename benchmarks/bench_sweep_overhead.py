@@ -10,7 +10,6 @@ Run as ``python benchmarks/bench_sweep_overhead.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import tempfile
 from pathlib import Path
@@ -74,6 +73,4 @@ def report(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    print(report(run(parser.parse_args().quick)))
+    common.main(__doc__, run, report)

@@ -8,8 +8,6 @@ Run as ``python benchmarks/bench_tsne.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-
 import common  # noqa: I001  (sets thread env vars before numpy/sklearn load)
 import numpy as np
 from sklearn.manifold import TSNE
@@ -42,6 +40,4 @@ def report(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    print(report(run(parser.parse_args().quick)))
+    common.main(__doc__, run, report)

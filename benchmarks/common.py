@@ -211,3 +211,12 @@ def synthetic_targets(tasks, batch: int, height: int, width: int, generator: tor
             y = (torch.rand(batch, 1, height, width, generator=generator) > 0.8).float()
         out[t.name] = y.to(device)
     return out
+
+
+def main(doc: str, run: Callable[[bool], list[dict]], report: Callable[[list[dict]], str]) -> None:
+    """The command line every benchmark module shares: ``python benchmarks/<module>.py [--quick]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    print(report(run(parser.parse_args().quick)))
