@@ -54,8 +54,8 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
 
 
 def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any] | None = None,
-            cwd: str | Path | None = None, progress: bool = True) -> Path:
-    """Run ``notebook`` with ``parameters`` into ``output`` (checked first)."""
+            cwd: str | Path | None = None, progress: bool = True, **papermill_options: Any) -> Path:
+    """Run ``notebook`` with ``parameters`` into ``output`` (checked first); extra options go to papermill."""
     import papermill as pm
 
     parameters = dict(parameters or {})
@@ -63,7 +63,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd or Path.cwd()),
-                        progress_bar=progress, kernel_name="python3")
+                        progress_bar=progress, kernel_name="python3", **papermill_options)
     return output
 
 

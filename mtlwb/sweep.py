@@ -260,9 +260,7 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
     ``own_process``: this process exists for this run (local pool), so its stderr, which the
     kernel inherits, goes to ``<run_dir>/kernel.log`` instead of interleaving with the progress bar.
     """
-    import papermill as pm
-
-    from .notebook_runner import check_parameters
+    from .notebook_runner import execute
 
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -277,11 +275,9 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
     started = time.time()
     lock = _KernelStartLock()
     try:
-        params = {**params, "run_dir": str(out), "progress": False}
-        check_parameters(notebook, params)
         lock.acquire()
-        pm.execute_notebook(notebook, str(output), parameters=params, cwd=cwd, progress_bar=False,
-                            kernel_name="python3", on_cell_start=lock.release)
+        execute(notebook, output, {**params, "run_dir": str(out), "progress": False}, cwd=cwd, progress=False,
+                on_cell_start=lock.release)
         status, error = "completed", None
         metrics = out / METRICS
         if metrics.is_file():
