@@ -8,10 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_NOTEBOOK = Path("notebooks/train.ipynb")
 QUICK_SWEEP = Path("sweeps/quick.yaml")
-DEFAULT_EXPERIMENT = {"epochs": 8, "train_samples": None, "eval_samples": None, "label_setting": "onelabel",
-                      "method": "supervised", "progress": False}
 
 
 def _value(text: str):
@@ -42,9 +39,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if not flag.startswith("--") or key not in fields:
             raise SystemExit(f"mtlwb train: unknown option {flag!r}; allowed --{' --'.join(sorted(fields))}")
         params[key] = _value(next(it, ""))
-    record = train(ExperimentConfig(**params))
+    config = ExperimentConfig(**params)
+    record = train(config)
     print(json.dumps(record["final"], indent=2))
-    print(f"run written to {ExperimentConfig(**params).resolved_run_dir}")
+    print(f"run written to {config.resolved_run_dir}")
     return 0
 
 
