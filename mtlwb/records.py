@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
-
-from .io import read_json
-
-
-def load_runs(root: str | Path) -> list[dict]:
-    """Every ``metrics.json`` below ``root`` (one per run directory)."""
-    return [read_json(p) for p in sorted(Path(root).rglob("metrics.json"))]
 
 
 def final_metrics_frame(record: dict) -> pd.DataFrame:

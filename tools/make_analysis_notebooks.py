@@ -16,10 +16,8 @@ def tagged(src: str, *tags: str):
     return c
 
 
-SETUP = ("import os\n"
-         "from pathlib import Path\n")
-CHDIR = ("\n# nbval and JupyterLab start the kernel in notebooks/: work from the project root like the CLI does\n"
-         "os.chdir(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / 'pyproject.toml').is_file()))\n")
+SETUP = "from pathlib import Path\n"
+CHDIR = "\nmtlwb.enter_project_root()  # nbval and JupyterLab start kernels in notebooks/: paths are from the root\n"
 
 
 def write(path: str, cells: list) -> None:
@@ -45,6 +43,7 @@ write("notebooks/dataset_explorer.ipynb", [
            'hist_images = 300\n'
            'export_dir = "reports/figures/dataset_explorer"', "parameters"),
     code(SETUP + "\n"
+         "import mtlwb\n"
          "from mtlwb import figures\n"
          "from mtlwb.data import MultiTaskFolder, ensure_dataset, make_mask\n"
          "from mtlwb.data.folder import dataset_num_classes\n"
