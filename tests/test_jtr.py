@@ -7,7 +7,7 @@ import torch
 
 import mtlwb.methods.jtr  # noqa: F401  (registers)
 from mtlwb.methods.base import Refined, Step, build_method, forward_step
-from mtlwb.methods.jtr import JTR, JTROptions, per_sample_reference_losses
+from mtlwb.methods.jtr import JTR, JTROptions, per_sample_reference_losses, two_routes
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
 
@@ -141,3 +141,25 @@ def test_end_to_end_with_model_and_options():
         JTROptions(seg_encoding="gumbel")
     with pytest.raises(ValueError, match="depth_sigma"):
         JTROptions(depth_sigma=0)
+
+
+def test_two_routes_equals_a_frozen_and_a_detached_pass():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GroupNorm(4, 4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 3, stride=2))
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    up_x, up_w = torch.randn(2, 2, 3, 3), torch.randn(2, 2, 3, 3)
+    for_x, for_w = two_routes(net, x)
+    ((for_x * up_x).sum() + (for_w * up_w).sum()).backward()
+    got_x, got_w = x.grad.clone(), [p.grad.clone() for p in net.parameters()]
+    x.grad = None
+    net.zero_grad()
+    frozen = torch.func.functional_call(net, {k: v.detach() for k, v in net.named_parameters()}, (x,))
+    ((frozen * up_x).sum() + (net(x.detach()) * up_w).sum()).backward()
+    torch.testing.assert_close(got_x, x.grad)
+    for a, p in zip(got_w, net.parameters()):
+        torch.testing.assert_close(a, p.grad)
+    for_x, _ = two_routes(net, x)       # an unused route leaves its side without gradient
+    net.zero_grad()
+    for_x.sum().backward()
+    assert all(p.grad is None for p in net.parameters())

@@ -26,6 +26,13 @@ def test_every_method_trains_without_nan(tiny_config, method):
     assert set(record["final"]) == {"semantic", "depth", "normal"}
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_under_bf16_autocast(tiny_config, method):
+    record = mtlwb.train(tiny_config(method=method, label_setting="randomlabel", epochs=1, precision="bf16"))
+    assert record["status"] == "completed"
+    assert all(math.isfinite(v) for v in record["history"][-1]["train"].values())
+
+
 def test_same_seed_same_numbers(tiny_config, tmp_path):
     a = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "a"), epochs=2))
     b = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "b"), epochs=2))

@@ -10,10 +10,11 @@ Multi-Task Learning", CVPR 2024, arXiv 2404.01976 (ref. code KentoNishi/JTR-CVPR
 d = 1 − cos over channels, mean over positions. Gradient routing (as in the ref. code): the model-side term runs E
 with frozen (detached) weights, and Ŷ' / Y' hold the *labelled* tasks' predictions detached — so it only moves the
 predictions of unlabelled tasks (through both Ŷ' and Y', as in the ref.; ``detach_target`` stops the Y' path).
-The joint-side terms see detached inputs and train only E, D. One backward for everything: the weights are frozen
-with ``torch.func.functional_call`` on detached parameters instead of the ref.'s per-sample deep copy, and the
-batch goes through E at once. E uses per-sample, per-channel normalization (the ref.'s BatchNorm at batch size 1),
-so the batched terms equal the per-sample ones exactly (``per_sample_reference_losses``).
+The joint-side terms see detached inputs and train only E, D. Both sides encode the same values, so the batch
+[Ŷ'; Y'] goes through E once and ``two_routes`` splits the backward — the model-side gradient reaches only the
+inputs, the joint-side gradient only E's weights — instead of the ref.'s per-sample deep copy of the joint network
+and second encoder pass; one backward for everything. E uses per-sample, per-channel normalization (the ref.'s
+BatchNorm at batch size 1), so the batched terms equal the per-sample ones exactly (``per_sample_reference_losses``).
 
 Normalization: the ref. sums per-sample terms and divides by the batch size; we average over samples — the same.
 Differences from the ref. (one view instead of three augmented ones): Ŷ and Y share one Gumbel draw and one
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from ..ops import channel_cosine
 from .base import Method, Step, register
@@ -106,6 +106,36 @@ class JointDecoder(nn.Module):
         if self.output_stride == 1:
             return self.out(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         return F.interpolate(self.out(x), size=size, mode="bilinear", align_corners=False)
+
+
+class _TwoRoutes(torch.autograd.Function):
+    """y = module(x) computed once, returned twice: the first copy's gradient goes to x only (weights frozen), the
+    second's to the weights only (x detached). Equals module-with-detached-weights(x) and module(x.detach())."""
+
+    @staticmethod
+    def forward(ctx, module: nn.Module, x: torch.Tensor, *weights: torch.Tensor):
+        ctx.set_materialize_grads(False)     # an unused route stays None: no zero gradients on its side
+        ctx.x = x.detach().requires_grad_()
+        with torch.enable_grad():
+            ctx.y = module(ctx.x)
+        ctx.weights = weights
+        return ctx.y.detach(), ctx.y.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_for_x: torch.Tensor | None, grad_for_weights: torch.Tensor | None):
+        grad_x = None
+        if grad_for_x is not None and ctx.needs_input_grad[1]:
+            grad_x, = torch.autograd.grad(ctx.y, ctx.x, grad_for_x, retain_graph=True)
+        grad_w = [None] * len(ctx.weights)
+        if grad_for_weights is not None:
+            grad_w = torch.autograd.grad(ctx.y, ctx.weights, grad_for_weights, allow_unused=True)
+        del ctx.x, ctx.y, ctx.weights
+        return (None, grad_x, *grad_w)
+
+
+def two_routes(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(module(x) for gradients into x, module(x) for gradients into module's weights) from one forward pass."""
+    return _TwoRoutes.apply(module, x, *module.parameters())
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -199,12 +229,11 @@ class JTR(Method):
     def jtr_terms(self, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample terms [B] (weighted): model side on frozen E, joint side on detached inputs."""
         o, B = self.options, y_hat.shape[0]
-        frozen = {k: v.detach() for k, v in self.encoder.named_parameters()}
-        c_hat, c_y = functional_call(self.encoder, frozen, (torch.cat([y_hat, y]),)).chunk(2)    # [B, F, h, w]
-        terms = {"jtr_model": o.model_weight * cosine_distance(c_hat, c_y)}
-        inputs = torch.cat([y_hat, y]).detach()                                                # [2B, ΣC, H, W]
-        codes = self.encoder(inputs)
-        terms["jtr_joint"] = o.joint_weight * cosine_distance(*codes.chunk(2))
+        inputs = torch.cat([y_hat, y])                                                         # [2B, ΣC, H, W]
+        frozen_codes, codes = two_routes(self.encoder, inputs)                                  # [2B, F, h, w]
+        terms = {"jtr_model": o.model_weight * cosine_distance(*frozen_codes.chunk(2)),
+                 "jtr_joint": o.joint_weight * cosine_distance(*codes.chunk(2))}
+        inputs = inputs.detach()
         if o.reconstruction:
             recon = self.decoder(codes, inputs.shape[-2:])
             per_input = reconstruction_loss(self.tasks, recon, inputs, torch.cat([mask, mask]))
@@ -233,16 +262,17 @@ def _sample(step: Step, b: int) -> Step:
 def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.Tensor] | None = None
                                 ) -> dict[str, torch.Tensor]:
     """The ref. code's formulation, for tests and benchmarks: a Python loop over samples (batch size 1), the joint
-    encoder deep-copied per sample for the model-side term, terms summed and divided by the batch size. Returns the
-    JTR terms only (no supervised losses); equal to ``method.losses`` minus the task keys."""
+    network (E and D) deep-copied per sample to freeze it for the model-side term, E run on each of Ŷ, Y separately,
+    terms summed and divided by the batch size. Returns the JTR terms only (no supervised losses); equal to
+    ``method.losses`` minus the task keys."""
     o, B = method.options, step.labelled.shape[0]
     noise = method.draw_noise(step) if noise is None else noise
     totals: dict[str, torch.Tensor] = {}
     for b in range(B):
         one = _sample(step, b)
         y_hat, y, mask = method.views(one, {k: v[b:b + 1] for k, v in noise.items()})
-        copied = copy.deepcopy(method.encoder)     # gradients into the copy are discarded: frozen
-        terms = {"jtr_model": o.model_weight * cosine_distance(copied(y_hat), copied(y))}
+        copied = copy.deepcopy(nn.ModuleList([method.encoder, method.decoder]))   # its gradients are discarded
+        terms = {"jtr_model": o.model_weight * cosine_distance(copied[0](y_hat), copied[0](y))}
         code_hat, code_y = method.encoder(y_hat.detach()), method.encoder(y.detach())
         terms["jtr_joint"] = o.joint_weight * cosine_distance(code_hat, code_y)
         if o.reconstruction:
