@@ -3,7 +3,8 @@
 A step is what the trainer does per batch: encode → method.refine → decode → method.losses → weighted sum →
 backward → Adam step, on a synthetic batch (onelabel labels) so data loading is not part of it (bench_data measures
 that). Settings: the default model (resnet_small) at 64×80, batch 16; SegNet at 288×384 when the backbone exists
-(batch 2 on CPU, 8 on CUDA). CPU always, CUDA when available. Methods of one setting are timed round-robin, and
+(batch 2 on CPU, 8 on CUDA; tpkr's retrieval runs on SegNet's full-resolution feature pooled to 36×48 tokens, see
+its ``attention_tokens``). CPU always, CUDA when available. Methods of one setting are timed round-robin, and
 "× sup." is the ratio to the supervised step of the same run.
 
 Run as ``python benchmarks/bench_training.py [--quick]``.
@@ -24,9 +25,6 @@ from mtlwb.weighting import build_weighting
 
 METHODS = ("supervised", "mtpsl", "jtr", "tpkr")
 TASKS = ("semantic", "depth", "normal")
-# tpkr's retrieval attends over the h·w tokens of the shared feature; SegNet's is full resolution (110k tokens at
-# 288×384), so its attention is quadratic in the image size and is not run there.
-SEGNET_SKIP = {"tpkr": "retrieval attention over full-resolution SegNet tokens (h·w = 110k) is quadratic"}
 
 
 def make_train_step(method_name: str, backbone: str = "resnet_small", batch: int = 16, size: tuple[int, int] = (64, 80),
@@ -98,11 +96,9 @@ def run(quick: bool = False) -> list[dict]:
             rows.append({"device": device, "backbone": "segnet", "note": "skipped: 'segnet' not in BACKBONES"})
             continue
         cpu = device == "cpu"
-        methods = ("supervised",) if quick and cpu else tuple(m for m in METHODS if m not in SEGNET_SKIP)
+        methods = ("supervised",) if quick and cpu else METHODS
         batch = (1 if quick else 2) if cpu else 8
         rows += _setting_rows(device, "segnet", (288, 384), batch, methods, 1 if quick and cpu else (3 if cpu else 7))
-        rows += [{"device": device, "backbone": "segnet", "size": "288x384", "method": m, "note": f"skipped: {why}"}
-                 for m, why in SEGNET_SKIP.items()]
     return rows
 
 
@@ -113,10 +109,12 @@ def report(rows: list[dict]) -> str:
     measured = [r for r in rows if "note" not in r]
     lines = [common.table(measured, COLUMNS), ""]
     lines += [f"- {r['device']} {r['backbone']} {r.get('method', '')}: {r['note']}" for r in rows if "note" in r]
-    for r in measured:
-        if r["backbone"] == "resnet_small" and r["method"] != "supervised":
+    for r in measured:   # the targets: MTPSL's and JTR's overhead over the supervised step
+        if r["backbone"] == "resnet_small" and r["method"] in ("mtpsl", "jtr"):
             lines.append(common.check(f"{r['device']} {r['method']} step ≤ 2.5× supervised", r["x sup."] <= 2.5,
                                       f"{r['x sup.']:.2f}×"))
+    lines.append("- tpkr's extra cost is mostly its reconstruction decoder (three conv stages up to the image size, "
+                 "``decoder_width``) and the retrieval transformer; it is reported, not held to a target.")
     lines.append("\n_peak MiB_: the process's peak resident set (CPU, VmHWM) or CUDA max_memory_allocated during one "
                  "step; _step MiB_: that peak minus the memory in use before the step.")
     return "\n".join(lines)

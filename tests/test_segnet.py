@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import mtlwb.methods.tpkr  # noqa: F401  (registers "tpkr")
+from mtlwb.methods import Step, build_method, forward_step
 from mtlwb.models import MultiTaskNet
 from mtlwb.models.resnet import resnet18
 from mtlwb.models.segnet import SegNet
@@ -63,3 +65,19 @@ def test_backbone_weights_torchvision_layout(tmp_path):
     torch.save({"conv1.weight": torch.zeros(3)}, path)                # a tensor of the wrong shape
     with pytest.raises((ValueError, RuntimeError), match="conv1.weight"):
         MultiTaskNet(TASKS, "resnet18", backbone_weights=str(path))
+
+
+def test_segnet_with_task_prototype_retrieval_trains_a_step():
+    """SegNet's full-resolution feature: tpkr retrieves on a pooled grid and reconstructs without upsampling."""
+    torch.manual_seed(0)
+    model = MultiTaskNet(TASKS, "segnet")
+    method = build_method("tpkr", TASKS, model.feature_channels, {"attention_tokens": 64, "codebook_size": 32})
+    images = torch.rand(2, 3, 32, 40)
+    features, refined, preds = forward_step(model, method, images)
+    assert features.shape == (2, 64, 32, 40) and refined.extras["reconstruction"].shape == images.shape
+    targets = {"semantic": torch.randint(0, 13, (2, 32, 40)), "depth": torch.rand(2, 1, 32, 40) + 0.1,
+               "normal": torch.nn.functional.normalize(torch.randn(2, 3, 32, 40), dim=1)}
+    losses = method.losses(Step(images, features, refined, preds, targets, torch.tensor([[1, 0, 0], [0, 1, 1]])))
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert method.retrieval[0][0].attn.in_proj_weight.grad.abs().sum() > 0

@@ -9,7 +9,7 @@ from torch import nn
 
 from mtlwb.methods import tpkr  # noqa: F401  (registers "tpkr")
 from mtlwb.methods.base import METHODS, Step, build_method, forward_step
-from mtlwb.methods.tpkr import TaskPrototypeRetrieval, TPKROptions, prototype_affinity, tke_loss
+from mtlwb.methods.tpkr import TaskPrototypeRetrieval, TPKROptions, attention_stride, prototype_affinity, tke_loss
 from mtlwb.methods.vq import VectorQuantizer
 from mtlwb.tasks import TaskSpec, make_tasks
 
@@ -227,3 +227,36 @@ def test_registered_and_options_validated():
         TaskPrototypeRetrieval(toy_tasks(2), C, TPKROptions(heads=3))
     with pytest.raises(ValueError, match="unknown"):
         build_method("tpkr", toy_tasks(2), C, {"nope": 1})
+
+
+def test_attention_stride_fits_the_token_budget():
+    assert attention_stride(36, 48, 4096) == 1                 # stride-8 backbone at NYUv2 size: exact
+    assert attention_stride(288, 384, 4096) == 8               # SegNet's full-resolution feature: 36×48 tokens
+    assert attention_stride(5, 7, 4) == 4                      # ceil(5/4)·ceil(7/4) = 4
+    with pytest.raises(ValueError, match="attention_tokens"):
+        TPKROptions(attention_tokens=0)
+
+
+def test_full_resolution_feature_retrieves_on_a_pooled_grid():
+    """A full-resolution shared feature (SegNet): retrieval on a pooled grid, added back as an upsampled residual;
+    with a budget that covers every position it is the exact attention."""
+    torch.manual_seed(0)
+    tasks = toy_tasks(3)
+    feats = torch.randn(2, C, H, W, requires_grad=True)        # stride 1: H·W = 256 positions
+    images = torch.randn(2, 3, H, W)
+    exact = TaskPrototypeRetrieval(tasks, C, TPKROptions(**SMALL, attention_tokens=H * W)).eval()
+    pooled = TaskPrototypeRetrieval(tasks, C, TPKROptions(**SMALL, attention_tokens=16)).eval()
+    pooled.load_state_dict(exact.state_dict())
+    ft = exact._task_features(exact._integrate(feats)[0])
+    affinity = exact._affinity(ft)
+    torch.testing.assert_close(exact._retrieve(ft, affinity), exact._attend(ft, affinity))
+    out = pooled._retrieve(ft, affinity)
+    small = F.avg_pool2d(ft.flatten(0, 1), 4).unflatten(0, (2, 3))                 # 4×4 = 16 tokens
+    residual = pooled._attend(small, affinity) - small
+    up = F.interpolate(residual.flatten(0, 1), size=(H, W), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, ft + up.unflatten(0, (2, 3)))                  # f^t + up(R(pool f^t) − pool f^t)
+    assert (out - ft).abs().amax() > 0
+    refined = pooled.refine(feats, images)
+    assert refined.extras["reconstruction"].shape == images.shape                # no upsampling at stride 1
+    sum(v.sum() for v in refined.task_features.values()).backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0

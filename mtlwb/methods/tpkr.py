@@ -26,6 +26,10 @@ equation numbers nor the exact forms of A, L_tke, L_tc, the transformer, nor λ1
   * Both AKG terms on every (image, task) pair (``akg_on="all"``): they need no labels; "labelled" restricts them.
   * f^ta_t = Σ_s A[t, s] f^s; cross-attention over the h·w tokens, query f^t, key/value f^ta (``query_from``),
     post-norm (residual + LayerNorm) attention and FFN, ``layers`` deep, weights shared across tasks by default.
+  * Attention is quadratic in h·w: a shared feature with more than ``attention_tokens`` positions (SegNet's is full
+    resolution: 110k at 288×384) is average-pooled by the smallest power-of-two stride s that fits, R runs there and
+    f^tr = f^t + up_s(R(pool_s f^t) − pool_s f^t) (bilinear). Stride-8 backbones at NYUv2 size (36×48) stay exact.
+  * I_r: conv-ReLU stages that upsample ×2 while below the image size, then a linear conv (any feature stride).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class TPKROptions:
     share_transformer: bool = True
     proj_kernel: int = 1
     decoder_width: int = 64
+    attention_tokens: int = 4096      # above this many positions, retrieval runs on a pooled grid (see header)
     use_vq: bool = True
     use_tae: bool = True
     use_akg: bool = True
@@ -71,7 +76,7 @@ class TPKROptions:
     use_retrieval: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("codebook_size", "proto_dim", "heads", "layers", "ffn_mult"):
+        for name in ("codebook_size", "proto_dim", "heads", "layers", "ffn_mult", "attention_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TPKROptions.{name}={getattr(self, name)}: must be an integer >= 1")
         for name in ("commitment", "lambda_vq", "lambda_tae", "lambda_akg"):
@@ -131,16 +136,34 @@ class RetrievalLayer(nn.Module):
         return self.norm2(x + self.ffn(x))
 
 
-def reconstruction_decoder(cin: int, width: int) -> nn.Sequential:
-    """f^i [B, c, h, w] -> image [B, 3, 8h, 8w]: three ×2 upsample-conv-ReLU stages, linear output."""
-    layers: list[nn.Module] = []
-    ch = cin
-    for w in (width, width // 2, width // 4):
-        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                   nn.Conv2d(ch, w, 3, padding=1), nn.ReLU(inplace=True)]
-        ch = w
-    layers.append(nn.Conv2d(ch, 3, 3, padding=1))
-    return nn.Sequential(*layers)
+class ReconstructionDecoder(nn.Module):
+    """f^i [B, c, h, w] -> image [B, 3, H, W]: three conv-ReLU stages, each after a ×2 bilinear upsampling while the
+    feature is still smaller than the image (so a stride-8 feature gets three, a full-resolution one none), then a
+    linear conv and, if the sizes still differ, a bilinear resize."""
+
+    def __init__(self, cin: int, width: int) -> None:
+        super().__init__()
+        widths = [cin, width, width // 2, width // 4]
+        self.stages = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.out = nn.Conv2d(widths[-1], 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        for conv in self.stages:
+            if x.shape[-2] < size[0] and x.shape[-1] < size[1]:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = F.relu(conv(x))
+        x = self.out(x)
+        if x.shape[-2:] != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+
+def attention_stride(h: int, w: int, max_tokens: int) -> int:
+    """Smallest power of two s with ceil(h/s)·ceil(w/s) <= max_tokens."""
+    s = 1
+    while -(-h // s) * -(-w // s) > max_tokens:
+        s *= 2
+    return s
 
 
 @register
@@ -156,7 +179,7 @@ class TaskPrototypeRetrieval(Method):
         if o.use_retrieval and c % o.heads:
             raise ValueError(f"TPKROptions.heads={o.heads}: must divide feature_channels={c}")
         self.vq = VectorQuantizer(c, o.codebook_size, o.commitment) if o.use_vq else None
-        self.decoder = reconstruction_decoder(c, o.decoder_width) if o.use_tae else None
+        self.decoder = ReconstructionDecoder(c, o.decoder_width) if o.use_tae else None
         k = o.proj_kernel
         self.project = nn.ModuleDict({t.name: nn.Sequential(nn.Conv2d(c, c, k, padding=k // 2, bias=False),
                                                             nn.BatchNorm2d(c), nn.ReLU(inplace=True))
@@ -189,7 +212,17 @@ class TaskPrototypeRetrieval(Method):
         return prototype_affinity(self.key(tokens), self.slots, o.temperature).mean(dim=2)
 
     def _retrieve(self, ft: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
-        """f^t [B, T, c, h, w], A [B, T, T] -> f^tr [B, T, c, h, w] by cross-attention with f^ta = Σ_s A_ts f^s."""
+        """f^t [B, T, c, h, w], A [B, T, T] -> f^tr [B, T, c, h, w]; on a pooled grid above ``attention_tokens``."""
+        b, n, c, h, w = ft.shape
+        s = attention_stride(h, w, self.options.attention_tokens)
+        if s == 1:
+            return self._attend(ft, affinity)
+        pooled = F.avg_pool2d(ft.flatten(0, 1), s, ceil_mode=True)                # [B·T, c, h/s, w/s]
+        delta = self._attend(pooled.unflatten(0, (b, n)), affinity).flatten(0, 1) - pooled
+        return ft + F.interpolate(delta, size=(h, w), mode="bilinear", align_corners=False).unflatten(0, (b, n))
+
+    def _attend(self, ft: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
+        """f^t [B, T, c, h, w], A [B, T, T] -> f^tr by cross-attention with f^ta = Σ_s A_ts f^s over all h·w tokens."""
         b, n, c, h, w = ft.shape
         f_ta = torch.einsum("bts,bschw->btchw", affinity, ft)
         task_tok = ft.flatten(-2).transpose(-1, -2)                                # [B, T, hw, c]
@@ -224,10 +257,7 @@ class TaskPrototypeRetrieval(Method):
         if o.use_akg and o.use_tc and o.tc_mode == "refined":
             extras["affinity_refined"] = self._affinity(ftr)
         if self.decoder is not None:
-            recon = self.decoder(f_i)
-            if recon.shape[-2:] != images.shape[-2:]:
-                recon = F.interpolate(recon, size=images.shape[-2:], mode="bilinear", align_corners=False)
-            extras["reconstruction"] = recon
+            extras["reconstruction"] = self.decoder(f_i, tuple(images.shape[-2:]))
         return Refined({t.name: ftr[:, i] for i, t in enumerate(self.tasks)}, extras)
 
     def losses(self, step: Step) -> dict[str, torch.Tensor]:
