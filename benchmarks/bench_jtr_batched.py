@@ -85,6 +85,7 @@ def run(quick: bool = False) -> list[dict]:
                      "batched ms": 1000 * seconds["batched"], "speed-up": seconds["per-sample"] / seconds["batched"],
                      "max abs Δgrad fp32": _max_grad_diff(torch.float32, options),
                      "max abs Δgrad fp64": _max_grad_diff(torch.float64, options)})
+    common.pin_threads()     # the next benchmark in run_all runs on one thread again
     return rows
 
 

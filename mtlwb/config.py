@@ -25,6 +25,9 @@ from .weighting import WEIGHTINGS
 DATASETS = DATASET_NAMES  # scenes, nyuv2, cityscapes7, cityscapes19, pascal_context (data/registry.py)
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("step", "poly")
+# options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
+_ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}}
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ExperimentConfig:
     method: str = "supervised"
     method_options: dict[str, Any] = field(default_factory=dict)
     weighting: str = "equal"
+    task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
     # model
     backbone: str = "resnet_small"
     backbone_weights: str | None = None
@@ -49,6 +53,7 @@ class ExperimentConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
+    lr_schedule: str = "step"              # step: ×lr_gamma every lr_step epochs; poly: ×(1 − epoch/epochs)^0.9
     lr_step: int = 0                       # epochs between lr decays; 0 = halfway through
     lr_gamma: float = 0.5
     weight_decay: float = 0.0
@@ -69,6 +74,7 @@ class ExperimentConfig:
         _choice("backbone", self.backbone, BACKBONES)
         _choice("method", self.method, tuple(sorted(METHODS)))
         _choice("weighting", self.weighting, tuple(WEIGHTINGS))
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: give distinct task names from {list(TASK_NAMES)}")
@@ -79,6 +85,7 @@ class ExperimentConfig:
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options={self.method_options!r}: must be a dict of the method's options")
         parse_options(METHODS[self.method], self.method_options)
+        _task_weights(self.task_weights, self.tasks)
         check_setting(self.label_setting, self.tasks)
         _int("epochs", self.epochs, 0)
         _int("batch_size", self.batch_size, 1)
@@ -109,7 +116,8 @@ class ExperimentConfig:
     @property
     def run_id(self) -> str:
         """Stable id from everything that changes the numbers (not run_dir, progress, device)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("run_dir", "progress", "device", "num_workers")}
+        d = {k: v for k, v in identity_dict(self.to_dict()).items()
+             if k not in ("run_dir", "progress", "device", "num_workers")}
         digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.method}-{_slug(self.label_setting)}-s{self.seed}-{digest}"
 
@@ -130,6 +138,21 @@ class ExperimentConfig:
             raise FileNotFoundError(f"{e}{hint}") from None
         if self.backbone_weights and not Path(self.backbone_weights).is_file():
             raise FileNotFoundError(f"backbone_weights={self.backbone_weights!r}: no such file")
+
+
+def identity_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the later-added options at their defaults: what names and identifies a run."""
+    return {k: v for k, v in d.items() if not (k in _ID_SKIP_AT_DEFAULT and v == _ID_SKIP_AT_DEFAULT[k])}
+
+
+def _task_weights(weights: Any, tasks: list[str]) -> None:
+    if not isinstance(weights, dict):
+        raise ValueError(f"task_weights={weights!r}: must be a dict {{task: factor}} over tasks {tasks}")
+    for name, w in weights.items():
+        if name not in tasks:
+            raise ValueError(f"task_weights: {name!r} is not one of tasks={tasks}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
+            raise ValueError(f"task_weights[{name!r}]={w!r}: must be a finite number >= 0")
 
 
 def _slug(s: str) -> str:

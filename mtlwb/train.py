@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from .config import ExperimentConfig
+from .config import ExperimentConfig, identity_dict
 from .data import build_datasets
 from .data.augment import AugmentOptions, augment_batch
 from .data.registry import get_dataset
@@ -126,6 +126,13 @@ def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None
                                      "the last good checkpoint is kept")
 
 
+def _scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: the step decay of MTAN/MTPSL/JTR, or the poly decay of the PASCAL-Context setups."""
+    if config.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, config.epochs), power=0.9)
+    return torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
+
+
 def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: bool = True) -> dict[str, float]:
     cfg = exp.config
     gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
@@ -155,7 +162,7 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
             s = Step(images, features, refined, preds, {n: batch[n] for n in task_names}, labelled)
             terms = exp.method.losses(s)
         _check_finite(terms, epoch, step)
-        sup = {n: terms[n] for n in task_names}
+        sup = {n: terms[n] * cfg.task_weights.get(n, 1.0) for n in task_names}
         active = {n: bool(labelled[:, i].any()) for i, n in enumerate(task_names)}
         loss = weighting.combine(sup, active=active) + sum((v for k, v in terms.items() if k not in sup),
                                                            torch.zeros((), device=exp.device))
@@ -181,7 +188,8 @@ def _state(exp: Experiment, weighting, optimizer, scheduler, epoch: int, history
 
 
 def _comparable(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in ("progress", "device", "num_workers", "epochs", "run_dir")}
+    return {k: v for k, v in identity_dict(cfg).items()
+            if k not in ("progress", "device", "num_workers", "epochs", "run_dir")}
 
 
 def _resume(exp: Experiment, weighting, optimizer, scheduler, run_dir: Path) -> tuple[int, list]:
@@ -225,7 +233,7 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     weighting = build_weighting(config.weighting, [t.name for t in exp.tasks]).to(exp.device)
     optimizer = _optimizer(exp, weighting)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
+    scheduler = _scheduler(config, optimizer)
     start, history = _resume(exp, weighting, optimizer, scheduler, run_dir)
     for module in (exp.model, exp.method, weighting):
         dist_utils.broadcast_module(module)

@@ -135,3 +135,20 @@ def _img(path: Path, arr: np.ndarray) -> None:
 def _mat(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(path, data)
+
+
+PASCAL_FILE_KEYS = ("semseg", "human_parts", "sal", "normals", "edge")   # the release's task keys and column order
+
+
+def write_pascal_id_sets(path: Path, table: np.ndarray, ids: list[str]) -> Path:
+    """The published PASCAL-Context split: np.save of {task key: [image ids labelled for it]}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, {k: [sid for sid, on in zip(ids, table[:, j]) if on] for j, k in enumerate(PASCAL_FILE_KEYS)})
+    return path
+
+
+def write_pascal_id_rows(path: Path, table: np.ndarray, ids: list[str]) -> Path:
+    """Its derived form (new_onelabel.pth): torch.save of {image id: [0/1] × 5} in PASCAL_FILE_KEYS order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({sid: [int(v) for v in row] for sid, row in zip(ids, table)}, path)
+    return path

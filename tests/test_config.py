@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlwb.config import ExperimentConfig
+from mtlwb.config import ExperimentConfig, identity_dict
 
 
 @pytest.mark.parametrize("kw, pattern", [
@@ -24,6 +24,11 @@ from mtlwb.config import ExperimentConfig
     ({"method": "jtr", "method_options": {"widht": 8}}, r"unknown \['widht'\]"),
     ({"method": "tpkr", "method_options": {"codebook_size": 0}}, r"codebook_size"),
     ({"label_setting": "randomlabel", "tasks": ["depth"]}, r"at least 2 tasks"),
+    ({"lr_schedule": "cosine"}, r"lr_schedule='cosine': allowed \['step', 'poly'\]"),
+    ({"task_weights": {"edge": 2.0}}, r"task_weights: 'edge' is not one of tasks"),
+    ({"task_weights": {"depth": -1}}, r"task_weights\['depth'\]=-1: must be a finite number >= 0"),
+    ({"task_weights": {"depth": float("nan")}}, r"task_weights\['depth'\]=nan"),
+    ({"task_weights": [1, 2, 3]}, r"task_weights=\[1, 2, 3\]: must be a dict"),
 ])
 def test_bad_values_are_named(kw, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -47,6 +52,15 @@ def test_run_id_is_stable_and_ignores_run_location():
     assert a.run_id == b.run_id
     assert a.run_id != ExperimentConfig(seed=2).run_id
     assert a.run_id.startswith("supervised-onelabel-s1-")
+
+
+def test_options_added_later_keep_old_run_ids_at_their_defaults():
+    """lr_schedule and task_weights came after runs were named: at their defaults they leave run_id as it was."""
+    a = ExperimentConfig(seed=1)
+    legacy = {k: v for k, v in a.to_dict().items() if k not in ("lr_schedule", "task_weights")}
+    assert identity_dict(a.to_dict()) == legacy
+    assert ExperimentConfig(seed=1, lr_schedule="poly").run_id != a.run_id
+    assert ExperimentConfig(seed=1, task_weights={"depth": 2.0}).run_id != a.run_id
 
 
 @settings(max_examples=80, deadline=None)

@@ -15,6 +15,8 @@ from fixtures_real import (
     write_mask_pt,
     write_nyuv2,
     write_pascal,
+    write_pascal_id_rows,
+    write_pascal_id_sets,
 )
 
 from mtlwb.config import ExperimentConfig
@@ -147,6 +149,40 @@ def test_pascal_registry_and_npy_masks(tmp_path):
     assert train[0]["image"].shape == (3, 512, 512)             # the papers' fixed size
     np.testing.assert_array_equal(labelled, table[:, [0, 2]])
     assert REGISTRY["pascal_context"].default_tasks == tuple(ALL_PASCAL)
+
+
+def test_pascal_published_id_keyed_splits(tmp_path):
+    """The release's files are keyed by image id, not by row: {task key: ids} (.npy) and {id: [0/1]×5} (.pth)."""
+    root = write_pascal(tmp_path / "pascal")
+    ids = PASCAL_IDS["train"]
+    table = np.array([[1, 0, 0, 0, 1], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], np.float32)
+    write_pascal_id_sets(root / SETTINGS_DIR / "onelabel.npy", table[::-1], ids[::-1])   # order must not matter
+    cfg = _cfg("pascal_context", root, tasks=["edge", "semantic", "parts"], label_setting="onelabel")
+    np.testing.assert_array_equal(build_datasets(cfg)[3], table[:, [4, 0, 1]])
+    rows = write_pascal_id_rows(tmp_path / "new_onelabel.pth", table, ids)
+    cfg = _cfg("pascal_context", root, tasks=["saliency", "normal"], label_setting=str(rows))
+    np.testing.assert_array_equal(build_datasets(cfg)[3], table[:, [2, 3]])
+    cfg = _cfg("pascal_context", root, tasks=["semantic", "parts"], label_setting="onelabel", train_samples=2)
+    np.testing.assert_array_equal(build_datasets(cfg)[3], table[:2, :2])         # a prefix of the split
+    write_pascal_id_sets(root / SETTINGS_DIR / "onelabel.npy", table, ["2099_000001"] + ids[1:])
+    with pytest.raises(ValueError, match="ids not in the training split"):
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
+    write_pascal_id_rows(rows, table[:3], ids[:3])
+    with pytest.raises(ValueError, match=r"no row for training images \['2008_000008'\]"):
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting=str(rows)))
+
+
+def test_pickled_mask_file_cannot_run_code(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    root = write_pascal(tmp_path / "pascal")
+    path = root / SETTINGS_DIR / "onelabel.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.array({"semseg": Boom()}, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="refusing to load builtins.print"):
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
 
 
 def test_pascal_corrupt_png_and_missing_files_are_named(tmp_path):

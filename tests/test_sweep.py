@@ -60,14 +60,16 @@ def test_include_is_crossed_with_the_axes_it_leaves_open():
                     ("tpkr", 1, {"use_vq": False}), ("tpkr", 5, None)]
 
 
-@pytest.mark.parametrize("name", ["quick", "methods", "tpkr_ablation", "jtr_ablation"])
+@pytest.mark.parametrize("name", ["quick", "methods", "small_data", "tpkr_ablation", "jtr_ablation",
+                                  "benchmarks/nyuv2", "benchmarks/nyuv2_jtr", "benchmarks/cityscapes",
+                                  "benchmarks/pascal_context"])
 def test_shipped_sweeps_validate(name):
     raw = yaml.safe_load((REPO / "sweeps" / f"{name}.yaml").read_text())
     methods = set(raw["grid"].get("method", [])) | {e.get("method") for e in raw.get("include", [])} - {None}
     if not methods <= set(METHODS):
         pytest.skip(f"methods {sorted(methods - set(METHODS))} not registered yet")
     spec = load_spec(REPO / "sweeps" / f"{name}.yaml")
-    assert spec.name == name and any(spec.is_baseline(r.params) for r in spec.runs())
+    assert spec.name == name.split("/")[-1] and any(spec.is_baseline(r.params) for r in spec.runs())
 
 
 # --- validation: the error names the key, and nothing runs ------------------------------------------------

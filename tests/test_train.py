@@ -33,6 +33,19 @@ def test_every_method_trains_under_bf16_autocast(tiny_config, method):
     assert all(math.isfinite(v) for v in record["history"][-1]["train"].values())
 
 
+def test_poly_schedule_and_task_weights(tiny_config, tmp_path):
+    record = mtlwb.train(tiny_config(epochs=3, lr=1e-3, lr_schedule="poly", run_dir=str(tmp_path / "poly")))
+    lrs = [h["lr"] for h in record["history"]]              # lr used in epoch e: lr0 · (1 − e/epochs)^0.9
+    assert lrs == pytest.approx([1e-3 * (1 - e / 3) ** 0.9 for e in range(3)])
+    cfg = tiny_config(task_weights={"depth": 0.0, "normal": 2.0}, run_dir=str(tmp_path / "w"))
+    exp = mtlwb.build_experiment(cfg)
+    before = {k: v.detach().clone() for k, v in exp.model.named_parameters() if k.startswith("heads.")}
+    mtlwb.train(cfg, exp)
+    after = dict(exp.model.named_parameters())
+    moved = {k.split(".")[1] for k, v in before.items() if not torch.equal(v, after[k])}
+    assert moved == {"semantic", "normal"}                      # weight 0: the depth head gets no gradient
+
+
 def test_same_seed_same_numbers(tiny_config, tmp_path):
     a = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "a"), epochs=2))
     b = mtlwb.train(tiny_config(method="tpkr", run_dir=str(tmp_path / "b"), epochs=2))

@@ -25,13 +25,18 @@ cells = [
            '# method: supervised, mtpsl, jtr, tpkr; method_options: its typed options (a dict)\n'
            'method = "supervised"\n'
            'method_options = {}\n'
-           '# weighting: equal, uncertainty, dwa\n'
+           '# weighting: equal, uncertainty, dwa; task_weights: fixed factor per task loss, e.g. {"edge": 50.0}\n'
            'weighting = "equal"\n'
+           'task_weights = {}\n'
+           '# backbone: resnet_small, resnet18, resnet50, segnet; backbone_weights: a local torchvision-layout file\n'
            'backbone = "resnet_small"\n'
+           'backbone_weights = None\n'
            'epochs = 1\n'
            'batch_size = 16\n'
            'lr = 0.001\n'
-           '# lr_step: epochs between lr decays (0 = halfway); lr_gamma: decay factor\n'
+           'weight_decay = 0.0\n'
+           '# lr_schedule: step (x lr_gamma every lr_step epochs, 0 = halfway) or poly (x (1 - epoch/epochs)^0.9)\n'
+           'lr_schedule = "step"\n'
            'lr_step = 0\n'
            'lr_gamma = 0.5\n'
            '# augment: the papers\' random scale-crop, flip and photometric jitter (real datasets)\n'
@@ -41,7 +46,10 @@ cells = [
            '# train_samples / eval_samples: first N images only; None = the whole split\n'
            'train_samples = 64\n'
            'eval_samples = 32\n'
+           '# device: auto, cpu, cuda; precision: fp32, bf16, fp16 (autocast)\n'
            'device = "auto"\n'
+           'precision = "fp32"\n'
+           'num_workers = 0\n'
            '# run_dir: "" = reports/runs/<run_id>\n'
            'run_dir = ""\n'
            'progress = True', "parameters"),
@@ -52,10 +60,12 @@ cells = [
          "figures.use_offline_renderer()\n"
          "config = mtlwb.ExperimentConfig(\n"
          "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"
-         "    method=method, method_options=method_options, weighting=weighting, backbone=backbone, epochs=epochs,\n"
-         "    batch_size=batch_size, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, augment=augment,\n"
-         "    channels_last=channels_last, seed=seed, train_samples=train_samples, eval_samples=eval_samples,\n"
-         "    device=device, run_dir=run_dir, progress=progress)\n"
+         "    method=method, method_options=method_options, weighting=weighting, task_weights=task_weights,\n"
+         "    backbone=backbone, backbone_weights=backbone_weights, epochs=epochs, batch_size=batch_size, lr=lr,\n"
+         "    weight_decay=weight_decay, lr_schedule=lr_schedule, lr_step=lr_step, lr_gamma=lr_gamma,\n"
+         "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
+         "    eval_samples=eval_samples, device=device, precision=precision, num_workers=num_workers,\n"
+         "    run_dir=run_dir, progress=progress)\n"
          "if dataset == \"scenes\":\n"
          "    ensure_dataset(data_root)\n"
          "print(\"run id:\", config.run_id)"),

@@ -14,6 +14,7 @@ naming the file to put there, since a generated split is not the papers'.
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from torch.utils.data import Dataset
 from ..tasks import TaskSpec, make_tasks
 from .cityscapes import CityscapesFolder
 from .folder import MultiTaskFolder, dataset_num_classes
-from .masks import check_every_task_labelled, label_mask, load_mask_file
+from .id_masks import id_keyed_table, is_id_keyed, read_npy
+from .masks import MASK_FILE_SUFFIXES, check_every_task_labelled, label_mask, load_mask_file
 from .pascal import DEFAULT_SIZE, PascalContext
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class DatasetInfo:
     loader: Loader
     mask_files: dict[str, str] = field(default_factory=dict)   # label_setting -> published file name
     mask_tasks: tuple[str, ...] = ()         # column order of the published files
+    mask_keys: dict[str, str] = field(default_factory=dict)    # task keys in id-keyed files -> task names
     flip: bool = True                        # horizontal flip in training augmentation
     root_marker: str = "train/image"         # a path under data_root that must exist
     layout: str = ""                         # one line for error messages
@@ -88,6 +91,8 @@ MTAN_LAYOUT = "<root>/{train,val}/{image,label,depth,normal}/<i>.npy"
 CITY_LAYOUT = "<root>/{train,val}/{image,label_7,label_19,depth}/<i>.npy"
 PASCAL_LAYOUT = "<root>/{JPEGImages,ImageSets/Context,semseg,human_parts,sal_distill,normals_distill,pascal-context}"
 PASCAL_MASK_TASKS = ("semantic", "parts", "saliency", "normal", "edge")
+PASCAL_MASK_KEYS = {"semseg": "semantic", "human_parts": "parts", "sal": "saliency", "normals": "normal",
+                    "edge": "edge"}      # DiffusionMTL's get_task_mapping.ipynb / utils/config.py task order
 
 REGISTRY: dict[str, DatasetInfo] = {
     "scenes": DatasetInfo("scenes", None, ("semantic", "depth", "normal", "edge"), ("semantic", "depth", "normal"),
@@ -102,7 +107,8 @@ REGISTRY: dict[str, DatasetInfo] = {
                                 _cityscapes_loader(19), layout=CITY_LAYOUT),
     "pascal_context": DatasetInfo("pascal_context", 21, PASCAL_MASK_TASKS, PASCAL_MASK_TASKS, _pascal_loader,
                                   {"onelabel": "onelabel.npy", "randomlabel": "randomlabels.npy"},
-                                  PASCAL_MASK_TASKS, root_marker="ImageSets/Context", layout=PASCAL_LAYOUT),
+                                  PASCAL_MASK_TASKS, PASCAL_MASK_KEYS, root_marker="ImageSets/Context",
+                                  layout=PASCAL_LAYOUT),
 }
 DATASET_NAMES = tuple(REGISTRY)
 
@@ -122,13 +128,23 @@ def check_tasks(dataset: str, names: list[str]) -> None:
                          f"allowed {list(info.tasks)}")
 
 
-def published_table(info: DatasetInfo, path: Path, n: int, task_names: list[str], exact: bool = True) -> np.ndarray:
+def published_table(info: DatasetInfo, path: Path, n: int, task_names: list[str], exact: bool = True,
+                    ids: list[str] | None = None) -> np.ndarray:
     """A published [N_full, T_paper] file -> [n, T] for the config's tasks (columns picked and reordered).
 
-    ``exact``: the file must have one row per training image; otherwise (a
-    ``train_samples`` prefix of the split) its first n rows are used.
+    ``exact``: the file must have one row per training image; otherwise (a ``train_samples`` prefix of the split)
+    its first n rows are used. Files keyed by image id (PASCAL-Context's, see ``id_masks``) are aligned to ``ids``,
+    the training split's image ids.
     """
-    table = _load_any_rows(path, list(info.mask_tasks))
+    obj = _read_mask_object(path, list(info.mask_tasks))
+    if is_id_keyed(obj) and "labels_weights" not in obj:
+        if ids is None:
+            raise ValueError(f"mask file {str(path)!r} is keyed by image id, but dataset {info.name!r} has no ids")
+        table = id_keyed_table(obj, ids[:n], info.mask_tasks, info.mask_keys, str(path), exact)
+        if not np.isin(table, (0.0, 1.0)).all():
+            raise ValueError(f"mask file {str(path)!r}: entries must be 0 or 1")
+    else:
+        table = _load_any_rows(path, list(info.mask_tasks))
     if table.shape[0] < n or (exact and table.shape[0] != n):
         raise ValueError(f"mask file {str(path)!r}: {table.shape[0]} rows, expected one per training image "
                          f"({n}); is it the file of another dataset?")
@@ -136,6 +152,17 @@ def published_table(info: DatasetInfo, path: Path, n: int, task_names: list[str]
     table = table[:n, cols]
     check_every_task_labelled(table, task_names, str(path))
     return table
+
+
+def _read_mask_object(path: Path, mask_tasks: list[str]) -> object:
+    try:
+        if path.suffix == ".npy":
+            return read_npy(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"mask file {str(path)!r}: cannot read ({e}); expected "
+                         f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth), [N, "
+                         f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}, or a dict keyed by image id") from e
 
 
 def _load_any_rows(path: Path, mask_tasks: list[str]) -> np.ndarray:
@@ -160,15 +187,21 @@ def build(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, n
     tasks = info.make_tasks(list(config.tasks), root)
     train_set = info.loader(root, "train", tasks, config.train_samples)
     eval_set = info.loader(root, "val", tasks, config.eval_samples)
-    table = label_table(info, config, len(train_set))
+    table = label_table(info, config, len(train_set), getattr(train_set, "ids", None))
     return tasks, train_set, eval_set, table
 
 
-def label_table(info: DatasetInfo, config: ExperimentConfig, n: int) -> np.ndarray:
+def label_table(info: DatasetInfo, config: ExperimentConfig, n: int, ids: list[str] | None = None) -> np.ndarray:
+    exact = config.train_samples is None
+    setting = Path(config.label_setting)
+    if info.mask_keys and setting.suffix in MASK_FILE_SUFFIXES and setting.is_file():
+        obj = _read_mask_object(setting, list(info.mask_tasks))
+        if is_id_keyed(obj) and "labels_weights" not in obj:     # e.g. new_onelabel.pth given by path
+            return published_table(info, setting, n, list(config.tasks), exact, ids)
     published = info.published_mask(config.data_root, config.label_setting)
     if published is not None:
         if published.is_file():
-            return published_table(info, published, n, list(config.tasks), exact=config.train_samples is None)
+            return published_table(info, published, n, list(config.tasks), exact, ids)
         warnings.warn(f"label_setting={config.label_setting!r} on {info.name}: published file {published} "
                       f"not found; generating a {config.label_setting} split from mask_seed={config.mask_seed} "
                       "instead (not the papers' split; see README 'Real benchmarks')", stacklevel=2)
