@@ -133,8 +133,11 @@ def _scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer) -> to
     return torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
 
 
-def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: bool = True) -> dict[str, float]:
+def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: bool = True,
+                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over the training split; ``scaler`` (fp16) scales the loss so small gradients do not underflow."""
     cfg = exp.config
+    scaler = scaler or torch.amp.GradScaler(exp.device.type, enabled=False)
     gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)
     sampler = dist_utils.train_sampler(exp.train_set, epoch_seed(cfg.seed, epoch), drop_last=False)
@@ -168,9 +171,10 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
                                                            torch.zeros((), device=exp.device))
         _check_finite({"total": loss}, epoch, step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         dist_utils.sync_gradients(p for group in optimizer.param_groups for p in group["params"])
-        optimizer.step()
+        scaler.step(optimizer)          # skips the step if fp16 gradients overflowed, then lowers the scale
+        scaler.update()
         terms["total"] = loss
         for k, v in terms.items():
             if active.get(k, True):  # a task's mean is over the batches where it had labels
@@ -180,11 +184,11 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
     return dist_utils.reduce_means(totals, counts)   # means over every rank's batches (one rank: as is)
 
 
-def _state(exp: Experiment, weighting, optimizer, scheduler, epoch: int, history: list) -> dict:
+def _state(exp: Experiment, weighting, optimizer, scheduler, scaler, epoch: int, history: list) -> dict:
     return {"epoch": epoch, "config": exp.config.to_dict(), "history": history,
             "model": exp.model.state_dict(), "method": exp.method.state_dict(),
             "weighting": weighting.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict()}
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
 
 
 def _comparable(cfg: dict) -> dict:
@@ -192,7 +196,7 @@ def _comparable(cfg: dict) -> dict:
             if k not in ("progress", "device", "num_workers", "epochs", "run_dir")}
 
 
-def _resume(exp: Experiment, weighting, optimizer, scheduler, run_dir: Path) -> tuple[int, list]:
+def _resume(exp: Experiment, weighting, optimizer, scheduler, scaler, run_dir: Path) -> tuple[int, list]:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return 0, []
@@ -207,6 +211,8 @@ def _resume(exp: Experiment, weighting, optimizer, scheduler, run_dir: Path) -> 
     weighting.load_state_dict(state["weighting"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     return state["epoch"], state["history"]
 
 
@@ -234,7 +240,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
     weighting = build_weighting(config.weighting, [t.name for t in exp.tasks]).to(exp.device)
     optimizer = _optimizer(exp, weighting)
     scheduler = _scheduler(config, optimizer)
-    start, history = _resume(exp, weighting, optimizer, scheduler, run_dir)
+    scaler = torch.amp.GradScaler(exp.device.type, enabled=config.precision == "fp16")
+    start, history = _resume(exp, weighting, optimizer, scheduler, scaler, run_dir)
     for module in (exp.model, exp.method, weighting):
         dist_utils.broadcast_module(module)
     eval_loader = DataLoader(exp.eval_set, batch_size=config.batch_size, shuffle=False,
@@ -244,7 +251,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
     for epoch in epochs:
         t0 = time.perf_counter()
         try:
-            train_terms = train_epoch(exp, weighting, optimizer, epoch, config.progress and dist_info.is_main)
+            train_terms = train_epoch(exp, weighting, optimizer, epoch, config.progress and dist_info.is_main,
+                                      scaler)
         except NonFiniteLossError as e:
             if dist_info.is_main:
                 write_record(run_dir, exp, history, "failed", str(e))
@@ -261,7 +269,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
         history.append({"epoch": epoch + 1, "lr": lr, "train": train_terms, "eval": metrics,
                         "summaries": summaries, "weights": weighting.weights(),
                         "seconds": time.perf_counter() - t0})
-        atomic_torch_save(run_dir / CHECKPOINT, _state(exp, weighting, optimizer, scheduler, epoch + 1, history))
+        state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
+        atomic_torch_save(run_dir / CHECKPOINT, state)
         write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
     if not dist_info.is_main:
         return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}

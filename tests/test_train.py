@@ -33,6 +33,19 @@ def test_every_method_trains_under_bf16_autocast(tiny_config, method):
     assert all(math.isfinite(v) for v in record["history"][-1]["train"].values())
 
 
+def test_fp16_scales_the_loss_and_resumes_the_scale(tiny_config, tmp_path):
+    """fp16 autocast trains through a GradScaler whose scale is checkpointed with the optimizer."""
+    cfg = tiny_config(method="jtr", epochs=1, precision="fp16", run_dir=str(tmp_path / "fp16"))
+    assert mtlwb.train(cfg)["status"] == "completed"
+    state = torch.load(tmp_path / "fp16" / "checkpoint.pt", weights_only=False)
+    assert 0 < state["scaler"]["scale"] <= 2.0 ** 16                # enabled: starts at 2^16, halves on overflow
+    resumed = mtlwb.train(tiny_config(method="jtr", epochs=2, precision="fp16", run_dir=str(tmp_path / "fp16")))
+    assert resumed["status"] == "completed" and len(resumed["history"]) == 2
+    fp32 = tiny_config(method="jtr", epochs=1, run_dir=str(tmp_path / "fp32"))
+    mtlwb.train(fp32)
+    assert torch.load(tmp_path / "fp32" / "checkpoint.pt", weights_only=False)["scaler"] == {}   # disabled
+
+
 def test_poly_schedule_and_task_weights(tiny_config, tmp_path):
     record = mtlwb.train(tiny_config(epochs=3, lr=1e-3, lr_schedule="poly", run_dir=str(tmp_path / "poly")))
     lrs = [h["lr"] for h in record["history"]]              # lr used in epoch e: lr0 · (1 − e/epochs)^0.9
