@@ -135,6 +135,9 @@ class _TwoRoutes(torch.autograd.Function):
 
 def two_routes(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(module(x) for gradients into x, module(x) for gradients into module's weights) from one forward pass."""
+    if not torch.is_grad_enabled():
+        y = module(x)
+        return y, y
     return _TwoRoutes.apply(module, x, *module.parameters())
 
 
