@@ -38,6 +38,8 @@ LOWER_IS_BETTER: dict[str, bool] = {
     "fscore": False,
     "precision": False,
     "recall": False,
+    "maxf": False,
+    "max_miou": False,
 }
 
 
@@ -219,6 +221,41 @@ class EdgeMeter(TaskMeter):
         return {"fscore": fscore, "precision": precision, "recall": recall}
 
 
+class SaliencyMeter(SegmentationMeter):
+    """Saliency as 2-class segmentation (mIoU, pixel accuracy) plus the ASTMT / MTI-Net protocol the PASCAL-Context
+    tables report (Multi-Task-Learning-PyTorch ``evaluation/eval_sal.py``): the salient-class probability is
+    thresholded at 15 values in [0.2, 0.9]; per image, precision, recall and IoU (1 when prediction and ground
+    truth are both empty); averaged over images per threshold; ``maxf`` = max over thresholds of
+    2·P·R / (P + R), ``max_miou`` = max over thresholds of the mean IoU."""
+
+    THRESHOLDS = torch.linspace(0.2, 0.9, 15)
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        super()._update(pred, target)
+        prob = pred.float().softmax(dim=1)[:, 1:2]                                   # [B, 1, H, W]
+        hit = prob > self.THRESHOLDS.to(prob.device).view(1, -1, 1, 1)              # [B, 15, H, W]
+        valid = (target != IGNORE_INDEX).unsqueeze(1)
+        gt = (target == 1).unsqueeze(1) & valid
+        tp = (hit & gt).sum(dim=(2, 3)).double()
+        fp = (hit & ~gt & valid).sum(dim=(2, 3)).double()
+        fn = (~hit & gt).sum(dim=(2, 3)).double()
+        union = tp + fp + fn
+        iou = torch.where(union > 0, tp / union.clamp_min(1), torch.ones_like(union))
+        self._add("precision_sum", (tp / (tp + fp + 1e-12)).sum(dim=0))
+        self._add("recall_sum", (tp / (tp + fn + 1e-12)).sum(dim=0))
+        self._add("iou_sum", iou.sum(dim=0))
+        self._add("images", torch.tensor(float(pred.shape[0]), device=pred.device))
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        if "images" not in self._state:
+            return {**out, "maxf": NAN, "max_miou": NAN}
+        n = self._state["images"]
+        p, r = self._state["precision_sum"] / n, self._state["recall_sum"] / n
+        f = 2 * p * r / (p + r + 1e-12)
+        return {**out, "maxf": float(f.max().item()), "max_miou": float((self._state["iou_sum"] / n).max().item())}
+
+
 _METERS: dict[str, type[TaskMeter]] = {
     "segmentation": SegmentationMeter,
     "depth": DepthMeter,
@@ -228,7 +265,9 @@ _METERS: dict[str, type[TaskMeter]] = {
 
 
 def make_meter(task: TaskSpec) -> TaskMeter:
-    """The meter matching ``task.kind``."""
+    """The meter matching ``task.kind`` (saliency, a 2-class segmentation, also gets the thresholded maxF)."""
+    if task.name == "saliency":
+        return SaliencyMeter(task)
     return _METERS[task.kind](task)
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlwb.metrics import LOWER_IS_BETTER, MultiTaskMeter, delta_mtl, make_meter
-from mtlwb.tasks import DEPTH, EDGE, NORMAL, semantic
+from mtlwb.tasks import DEPTH, EDGE, NORMAL, SALIENCY, semantic
 
 
 def seg_logits(labels: list[list[int]], num_classes: int) -> torch.Tensor:
@@ -195,11 +195,32 @@ def test_lower_is_better_table_covers_every_emitted_key():
     keys = set()
     for task, pred, gt in [(DEPTH, DEPTH_PRED, DEPTH_GT), (NORMAL, NORMAL_PRED, NORMAL_GT),
                            (EDGE, torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 2, 3)),
-                           (semantic(4), seg_logits(SEG_PRED, 4), torch.tensor([SEG_GT]))]:
+                           (semantic(4), seg_logits(SEG_PRED, 4), torch.tensor([SEG_GT])),
+                           (SALIENCY, torch.zeros(1, 2, 2, 3), torch.zeros(1, 2, 3, dtype=torch.long))]:
         meter = make_meter(task)
         meter.update(pred, gt)
         keys |= set(meter.compute())
     assert keys == set(LOWER_IS_BETTER)
+
+
+def _saliency_logits(prob: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] salient-class probabilities -> 2-class logits with exactly that softmax."""
+    return torch.stack([torch.zeros_like(prob), torch.log(prob / (1 - prob))], dim=1)
+
+
+def test_saliency_maxf_follows_the_astmt_protocol():
+    """Image 1: gt salient on the left half, prob 0.8 there and 0.3 on the right (a 0.3 < t < 0.8 threshold is
+    perfect). Image 2: nothing salient and prob 0.1 everywhere: IoU 1 (both empty), precision and recall 0."""
+    gt = torch.tensor([[[1, 1, 0, 0]] * 2, [[0, 0, 0, 0]] * 2])
+    prob = torch.tensor([[[0.8, 0.8, 0.3, 0.3]] * 2, [[0.1, 0.1, 0.1, 0.1]] * 2])
+    meter = make_meter(SALIENCY)
+    meter.update(_saliency_logits(prob[:1]), gt[:1])
+    meter.update(_saliency_logits(prob[1:]), gt[1:])             # streaming: per-image averages over batches
+    out = meter.compute()
+    assert out["maxf"] == pytest.approx(2 * 0.5 * 0.5 / (0.5 + 0.5), abs=1e-6)   # P = R = (1 + 0) / 2
+    assert out["max_miou"] == pytest.approx(1.0)                   # (1 + 1) / 2 at 0.3 < t < 0.8
+    thresholds = torch.linspace(0.2, 0.9, 15)
+    assert ((thresholds > 0.3) & (thresholds < 0.8)).any() and out["miou"] == pytest.approx(1.0)
 
 
 # --- Δ_MTL ----------------------------------------------------------------------
