@@ -223,6 +223,20 @@ def test_saliency_maxf_follows_the_astmt_protocol():
     assert ((thresholds > 0.3) & (thresholds < 0.8)).any() and out["miou"] == pytest.approx(1.0)
 
 
+def test_edge_ods_f_tolerates_a_one_pixel_shift_only():
+    """gt edge in column 10 of a 40×40 map (tolerance r = round(0.0075·56.6) -> 1 px); a confident prediction one
+    column off is a perfect match under the tolerance but zero at exact matching; three columns off is a miss."""
+    gt = torch.zeros(1, 1, 40, 40)
+    gt[..., 10] = 1
+    for column, ods in ((11, 1.0), (13, 0.0)):
+        logits = torch.full((1, 1, 40, 40), -6.0)
+        logits[..., column] = 6.0
+        meter = make_meter(EDGE)
+        meter.update(logits, gt)
+        out = meter.compute()
+        assert out["fscore"] == 0.0 and out["ods_f"] == pytest.approx(ods)
+
+
 # --- Δ_MTL ----------------------------------------------------------------------
 
 TASKS = [semantic(13), DEPTH, NORMAL]
