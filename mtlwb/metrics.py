@@ -202,10 +202,10 @@ class EdgeMeter(TaskMeter):
     comparable numbers; use it to compare runs within this workbench only.
 
     ``ods_f`` comes closer to the field's number: the F-measure at the best single threshold over the split
-    (ODS; 19 thresholds in [0.05, 0.95]) with a matching tolerance of r = max(1, round(0.0075 · image diagonal))
-    pixels (the BSDS benchmark's default maxDist), approximated by dilation: a predicted edge pixel is correct if a gt edge lies within
-    r (square neighbourhood), a gt pixel is recalled if a prediction does. No NMS and no one-to-one matching, so
-    it is an upper-leaning approximation of odsF, still for comparisons within the workbench.
+    (ODS; 19 thresholds in [0.05, 0.95]) with a matching tolerance of r = max(1, round(0.0075 · diagonal))
+    pixels (the BSDS benchmark's default maxDist), approximated by dilation: a predicted edge pixel is correct
+    if a gt edge lies within r (square neighbourhood), a gt pixel is recalled if a prediction does. No NMS and
+    no one-to-one matching, so it leans high; still for comparisons within the workbench.
     """
 
     THRESHOLDS = torch.linspace(0.05, 0.95, 19)
