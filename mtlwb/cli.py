@@ -76,6 +76,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _config_fields() -> str:
+    """The options of ``mtlwb train``: ExperimentConfig's fields and their defaults."""
+    from .config import ExperimentConfig
+
+    default = ExperimentConfig()
+    lines = [f"  --{f.name:<18} {json.dumps(getattr(default, f.name))}" for f in dataclasses.fields(ExperimentConfig)]
+    return "config fields (default, as JSON):\n" + "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mtlwb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--height", type=int, default=64)
     g.add_argument("--width", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
-    sub.add_parser("train", help="train one experiment: any config field as --field value (JSON values)")
+    sub.add_parser("train", help="train one experiment: any config field as --field value (JSON values)",
+                   description="Train one experiment (or resume it from its run_dir). Every field of "
+                   "mtlwb.ExperimentConfig is an option; values are JSON where they parse as JSON, e.g. "
+                   "--tasks '[\"semantic\", \"depth\"]' --method_options '{\"width\": 8}'.",
+                   epilog=_config_fields(), formatter_class=argparse.RawDescriptionHelpFormatter)
     r = sub.add_parser("run-default", help="the default experiment through papermill, with an HTML report")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     w = sub.add_parser("sweep", help="run a YAML grid of training-notebook runs (resumable), then summarize")

@@ -74,3 +74,16 @@ def test_validation_accepts_exactly_the_valid_region(epochs, batch, lr, method):
         assert not valid
     else:
         assert valid
+
+
+def test_cli_train_help_lists_every_config_field(capsys):
+    import dataclasses
+
+    from mtlwb.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(f"--{f.name} " in text for f in dataclasses.fields(ExperimentConfig))
+    with pytest.raises(SystemExit, match="unknown option '--lr_sched'.*--lr_schedule"):
+        main(["train", "--lr_sched", "poly"])
