@@ -183,6 +183,10 @@ def test_pickled_mask_file_cannot_run_code(tmp_path):
     np.save(path, np.array({"semseg": Boom()}, dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="refusing to load builtins.print"):
         build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
+    write_pascal_id_sets(path, np.eye(5, dtype=np.float32)[:4], PASCAL_IDS["train"])
+    path.write_bytes(path.read_bytes()[:-20])                        # truncated download
+    with pytest.raises(ValueError, match=r"onelabel.npy': cannot read \(pickle data was truncated\)"):
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
 
 
 def test_pascal_corrupt_png_and_missing_files_are_named(tmp_path):
