@@ -18,11 +18,10 @@ from collections.abc import Callable
 
 import common  # noqa: I001  (sets thread env vars and sys.path before torch/mtlwb load)
 import numpy as np
-import plotly.express as px
-import plotly.graph_objects as go
 import torch
 
 from mtlwb.figures import export_figure
+from mtlwb.figures.scaling import cost_vs_tasks
 from mtlwb.methods import Refined, Step, build_method
 from mtlwb.tasks import TaskSpec
 
@@ -117,27 +116,11 @@ def report(rows: list[dict]) -> str:
             lines.append(common.check("JTR ratio T=8/T=2 ≤ 4.5", f["ratio T8/T2"] <= 4.5, f"{f['ratio T8/T2']:.2f}"))
     lines.append("- MTPSL's curve uses full labels: that is where T(T−1) ordered pairs per sample arise "
                  "(onelabel gives T−1 per sample).")
-    out = export_figure(cost_figure(points), common.ROOT / "reports" / "benchmarks", "regularizer_cost")
+    fig = cost_vs_tasks(points, "Regularizer cost vs number of tasks (forward + backward, one thread)")
+    out = export_figure(fig, common.ROOT / "reports" / "benchmarks", "regularizer_cost")
     lines.append(f"- figure (measured points, linear and quadratic fits): `{out['html'].relative_to(common.ROOT)}`"
                  + (f", `{out['png'].relative_to(common.ROOT)}`" if out["png"] else ""))
     return "\n".join(lines)
-
-
-def cost_figure(points: list[dict]) -> go.Figure:
-    """ms/step against T per regularizer: the measured points and both polynomial fits (dashed: quadratic)."""
-    fig = go.Figure()
-    for i, (m, s) in enumerate(dict.fromkeys((r["method"], r["labels"]) for r in points)):
-        pts = sorted((r["T"], r["ms/step"]) for r in points if (r["method"], r["labels"]) == (m, s))
-        ts, ms = np.array([p[0] for p in pts], float), np.array([p[1] for p in pts])
-        grid = np.linspace(ts.min(), ts.max(), 50)
-        color = px.colors.qualitative.Plotly[i % 10]
-        fig.add_scatter(x=ts, y=ms, mode="markers", name=f"{m} ({s})", marker={"color": color, "size": 9})
-        for degree, dash in ((1, "dot"), (2, "dash")):
-            fig.add_scatter(x=grid, y=np.polyval(_fit(ts, ms, degree)[0], grid), mode="lines",
-                            line={"color": color, "dash": dash}, name=f"{m} ({s}) fit deg {degree}")
-    fig.update_layout(title="Regularizer cost vs number of tasks (forward + backward, one thread)",
-                      xaxis_title="tasks T", yaxis_title="ms per step", template="plotly_white")
-    return fig
 
 
 if __name__ == "__main__":

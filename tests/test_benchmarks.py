@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_regularizers  # noqa: E402
 import common  # noqa: E402
 
+from mtlwb.figures.scaling import cost_vs_tasks  # noqa: E402
+
 
 def _points(method: str, labels: str, cost) -> list[dict]:
     return [{"kind": "point", "method": method, "labels": labels, "T": t, "batch": 8, "pairs/sample": 0,
@@ -27,7 +29,7 @@ def test_regularizer_report_fits_checks_and_draws(tmp_path, monkeypatch):
     text = bench_regularizers.report(rows)
     assert "- [x] JTR ratio T=8/T=2 ≤ 4.5: 1.35" in text
     assert (tmp_path / "reports" / "benchmarks" / "regularizer_cost.html").stat().st_size > 100_000  # plotly.js
-    fig = bench_regularizers.cost_figure([r for r in rows if r["kind"] == "point"])
+    fig = cost_vs_tasks([r for r in rows if r["kind"] == "point"])
     quadratic = next(tr for tr in fig.data if tr.name == "mtpsl (full) fit deg 2")
     assert quadratic.y[-1] == pytest.approx(5 * 8 * 7) and quadratic.y[0] == pytest.approx(5 * 2 * 1)
     assert len(fig.data) == 6                         # per curve: points, linear fit, quadratic fit

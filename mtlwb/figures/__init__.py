@@ -13,7 +13,7 @@ def use_offline_renderer() -> None:
     pio.renderers.default = "plotly_mimetype+notebook"
 
 # Exploration figures (dataset, task affinity, gradients, latent spaces) and file export.
-from . import affinity, dataset, export, gradients, latent  # noqa: E402
+from . import affinity, dataset, export, gradients, latent, scaling  # noqa: E402
 from .affinity import (  # noqa: E402
     affinity_comparison,
     affinity_evolution,
@@ -29,10 +29,11 @@ from .dataset import class_histogram, label_count_figure, label_count_table, sam
 from .export import export_figure, find_browser, write_html, write_png  # noqa: E402
 from .gradients import gradient_affinity, gradient_affinity_heatmap  # noqa: E402
 from .latent import cached_tsne, joint_latent_figure, joint_latent_over_epochs, task_feature_figure  # noqa: E402
+from .scaling import cost_vs_tasks  # noqa: E402
 
 __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_heatmap", "affinity_trajectories",
-            "cached_tsne", "class_histogram", "dataset", "export", "export_figure", "find_browser",
+            "cached_tsne", "class_histogram", "cost_vs_tasks", "dataset", "export", "export_figure", "find_browser",
             "gradient_affinity", "gradient_affinity_heatmap", "gradients", "image_affinity_browser",
             "image_affinity_figure", "joint_latent_figure", "joint_latent_over_epochs", "label_count_figure",
             "label_count_table", "latent", "prototype_projection", "prototype_similarity", "record_affinity_heatmap",
-            "sample_browser", "sample_grid", "task_feature_figure", "write_html", "write_png"]
+            "sample_browser", "sample_grid", "scaling", "task_feature_figure", "write_html", "write_png"]
