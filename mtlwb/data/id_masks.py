@@ -41,7 +41,8 @@ def read_npy(path: str | Path) -> object:
         header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = header(f)
         if not dtype.hasobject:
-            return np.load(path)
+            f.seek(0)
+            return np.load(f)
         obj = _ContainersOnly(f).load()
     if isinstance(obj, np.ndarray) and obj.shape == () and shape == ():
         return obj.item()

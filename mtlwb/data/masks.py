@@ -95,23 +95,33 @@ def load_mask_file(path: str | Path, n: int, task_names: list[str]) -> np.ndarra
     """Read a published mask file and check it against N and T."""
     path = Path(path)
     try:
-        if path.suffix == ".npy":
-            table = np.load(path)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(obj, dict) or "labels_weights" not in obj:
-                raise ValueError("expected a dict with key 'labels_weights'")
-            table = obj["labels_weights"].numpy()
+        obj = np.load(path) if path.suffix == ".npy" else torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, EOFError) as e:
         raise ValueError(f"mask file {str(path)!r}: cannot read ({e})") from e
-    table = np.asarray(table, np.float32)
-    if table.shape != (n, len(task_names)):
-        raise ValueError(f"mask file {str(path)!r}: shape {table.shape}, expected (N, T) = "
-                         f"({n}, {len(task_names)}) for tasks {task_names}")
-    if not np.isin(table, (0.0, 1.0)).all():
-        raise ValueError(f"mask file {str(path)!r}: entries must be 0 or 1")
+    table = mask_table(obj, str(path))
+    check_mask_table(table, n, task_names, str(path))
     check_every_task_labelled(table, task_names, str(path))
     return table
+
+
+def mask_table(obj: object, origin: str) -> np.ndarray:
+    """A loaded mask file, an [N, T] array or MTPSL's ``{'labels_weights': FloatTensor[N, T]}``, as float32."""
+    if isinstance(obj, dict):
+        if "labels_weights" not in obj:
+            raise ValueError(f"mask file {origin!r}: cannot read (expected a dict with key 'labels_weights')")
+        obj = obj["labels_weights"]
+    if isinstance(obj, torch.Tensor):
+        obj = obj.numpy()
+    return np.asarray(obj, np.float32)
+
+
+def check_mask_table(table: np.ndarray, n: int, task_names: list[str], origin: str) -> None:
+    """Shape (n, T) and only 0/1 entries, naming the file otherwise."""
+    if table.shape != (n, len(task_names)):
+        raise ValueError(f"mask file {origin!r}: shape {table.shape}, expected (N, T) = "
+                         f"({n}, {len(task_names)}) for tasks {task_names}")
+    if not np.isin(table, (0.0, 1.0)).all():
+        raise ValueError(f"mask file {origin!r}: entries must be 0 or 1")
 
 
 def check_every_task_labelled(table: np.ndarray, task_names: list[str], origin: str) -> None:

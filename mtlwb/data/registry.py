@@ -29,7 +29,7 @@ from ..tasks import TaskSpec, make_tasks
 from .cityscapes import CityscapesFolder
 from .folder import MultiTaskFolder, dataset_num_classes
 from .id_masks import id_keyed_table, is_id_keyed, read_npy
-from .masks import MASK_FILE_SUFFIXES, check_every_task_labelled, label_mask, load_mask_file
+from .masks import MASK_FILE_SUFFIXES, check_every_task_labelled, check_mask_table, label_mask, mask_table
 from .pascal import DEFAULT_SIZE, PascalContext
 
 if TYPE_CHECKING:
@@ -128,23 +128,24 @@ def check_tasks(dataset: str, names: list[str]) -> None:
                          f"allowed {list(info.tasks)}")
 
 
-def published_table(info: DatasetInfo, path: Path, n: int, task_names: list[str], exact: bool = True,
+def published_table(info: DatasetInfo, path: Path, obj: object, n: int, task_names: list[str], exact: bool = True,
                     ids: list[str] | None = None) -> np.ndarray:
-    """A published [N_full, T_paper] file -> [n, T] for the config's tasks (columns picked and reordered).
+    """A published file (``obj``, read from ``path``) -> [n, T] for the config's tasks (columns picked, reordered).
 
-    ``exact``: the file must have one row per training image; otherwise (a ``train_samples`` prefix of the split)
-    its first n rows are used. Files keyed by image id (PASCAL-Context's, see ``id_masks``) are aligned to ``ids``,
+    [N_full, T_paper] tables: ``exact`` — one row per training image; otherwise (a ``train_samples`` prefix of the
+    split) the first n rows. Files keyed by image id (PASCAL-Context's, see ``id_masks``) are aligned to ``ids``,
     the training split's image ids.
     """
-    obj = _read_mask_object(path, list(info.mask_tasks))
+    mask_tasks = list(info.mask_tasks)
     if is_id_keyed(obj) and "labels_weights" not in obj:
         if ids is None:
             raise ValueError(f"mask file {str(path)!r} is keyed by image id, but dataset {info.name!r} has no ids")
-        table = id_keyed_table(obj, ids[:n], info.mask_tasks, info.mask_keys, str(path), exact)
-        if not np.isin(table, (0.0, 1.0)).all():
-            raise ValueError(f"mask file {str(path)!r}: entries must be 0 or 1")
+        table = id_keyed_table(obj, ids[:n], mask_tasks, info.mask_keys, str(path), exact)
+        check_mask_table(table, table.shape[0], mask_tasks, str(path))
     else:
-        table = _load_any_rows(path, list(info.mask_tasks))
+        table = mask_table(obj, str(path))
+        check_mask_table(table, len(table) if table.ndim else 0, mask_tasks, str(path))
+        check_every_task_labelled(table, mask_tasks, str(path))
     if table.shape[0] < n or (exact and table.shape[0] != n):
         raise ValueError(f"mask file {str(path)!r}: {table.shape[0]} rows, expected one per training image "
                          f"({n}); is it the file of another dataset?")
@@ -154,7 +155,8 @@ def published_table(info: DatasetInfo, path: Path, n: int, task_names: list[str]
     return table
 
 
-def _read_mask_object(path: Path, mask_tasks: list[str]) -> object:
+def read_mask_object(path: Path, mask_tasks: list[str]) -> object:
+    """The object a mask file holds (array, ``{'labels_weights': ...}`` or an id-keyed dict), read once."""
     try:
         if path.suffix == ".npy":
             return read_npy(path)
@@ -163,20 +165,6 @@ def _read_mask_object(path: Path, mask_tasks: list[str]) -> object:
         raise ValueError(f"mask file {str(path)!r}: cannot read ({e}); expected "
                          f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth), [N, "
                          f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}, or a dict keyed by image id") from e
-
-
-def _load_any_rows(path: Path, mask_tasks: list[str]) -> np.ndarray:
-    """Read with load_mask_file's checks, taking N from the file (train_samples may use a prefix)."""
-    try:
-        if path.suffix == ".npy":
-            rows = np.load(path, mmap_mode="r").shape[0]
-        else:
-            rows = torch.load(path, map_location="cpu", weights_only=True)["labels_weights"].shape[0]
-    except (OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError, IndexError) as e:
-        raise ValueError(f"mask file {str(path)!r}: cannot read ({e}); expected "
-                         f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth) or [N, "
-                         f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}") from e
-    return load_mask_file(path, rows, mask_tasks)
 
 
 def build(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
@@ -195,13 +183,14 @@ def label_table(info: DatasetInfo, config: ExperimentConfig, n: int, ids: list[s
     exact = config.train_samples is None
     setting = Path(config.label_setting)
     if info.mask_keys and setting.suffix in MASK_FILE_SUFFIXES and setting.is_file():
-        obj = _read_mask_object(setting, list(info.mask_tasks))
+        obj = read_mask_object(setting, list(info.mask_tasks))
         if is_id_keyed(obj) and "labels_weights" not in obj:     # e.g. new_onelabel.pth given by path
-            return published_table(info, setting, n, list(config.tasks), exact, ids)
+            return published_table(info, setting, obj, n, list(config.tasks), exact, ids)
     published = info.published_mask(config.data_root, config.label_setting)
     if published is not None:
         if published.is_file():
-            return published_table(info, published, n, list(config.tasks), exact, ids)
+            obj = read_mask_object(published, list(info.mask_tasks))
+            return published_table(info, published, obj, n, list(config.tasks), exact, ids)
         warnings.warn(f"label_setting={config.label_setting!r} on {info.name}: published file {published} "
                       f"not found; generating a {config.label_setting} split from mask_seed={config.mask_seed} "
                       "instead (not the papers' split; see README 'Real benchmarks')", stacklevel=2)
