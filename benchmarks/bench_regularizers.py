@@ -50,7 +50,7 @@ def make_term_step(method_name: str, num_tasks: int, setting: str, batch: int, s
 
     def term() -> None:
         out = method.losses(step)
-        aux = sum(v for k, v in out.items() if k not in preds)
+        aux = sum(out.auxiliary.values())
         aux.backward()
         for p in leaves:
             p.grad = None

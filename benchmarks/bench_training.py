@@ -50,9 +50,8 @@ def make_train_step(method_name: str, backbone: str = "resnet_small", batch: int
     def step() -> float:
         features, refined, preds = forward_step(model, method, images)
         terms = method.losses(Step(images, features, refined, preds, targets, labelled))
-        sup = {t.name: terms[t.name] for t in tasks}
-        loss = weighting.combine(sup, active=active)
-        loss = loss + sum((v for k, v in terms.items() if k not in sup), torch.zeros((), device=device))
+        loss = weighting.combine(terms.supervised, active=active)
+        loss = loss + sum(terms.auxiliary.values(), torch.zeros((), device=device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

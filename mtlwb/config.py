@@ -17,6 +17,7 @@ from typing import Any
 
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
+from .losses import REDUCTIONS
 from .methods import METHODS, parse_options
 from .models import BACKBONES
 from .tasks import TASK_NAMES
@@ -45,6 +46,9 @@ class ExperimentConfig:
     method: str = "supervised"
     method_options: dict[str, Any] = field(default_factory=dict)
     weighting: str = "equal"
+    # supervised-loss normalization: batch = per-sample losses, 0 where unlabelled, summed / B (MTPSL/JTR code);
+    # labelled = mean over the labelled samples' valid pixels (mtlwb <= 0.1; B/k times larger at k of B labelled)
+    loss_reduction: str = "batch"
     task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
     # model
     backbone: str = "resnet_small"
@@ -75,6 +79,7 @@ class ExperimentConfig:
         _choice("method", self.method, tuple(sorted(METHODS)))
         _choice("weighting", self.weighting, tuple(WEIGHTINGS))
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("loss_reduction", self.loss_reduction, REDUCTIONS)
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: give distinct task names from {list(TASK_NAMES)}")

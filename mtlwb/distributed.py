@@ -14,8 +14,13 @@ What is per rank: every loss term is computed on the rank's own batch
 (global batch = batch_size x world size), BatchNorm statistics are per rank
 (buffers are re-broadcast from rank 0 each epoch), and batch-level terms
 such as TPKR's task-consistency (a batch-mean affinity) see only the local
-batch. Methods that only add per-sample loss terms are exactly
-data-parallel; batch-level ones are a per-rank approximation.
+batch. The supervised losses are exactly data-parallel under both
+normalizations (``losses.py``): the published per-sample balance divides by
+the rank's batch size, and the per-labelled mean divides by the labelled
+weight summed over all ranks (``global_sum``), so a rank whose batch lacks a
+task does not halve that task's gradient. Methods that only add per-sample
+terms divided by the batch size are exactly data-parallel; batch-level ones
+are a per-rank approximation.
 
 Single process (WORLD_SIZE unset or 1): every helper is a no-op.
 """
@@ -134,6 +139,15 @@ def sync_gradients(params: Iterable[torch.Tensor]) -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def global_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a (detached) tensor over ranks; the tensor itself in one process. Used for loss denominators."""
+    if not current().enabled:
+        return x
+    y = x.detach().to(_comm_device(), copy=True)
+    dist.all_reduce(y)
+    return y.to(x.device)
 
 
 def reduce_means(totals: dict[str, float], counts: dict[str, int]) -> dict[str, float]:

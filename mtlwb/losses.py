@@ -1,10 +1,19 @@
 """Supervised task losses that only ever see labelled samples.
 
-Each loss takes the per-sample label flag of its task (``labelled``: [B] in
-{0, 1}) and the task's own invalid-pixel rule, and averages over the valid
-pixels of labelled samples only. A batch with no labelled sample for the task
-returns an exact zero that is still attached to the graph, so a masked task
-contributes neither value nor gradient.
+Two normalizations (``reduction``), both of which give an unlabelled sample neither value nor gradient:
+
+- ``"batch"`` (default; the published balance of the MTPSL and JTR code): each sample's loss is the mean over its
+  own valid pixels; it is set to zero where the task is unlabelled; the losses are summed and divided by the batch
+  size B. A task labelled on k of B images therefore weighs k/B of a fully labelled batch, as in the reference
+  training loops (``loss += sum(per-task losses of sample i, zeroed where unlabelled) / B``).
+- ``"labelled"``: the mean over the valid pixels of the labelled samples only (mtlwb ≤ 0.1): a task's term keeps
+  the same scale however few of its images are labelled, i.e. B/k times the published term.
+
+A batch with no labelled sample for the task returns an exact zero that is still attached to the graph.
+
+Under torchrun, ``"batch"`` is exactly data-parallel (each rank divides by its own B, gradients are averaged over
+equal-sized rank batches). ``"labelled"`` divides by the labelled-pixel weight summed over *all* ranks (``global
+denominator``), times the world size, so that the averaged gradient equals the single-process one too.
 """
 
 from __future__ import annotations
@@ -12,10 +21,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .ops import channel_cosine
 from .tasks import TaskSpec
 
 IGNORE_INDEX = -1
+REDUCTIONS = ("batch", "labelled")
 
 
 def valid_pixels(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
@@ -29,20 +40,27 @@ def valid_pixels(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(target, dtype=torch.bool)
 
 
-def _masked_mean(per_pixel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    total = weight.sum()
+def _reduce(per_pixel: torch.Tensor, weight: torch.Tensor, reduction: str) -> torch.Tensor:
+    """per_pixel, weight [B, 1, H, W] → scalar; weight is 0 on invalid pixels and on unlabelled samples."""
+    if reduction == "batch":
+        per_sample_w = weight.flatten(1).sum(dim=1)                                   # [B]
+        per_sample = (per_pixel * weight).flatten(1).sum(dim=1) / per_sample_w.clamp_min(1e-12)
+        return per_sample.sum() / per_pixel.shape[0]
+    total = distributed.global_sum(weight.sum().detach())
     if total == 0:
         return per_pixel.sum() * 0.0
-    return (per_pixel * weight).sum() / total
+    return (per_pixel * weight).sum() / total * distributed.current().world_size
 
 
-def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor,
-              labelled: torch.Tensor) -> torch.Tensor:
+def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
+              reduction: str = "batch") -> torch.Tensor:
     """Loss of one task over the labelled samples of a batch.
 
     pred: raw head output (logits for segmentation/edges). target: as loaded
-    (segmentation [B, H, W] long, others [B, C, H, W]). labelled: [B].
+    (segmentation [B, H, W] long, others [B, C, H, W]). labelled: [B]. reduction: see the module docstring.
     """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss_reduction={reduction!r}: allowed {list(REDUCTIONS)}")
     sample_w = labelled.to(pred.dtype).view(-1, 1, 1, 1)
     # Unlabelled targets may hold anything (even NaN in a loader's placeholder):
     # replace them before they touch arithmetic so nothing leaks.
@@ -51,19 +69,20 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor,
         tgt = torch.where(keep[:, 0], target, torch.full_like(target, IGNORE_INDEX))
         per_pixel = F.cross_entropy(pred, tgt.clamp_min(0), reduction="none").unsqueeze(1)
         weight = (tgt != IGNORE_INDEX).unsqueeze(1).to(pred.dtype)
-        return _masked_mean(per_pixel, weight)
+        return _reduce(per_pixel, weight, reduction)
     tgt = torch.where(keep, target, torch.zeros_like(target))
     weight = valid_pixels(task, tgt).to(pred.dtype) * sample_w
     if task.kind == "depth":
-        return _masked_mean((pred - tgt).abs(), weight)
+        return _reduce((pred - tgt).abs(), weight, reduction)
     if task.kind == "normal":
         cos = channel_cosine(pred, tgt).unsqueeze(1)
-        return _masked_mean(1.0 - cos, weight)
-    # Edges: class-balanced BCE, positives are rare.
-    pos = (tgt * weight).sum()
-    neg = ((1 - tgt) * weight).sum()
+        return _reduce(1.0 - cos, weight, reduction)
+    # Edges: class-balanced BCE, positives are rare (the balance is computed per sample under "batch").
+    dims = (1, 2, 3) if reduction == "batch" else (0, 1, 2, 3)
+    pos = (tgt * weight).sum(dim=dims, keepdim=True)
+    neg = ((1 - tgt) * weight).sum(dim=dims, keepdim=True)
     total = (pos + neg).clamp_min(1.0)
     w_pos, w_neg = neg / total, pos / total
     pix_w = (tgt * w_pos + (1 - tgt) * w_neg) * weight
     per_pixel = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none")
-    return _masked_mean(per_pixel, pix_w)
+    return _reduce(per_pixel, pix_w, reduction)

@@ -65,7 +65,8 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     model = MultiTaskNet(tasks, config.backbone, config.backbone_weights)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    method = build_method(config.method, tasks, model.feature_channels, config.method_options)
+    method = build_method(config.method, tasks, model.feature_channels, config.method_options,
+                          config.loss_reduction)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, eval_set,
                       torch.from_numpy(labelled), device)
 
@@ -163,12 +164,12 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
             features, refined, preds = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
             s = Step(images, features, refined, preds, {n: batch[n] for n in task_names}, labelled)
-            terms = exp.method.losses(s)
+            out = exp.method.losses(s)
+        terms = out.all()
         _check_finite(terms, epoch, step)
-        sup = {n: terms[n] * cfg.task_weights.get(n, 1.0) for n in task_names}
+        sup = {n: out.supervised[n] * cfg.task_weights.get(n, 1.0) for n in task_names}
         active = {n: bool(labelled[:, i].any()) for i, n in enumerate(task_names)}
-        loss = weighting.combine(sup, active=active) + sum((v for k, v in terms.items() if k not in sup),
-                                                           torch.zeros((), device=exp.device))
+        loss = weighting.combine(sup, active=active) + sum(out.auxiliary.values(), torch.zeros((), device=exp.device))
         _check_finite({"total": loss}, epoch, step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

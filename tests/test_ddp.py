@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -59,3 +60,45 @@ def test_two_ranks_train_to_identical_parameters(tmp_path):
     assert r1["record"]["final"] == {}                               # only rank 0 evaluates and writes
     assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoint.pt").is_file()
     assert len(r0["record"]["history"]) == 2 and "total" in r0["record"]["history"][-1]["train"]
+
+
+def _grad_worker(rank: int, world: int, port: int, reduction: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    from mtlwb import distributed
+
+    try:
+        distributed.init_from_env("cpu")
+        x, target, labelled = _shared_batch()
+        w = torch.nn.Parameter(torch.tensor(0.5))
+        rows = slice(2 * rank, 2 * rank + 2)          # rank 1's half has no depth label at all
+        from mtlwb.losses import task_loss
+        from mtlwb.tasks import DEPTH
+
+        task_loss(DEPTH, w * x[rows], target[rows], labelled[rows], reduction).backward()
+        distributed.sync_gradients([w])
+        torch.save(w.grad, f"{out}/grad{rank}.pt")
+    finally:
+        distributed.cleanup()
+
+
+def _shared_batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 3, 3, generator=g) + 0.5
+    target = torch.rand(4, 1, 3, 3, generator=g) * 3 + 0.1
+    return x, target, torch.tensor([1.0, 1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("reduction", ["batch", "labelled"])
+def test_two_ranks_give_the_single_process_gradient_when_a_rank_lacks_a_task(tmp_path, reduction):
+    """The issue's case: one rank's batch has no label for the task; the averaged gradient must not be halved."""
+    from mtlwb.losses import task_loss
+    from mtlwb.tasks import DEPTH
+
+    x, target, labelled = _shared_batch()
+    w = torch.nn.Parameter(torch.tensor(0.5))
+    task_loss(DEPTH, w * x, target, labelled, reduction).backward()
+    mp.spawn(_grad_worker, args=(2, _free_port(), reduction, str(tmp_path)), nprocs=2, join=True)
+    g0, g1 = (torch.load(tmp_path / f"grad{r}.pt") for r in (0, 1))
+    assert torch.equal(g0, g1)
+    assert g0.item() == pytest.approx(w.grad.item(), rel=1e-6)

@@ -69,3 +69,48 @@ def test_segmentation_ignores_minus_one():
     pred = torch.zeros(1, 5, 1, 2)
     target = torch.tensor([[[-1, 2]]])                # one valid pixel, uniform logits: ln 5
     assert task_loss(SEG, pred, target, torch.ones(1)).item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
+
+
+def _depth_batch():
+    """4 samples of 1×3 pixels, pred 0: |error| = target; pixel value 0 = invalid."""
+    target = torch.tensor([[1.0, 3.0, 0.0], [5.0, 5.0, 5.0], [4.0, 0.0, 0.0], [7.0, 7.0, 7.0]]).view(4, 1, 1, 3)
+    pred = torch.zeros(4, 1, 1, 3, requires_grad=True)
+    return pred, target, torch.tensor([1.0, 0.0, 1.0, 0.0])
+
+
+def test_batch_reduction_is_the_published_per_sample_sum_over_batch_size():
+    pred, target, labelled = _depth_batch()
+    # sample 0: mean(1, 3) = 2; sample 2: 4; samples 1, 3 unlabelled -> 0; (2 + 0 + 4 + 0) / B=4 = 1.5
+    assert task_loss(DEPTH, pred, target, labelled, "batch").item() == pytest.approx(1.5)
+    assert task_loss(DEPTH, pred, target, labelled).item() == pytest.approx(1.5)        # the default
+
+
+def test_labelled_reduction_is_the_mean_over_labelled_pixels():
+    pred, target, labelled = _depth_batch()
+    # pixels 1, 3 (sample 0) and 4 (sample 2): 8 / 3
+    assert task_loss(DEPTH, pred, target, labelled, "labelled").item() == pytest.approx(8 / 3)
+
+
+def test_segmentation_batch_reduction_by_hand():
+    pred = torch.zeros(2, 5, 1, 2)
+    pred[0, 2, 0, 1] = 10.0                                 # sample 0: pixel 1 nearly certain, pixel 0 ignored
+    target = torch.tensor([[[-1, 2]], [[1, 3]]])            # sample 1: uniform logits, loss ln 5 per pixel
+    per0 = torch.nn.functional.cross_entropy(pred[0:1, :, :, 1:], target[0:1, :, 1:]).item()
+    expected = (per0 + torch.log(torch.tensor(5.0)).item()) / 2
+    assert task_loss(SEG, pred, target, torch.ones(2), "batch").item() == pytest.approx(expected)
+
+
+def test_unknown_reduction_is_refused_by_name():
+    pred, target, labelled = _depth_batch()
+    with pytest.raises(ValueError, match="loss_reduction='mean'.*allowed"):
+        task_loss(DEPTH, pred, target, labelled, "mean")
+
+
+def test_loss_terms_refuse_a_name_that_is_both_supervised_and_auxiliary():
+    from mtlwb.methods import LossTerms
+
+    one = torch.ones(())
+    terms = LossTerms({"depth": one}, {"jtr_model": one})
+    assert set(terms) == {"depth", "jtr_model"} and terms["jtr_model"] is one
+    with pytest.raises(ValueError, match="depth"):
+        LossTerms({"depth": one}, {"depth": one})

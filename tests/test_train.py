@@ -97,7 +97,7 @@ def test_non_finite_loss_names_the_term_and_keeps_last_checkpoint(tiny_config, m
 
     def poisoned(self, step):
         terms = original(self, step)
-        terms["depth"] = terms["depth"] * float("nan")
+        terms.supervised["depth"] = terms.supervised["depth"] * float("nan")
         return terms
 
     monkeypatch.setattr(Supervised, "losses", poisoned)

@@ -1,6 +1,7 @@
 """Partial-label multi-task methods, one file each, behind ``Method``."""
 
 from . import jtr, mtpsl, supervised, tpkr  # noqa: F401  (registers)
-from .base import METHODS, Method, Refined, Step, build_method, forward_step, parse_options, register
+from .base import METHODS, LossTerms, Method, Refined, Step, build_method, forward_step, parse_options, register
 
-__all__ = ["METHODS", "Method", "Refined", "Step", "build_method", "forward_step", "parse_options", "register"]
+__all__ = ["METHODS", "LossTerms", "Method", "Refined", "Step", "build_method", "forward_step", "parse_options",
+           "register"]

@@ -6,22 +6,23 @@ optimizer through ``parameter_groups``) and may turn the shared feature into
 per-task features before the heads (``refine``). The trainer only ever calls
 these methods, so adding a method never touches the trainer.
 
-Loss-term convention: a key equal to a task name is that task's supervised
-loss (combined by the loss-weighting scheme); every other key is an
-auxiliary term, already multiplied by its weight, and is added as is.
+Loss-term contract: ``losses`` returns ``LossTerms`` with two fields, the
+per-task supervised losses (combined by the loss-weighting scheme and the
+fixed ``task_weights``) and the auxiliary terms (already multiplied by their
+weights, added as they are). Nothing is inferred from a key's name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..losses import task_loss
+from ..losses import REDUCTIONS, task_loss
 from ..tasks import TaskSpec
 
 
@@ -51,6 +52,42 @@ class Step:
 
 
 @dataclass
+class LossTerms:
+    """A method's loss for one batch: ``supervised`` {task: loss} and ``auxiliary`` {term: weighted loss}.
+
+    The trainer weights the supervised terms (loss-weighting scheme × ``task_weights``) and adds the auxiliary ones
+    as they are. Read-only mapping access (``terms["jtr_model"]``, ``.items()``) spans both, for logging and tests;
+    a name in both fields is refused, so a term can never be taken for the other kind.
+    """
+
+    supervised: dict[str, torch.Tensor]
+    auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        both = sorted(set(self.supervised) & set(self.auxiliary))
+        if both:
+            raise ValueError(f"LossTerms: {both} named both as supervised and as auxiliary terms")
+
+    def all(self) -> dict[str, torch.Tensor]:
+        return {**self.supervised, **self.auxiliary}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.all())
+
+    def keys(self):
+        return self.all().keys()
+
+    def values(self):
+        return self.all().values()
+
+    def items(self):
+        return self.all().items()
+
+
+@dataclass
 class NoOptions:
     pass
 
@@ -58,6 +95,8 @@ class NoOptions:
 class Method(nn.Module):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    #: normalization of the supervised losses (``losses.REDUCTIONS``); set from the config by ``build_method``
+    loss_reduction: str = "batch"
 
     def __init__(self, tasks: Sequence[TaskSpec], feature_channels: int, options: Any = None) -> None:
         super().__init__()
@@ -70,11 +109,12 @@ class Method(nn.Module):
         return Refined({t.name: features for t in self.tasks})
 
     def supervised_losses(self, step: Step) -> dict[str, torch.Tensor]:
-        return {t.name: task_loss(t, step.predictions[t.name], step.targets[t.name], step.labelled[:, i])
+        return {t.name: task_loss(t, step.predictions[t.name], step.targets[t.name], step.labelled[:, i],
+                                  self.loss_reduction)
                 for i, t in enumerate(self.tasks)}
 
-    def losses(self, step: Step) -> dict[str, torch.Tensor]:
-        return self.supervised_losses(step)
+    def losses(self, step: Step) -> LossTerms:
+        return LossTerms(self.supervised_losses(step))
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """Optimizer groups for the method's own modules (none by default)."""
@@ -112,11 +152,15 @@ def parse_options(cls: type[Method], options: dict | None) -> Any:
 
 
 def build_method(name: str, tasks: Sequence[TaskSpec], feature_channels: int,
-                 options: dict | None = None) -> Method:
+                 options: dict | None = None, loss_reduction: str = "batch") -> Method:
     if name not in METHODS:
         raise ValueError(f"method={name!r}: allowed {sorted(METHODS)}")
+    if loss_reduction not in REDUCTIONS:
+        raise ValueError(f"loss_reduction={loss_reduction!r}: allowed {list(REDUCTIONS)}")
     cls = METHODS[name]
-    return cls(tasks, feature_channels, parse_options(cls, options))
+    method = cls(tasks, feature_channels, parse_options(cls, options))
+    method.loss_reduction = loss_reduction
+    return method
 
 
 def forward_step(model: nn.Module, method: Method, images: torch.Tensor) -> tuple[

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import channel_cosine
-from .base import Method, Step, register
+from .base import LossTerms, Method, Step, register
 from .encodings import (
     DEPTH_MU,
     DEPTH_SIGMA,
@@ -243,10 +243,9 @@ class JTR(Method):
             terms["jtr_recon"] = o.recon_weight * (per_input[:B] + per_input[B:])
         return terms
 
-    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        out = self.supervised_losses(step)
-        out.update({k: v.mean() for k, v in self.jtr_terms(*self.views(step, noise)).items()})
-        return out
+    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> LossTerms:
+        terms = self.jtr_terms(*self.views(step, noise))
+        return LossTerms(self.supervised_losses(step), {k: v.mean() for k, v in terms.items()})
 
     @torch.no_grad()
     def joint_codes(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:

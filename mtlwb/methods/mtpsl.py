@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import channel_cosine
-from .base import Method, Step, register
+from .base import LossTerms, Method, Step, register
 from .encodings import clean_target, encode_label, encode_prediction
 
 
@@ -181,13 +181,12 @@ class MTPSL(Method):
         position[order_all] = torch.arange(order_all.numel(), device=order_all.device)
         return maps, position[rows]
 
-    def losses(self, step: Step) -> dict[str, torch.Tensor]:
-        out = self.supervised_losses(step)
+    def losses(self, step: Step) -> LossTerms:
+        supervised = self.supervised_losses(step)
         o, T = self.options, len(self.tasks)
         triples = self.pairs(step.labelled)
         if triples.shape[0] == 0:
-            out["mtpsl"] = step.features.sum() * 0.0
-            return out
+            return LossTerms(supervised, {"mtpsl": step.features.sum() * 0.0})
         b, s, t = triples.unbind(dim=1)
         pred_enc = [encode_prediction(k, step.predictions[k.name], seg="hard", depth="max", tau=o.gumbel_tau)
                     for k in self.tasks]
@@ -204,8 +203,7 @@ class MTPSL(Method):
             m_t = F.interpolate(m_t, size=f.shape[-2:], mode="bilinear", align_corners=False)
         per_pair = cosine_distance(m_s, m_t) + o.reg_weight * (cosine_distance(m_s, f) + cosine_distance(m_t, f))
         total = per_pair.mean() if o.reduction == "pairs" else per_pair.sum() / step.labelled.shape[0]
-        out["mtpsl"] = o.weight * total
-        return out
+        return LossTerms(supervised, {"mtpsl": o.weight * total})
 
     def parameter_groups(self, lr: float) -> list[dict]:
         lr = self.options.mapping_lr if self.options.mapping_lr is not None else lr

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tasks import TaskSpec
-from .base import Method, Refined, Step, register
+from .base import LossTerms, Method, Refined, Step, register
 from .vq import VectorQuantizer
 
 _CHOICES = {"affinity_pool": ("mean", "position"), "akg_on": ("all", "labelled"), "tc_mode": ("batch", "refined"),
@@ -260,9 +260,9 @@ class TaskPrototypeRetrieval(Method):
             extras["reconstruction"] = self.decoder(f_i, tuple(images.shape[-2:]))
         return Refined({t.name: ftr[:, i] for i, t in enumerate(self.tasks)}, extras)
 
-    def losses(self, step: Step) -> dict[str, torch.Tensor]:
+    def losses(self, step: Step) -> LossTerms:
         o, ex = self.options, step.refined.extras
-        out = self.supervised_losses(step)
+        out: dict[str, torch.Tensor] = {}
         if o.use_vq:
             out["vq"] = o.lambda_vq * ex["vq_loss"]
         if o.use_tae:
@@ -275,7 +275,7 @@ class TaskPrototypeRetrieval(Method):
                 tc = tc_batch_loss(affinity, weight) if o.tc_mode == "batch" else tke_loss(ex["affinity_refined"],
                                                                                           weight)
                 out["tc"] = o.lambda_akg * tc
-        return out
+        return LossTerms(self.supervised_losses(step), out)
 
     def eval_summary(self, refined: Refined) -> dict[str, torch.Tensor]:
         """The T×T affinity averaged over the evaluation images, logged every epoch (its evolution is a figure)."""
