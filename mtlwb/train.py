@@ -26,8 +26,9 @@ from .config import ExperimentConfig, identity_dict
 from .data import build_datasets
 from .data.augment import AugmentOptions, augment_batch
 from .data.registry import get_dataset
+from .data.views import make_views
 from .io import atomic_torch_save, atomic_write_json, read_json
-from .methods import Method, Step, build_method, forward_step
+from .methods import Method, Step, build_method, forward_step, split_views
 from .metrics import MultiTaskMeter
 from .models import MultiTaskNet
 from .runtime import epoch_seed, resolve_device, seed_everything
@@ -128,7 +129,19 @@ def _check_finite(terms: dict[str, torch.Tensor], epoch: int, step: int) -> None
 
 
 def _scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch: the step decay of MTAN/MTPSL/JTR, or the poly decay of the PASCAL-Context setups."""
+    """Stepped once per epoch: the step decay of MTAN/MTPSL/JTR, or the poly decay of the PASCAL-Context setups.
+
+    A method's parameter group may carry its own step decay (``lr_step``, ``lr_gamma`` keys, e.g. MTPSL's FiLM
+    tables: StepLR(30, 0.5) beside the network's StepLR(100, 0.5)); then every group gets its own factor.
+    """
+    if any("lr_step" in g for g in optimizer.param_groups):
+        def factor(group: dict):
+            if "lr_step" in group:
+                return lambda e: group["lr_gamma"] ** (e // group["lr_step"])
+            if config.lr_schedule == "poly":
+                return lambda e: (1.0 - min(e, config.epochs) / max(1, config.epochs)) ** 0.9
+            return lambda e: config.lr_gamma ** (e // config.resolved_lr_step)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g) for g in optimizer.param_groups])
     if config.lr_schedule == "poly":
         return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, config.epochs), power=0.9)
     return torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
@@ -148,6 +161,7 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
     # augmentation draws from its own generator (per rank), so it never shifts the shuffling or method noise
     aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 2 + 7919 * dist_utils.current().rank)
     aug_options = AugmentOptions(flip=get_dataset(cfg.dataset).flip)
+    view_spec = exp.method.view_spec
     exp.model.train()
     exp.method.train()
     task_names = [t.name for t in exp.tasks]
@@ -158,12 +172,15 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         batch = _to(batch, exp.device)
         if cfg.augment:
             batch = augment_batch(batch, exp.tasks, aug_gen, aug_options)
-        images = _images(batch, cfg)
+        # a method that trains on several augmented views gets them from the data layer, all in one forward pass
+        views = make_views(batch, exp.tasks, view_spec, aug_gen) if view_spec.active else [batch]
+        images = torch.cat([_images(v, cfg) for v in views]) if len(views) > 1 else _images(batch, cfg)
         labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
         with _autocast(cfg, exp.device):
             features, refined, preds = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
-            s = Step(images, features, refined, preds, {n: batch[n] for n in task_names}, labelled)
+            targets = {n: torch.cat([v[n] for v in views]) if len(views) > 1 else batch[n] for n in task_names}
+            s = split_views(Step(images, features, refined, preds, targets, labelled), len(views))
             out = exp.method.losses(s)
         terms = out.all()
         _check_finite(terms, epoch, step)

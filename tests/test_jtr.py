@@ -163,3 +163,58 @@ def test_two_routes_equals_a_frozen_and_a_detached_pass():
     net.zero_grad()
     for_x.sum().backward()
     assert all(p.grad is None for p in net.parameters())
+
+
+def _with_views(tasks, labelled, n_views: int) -> Step:
+    """A Step whose further views are independent random batches (what the trainer's scale-crops give)."""
+    first = make_step(tasks, labelled, seed=0, dtype=torch.float64)
+    first.views = [make_step(tasks, labelled, seed=10 + v, dtype=torch.float64) for v in range(n_views - 1)]
+    return first
+
+
+@pytest.mark.parametrize("seg_encoding", ["soft", "hard"])
+def test_three_views_batched_equals_per_sample_reference(seg_encoding):
+    tasks = mixed_tasks(4)
+    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding, views=3)).double()
+    step = _with_views(tasks, LAB, 3)
+    noise = m.draw_noise(step.views[0], torch.Generator().manual_seed(1))
+    joint_noise = m.draw_noise(step.views[1], torch.Generator().manual_seed(2))
+    view_preds = [p for v in step.views for p in v.predictions.values()]
+    leaves = view_preds + list(m.parameters())
+    batched = m.losses(step, noise, joint_noise).auxiliary
+    sum(batched.values()).backward()
+    g_batched = grads(leaves)
+    for t in leaves:
+        t.grad = None
+    reference = per_sample_reference_losses(m, step, noise, joint_noise)
+    sum(reference.values()).backward()
+    g_reference = grads(leaves)
+    assert batched.keys() == reference.keys()
+    for k in batched:
+        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_batched, g_reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # the model side moved view 1's predictions only; view 2 (joint side) sees detached inputs
+    n1 = len(step.views[0].predictions)
+    assert any(g.abs().sum() > 0 for g in g_batched[:n1])
+    assert all(g.abs().sum() == 0 for g in g_batched[n1:len(view_preds)])
+    assert all(p.grad is None for p in step.predictions.values())        # view 0: supervised losses only
+
+
+def test_three_views_read_the_views_not_view_zero():
+    tasks = mixed_tasks(3)
+    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding="soft", views=3)).double()
+    step = _with_views(tasks, LAB[:, :3], 3)
+    moved = _with_views(tasks, LAB[:, :3], 3)
+    moved.predictions = {k: v + 1.0 for k, v in moved.predictions.items()}   # change view 0 only
+    a, b = m.losses(step).auxiliary, m.losses(moved).auxiliary
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert m.view_spec.extra == 2 and JTR(tasks, FEAT, JTROptions(width=4)).view_spec.extra == 0
+
+
+def test_views_option_is_validated():
+    with pytest.raises(ValueError, match="jtr.views=2"):
+        JTROptions(views=2)
+    with pytest.raises(ValueError, match="jtr.photometric='autoaugment'"):
+        JTROptions(photometric="autoaugment")

@@ -138,3 +138,71 @@ def test_end_to_end_with_model_and_options():
         MTPSLOptions(reduction="sum")
     with pytest.raises(ValueError, match="reg_weight"):
         MTPSLOptions(reg_weight=-1)
+
+
+def test_reference_defaults_are_the_published_weights_and_balance():
+    o = MTPSLOptions()
+    assert (o.weight, o.reg_weight, o.reduction, o.norm) == (2.0, 0.5, "batch", "instance")
+
+
+def test_batch_reduction_sums_pairs_per_sample_over_batch_size():
+    tasks = mixed_tasks(3)
+    lab = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0]])
+    torch.manual_seed(0)
+    summed = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, reduction="batch"))
+    averaged = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, reduction="pairs"))
+    averaged.load_state_dict(summed.state_dict())
+    step = make_step(tasks, lab)
+    P = summed.pairs(lab).shape[0]                     # 2 + 2 + 6 + 0 = 10 pairs over B = 4 samples
+    torch.manual_seed(1)
+    a = summed.losses(step).auxiliary["mtpsl"]
+    torch.manual_seed(1)
+    b = averaged.losses(step).auxiliary["mtpsl"]
+    assert P == 10
+    torch.testing.assert_close(a, b * P / 4)
+
+
+def test_instance_norm_makes_a_pair_independent_of_the_others():
+    """Per-map normalization (ref.): a sample's term inside a batch equals its term alone; BatchNorm pools them."""
+    tasks = mixed_tasks(2)                              # source: depth prediction, target: segmentation label
+    lab = torch.tensor([[1, 0], [1, 0]])
+    step = make_step(tasks, lab)
+
+    def sample(b: int) -> Step:
+        return Step(step.images[b:b + 1], step.features[b:b + 1], step.refined,
+                    {k: v[b:b + 1] for k, v in step.predictions.items()},
+                    {k: v[b:b + 1] for k, v in step.targets.items()}, lab[b:b + 1])
+
+    for norm, independent in (("instance", True), ("batch", False)):
+        torch.manual_seed(0)
+        m = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, norm=norm, reduction="batch"))
+        together = 2 * m.losses(step).auxiliary["mtpsl"]               # (term 0 + term 1) / B, B = 2
+        apart = m.losses(sample(0)).auxiliary["mtpsl"] + m.losses(sample(1)).auxiliary["mtpsl"]
+        assert torch.allclose(together, apart, atol=1e-6) == independent, norm
+
+
+def test_two_views_read_the_consistency_view():
+    tasks = mixed_tasks(3)
+    lab = torch.tensor([[1, 0, 0], [0, 1, 1]])
+    torch.manual_seed(0)
+    two = MTPSL(tasks, FEAT, MTPSLOptions(width=4, views=2))
+    one = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
+    one.load_state_dict(two.state_dict())
+    step, view1 = make_step(tasks, lab, seed=0), make_step(tasks, lab, seed=5)
+    step.views = [view1]
+    torch.manual_seed(3)
+    got = two.losses(step)
+    torch.manual_seed(3)
+    expected = one.losses(view1).auxiliary["mtpsl"]
+    torch.testing.assert_close(got.auxiliary["mtpsl"], expected)
+    torch.testing.assert_close(got.supervised["t0"], one.losses(step).supervised["t0"])   # supervised: view 0
+    assert two.view_spec.extra == 1 and one.view_spec.extra == 0
+
+
+def test_film_tables_get_their_own_lr_and_decay():
+    m = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4, film_lr=1e-3, film_lr_step=30))
+    rest, film = m.parameter_groups(1e-4)
+    film_ids = {id(p) for mod in m.modules() if hasattr(mod, "gamma") for p in (mod.gamma, mod.beta)}
+    assert {id(p) for p in film["params"]} == film_ids and not film_ids & {id(p) for p in rest["params"]}
+    assert (film["lr"], film["lr_step"], film["lr_gamma"], rest["lr"]) == (1e-3, 30, 0.5, 1e-4)
+    assert "lr_step" not in rest

@@ -112,3 +112,25 @@ def test_non_finite_loss_names_the_term_and_keeps_last_checkpoint(tiny_config, m
 def test_zero_epochs_evaluates_the_initial_model(tiny_config):
     record = mtlwb.train(tiny_config(epochs=0))
     assert record["history"][0]["epoch"] == 0 and record["final"]
+
+
+@pytest.mark.parametrize("method,options", [
+    ("jtr", {"views": 3, "photometric": "randaugment"}),
+    ("mtpsl", {"views": 2, "film_lr": 1e-2, "film_lr_step": 1, "film_lr_gamma": 0.1}),
+])
+def test_multi_view_protocols_train_repeatably_and_resume(tiny_config, tmp_path, method, options):
+    """The reference protocols (several views per batch, the FiLM tables' own schedule) train, repeat and resume."""
+    def cfg(run, epochs):
+        return tiny_config(method=method, method_options=options, epochs=epochs, augment=True,
+                           run_dir=str(tmp_path / run), lr_step=1)
+
+    full = mtlwb.train(cfg("full", 2))
+    again = mtlwb.train(cfg("again", 2))
+    assert _final(full) == _final(again)
+    mtlwb.train(cfg("part", 1))
+    assert _final(mtlwb.train(cfg("part", 2))) == _final(full)
+    if method == "mtpsl":
+        state = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+        lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+        # after 2 epochs: the model 1e-3 × 0.5² (lr_step 1), the FiLM group 1e-2 × 0.1² (its own step of 1 epoch)
+        assert lrs[0] == pytest.approx(2.5e-4) and lrs[-1] == pytest.approx(1e-4)

@@ -1,7 +1,18 @@
 """Partial-label multi-task methods, one file each, behind ``Method``."""
 
 from . import jtr, mtpsl, supervised, tpkr  # noqa: F401  (registers)
-from .base import METHODS, LossTerms, Method, Refined, Step, build_method, forward_step, parse_options, register
+from .base import (
+    METHODS,
+    LossTerms,
+    Method,
+    Refined,
+    Step,
+    build_method,
+    forward_step,
+    parse_options,
+    register,
+    split_views,
+)
 
 __all__ = ["METHODS", "LossTerms", "Method", "Refined", "Step", "build_method", "forward_step", "parse_options",
-           "register"]
+           "register", "split_views"]

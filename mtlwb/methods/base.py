@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..data.views import ViewSpec
 from ..losses import REDUCTIONS, task_loss
 from ..tasks import TaskSpec
 
@@ -41,6 +42,9 @@ class Step:
     images [B, 3, H, W]; features: shared encoder output [B, C, h, w];
     predictions: task -> raw head output; targets: task -> ground truth as
     loaded; labelled [B, T] in {0, 1}, columns in ``tasks`` order.
+    views: the further augmented views of the same samples (a ``Step`` each,
+    same ``labelled``) when the method's ``view_spec`` asks for them; the
+    fields above are view 0, on which the supervised losses are computed.
     """
 
     images: torch.Tensor
@@ -49,6 +53,7 @@ class Step:
     predictions: dict[str, torch.Tensor]
     targets: dict[str, torch.Tensor]
     labelled: torch.Tensor
+    views: list[Step] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +108,11 @@ class Method(nn.Module):
         self.tasks = list(tasks)
         self.feature_channels = feature_channels
         self.options = options if options is not None else self.Options()
+
+    @property
+    def view_spec(self) -> ViewSpec:
+        """How many further augmented views of each batch the method's losses read (none by default)."""
+        return ViewSpec()
 
     def refine(self, features: torch.Tensor, images: torch.Tensor) -> Refined:
         """Default: every head reads the shared feature unchanged."""
@@ -161,6 +171,31 @@ def build_method(name: str, tasks: Sequence[TaskSpec], feature_channels: int,
     method = cls(tasks, feature_channels, parse_options(cls, options))
     method.loss_reduction = loss_reduction
     return method
+
+
+def split_views(step: Step, count: int) -> Step:
+    """A Step over ``count`` concatenated views ([count·B, …] tensors) → the view-0 Step with ``views`` filled.
+
+    Refined extras whose first dimension is count·B are split too; others (scalars, per-batch terms) stay on view 0.
+    """
+    if count == 1:
+        return step
+    B = step.labelled.shape[0]
+
+    def part(x: torch.Tensor, v: int) -> torch.Tensor:
+        return x[v * B:(v + 1) * B]
+
+    def view(v: int) -> Step:
+        feats = {k: part(x, v) for k, x in step.refined.task_features.items()}
+        extras = {k: part(x, v) if torch.is_tensor(x) and x.dim() and x.shape[0] == count * B else x
+                  for k, x in step.refined.extras.items()}
+        return Step(part(step.images, v), part(step.features, v), Refined(feats, extras),
+                    {k: part(x, v) for k, x in step.predictions.items()},
+                    {k: part(x, v) for k, x in step.targets.items()}, step.labelled)
+
+    first = view(0)
+    first.views = [view(v) for v in range(1, count)]
+    return first
 
 
 def forward_step(model: nn.Module, method: Method, images: torch.Tensor) -> tuple[

@@ -17,10 +17,14 @@ and second encoder pass; one backward for everything. E uses per-sample, per-cha
 BatchNorm at batch size 1), so the batched terms equal the per-sample ones exactly (``per_sample_reference_losses``).
 
 Normalization: the ref. sums per-sample terms and divides by the batch size; we average over samples — the same.
-Differences from the ref. (one view instead of three augmented ones): Ŷ and Y share one Gumbel draw and one
-encoding for both terms; masks multiply the encodings (the ref. masks depth before Φ and normals before (n+1)/2);
-reconstruction targets are exactly the detached inputs (the ref. redraws Gumbel noise and re-applies Φ to Ŷ's
-depth).
+Views: ``views=3, photometric="randaugment"`` is the ref.'s protocol — the model runs once on three augmented views
+of each batch (views 1 and 2 further scale-crops of view 0, a photometric RandAugment on each image), the supervised
+losses read view 0, the model-side distance view 1, the joint network's distance and reconstruction view 2 (E then
+runs twice). With ``views=1`` (default, cheaper) both sides read one view and E runs once.
+Differences from the ref.: with one view, Ŷ and Y share one Gumbel draw and one encoding for both terms; masks
+multiply the encodings (the ref. masks depth before Φ and normals before (n+1)/2); reconstruction targets are
+exactly the detached inputs (the ref. redraws Gumbel noise, re-applies Φ to Ŷ's depth and compares Y's normals in
+[−1, 1]).
 
 Cost (CPU default): E and D mirror the backbone's profile — stride-2 convs instead of full-resolution conv + max-pool,
 the decoder's last block at 1/2 resolution with its logits upsampled to the input size, width 16 —
@@ -37,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.views import PHOTOMETRIC, ViewSpec
 from ..ops import channel_cosine
 from .base import LossTerms, Method, Step, register
 from .encodings import (
@@ -175,6 +180,8 @@ class JTROptions:
     width: int = 16                # ref. SegNet 64 → 512; small for CPU (was 32)
     input_stride: int = 2          # 2: stride-2 convs, recon. at 1/2 then upsampled; 1: ref. layout (see nets)
     detach_target: bool = False    # ref.: False (unlabelled predictions get gradient through Y as well)
+    views: int = 1                 # ref. 3: view 0 supervised, view 1 model side, view 2 joint network
+    photometric: str = "none"      # ref. "randaugment": photometric RandAugment on every view (data/randaugment.py)
 
     def __post_init__(self) -> None:
         for name in ("model_weight", "joint_weight", "recon_weight"):
@@ -188,6 +195,10 @@ class JTROptions:
             raise ValueError(f"jtr.depth_sigma={self.depth_sigma}: must be > 0")
         if self.width < 1:
             raise ValueError(f"jtr.width={self.width}: must be >= 1")
+        if self.views not in (1, 3):
+            raise ValueError(f"jtr.views={self.views}: allowed 1 (one view) or 3 (ref.: supervised / model / joint)")
+        if self.photometric not in PHOTOMETRIC:
+            raise ValueError(f"jtr.photometric={self.photometric!r}: allowed {PHOTOMETRIC}")
         if self.input_stride not in STRIDES:
             raise ValueError(f"jtr.input_stride={self.input_stride}: allowed {STRIDES}")
 
@@ -229,11 +240,20 @@ class JTR(Method):
             y.append(torch.where(lab, label, pred.detach() if o.detach_target else pred) * mask)
         return torch.cat(y_hat, dim=1), torch.cat(y, dim=1), mask
 
-    def jtr_terms(self, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample terms [B] (weighted): model side on frozen E, joint side on detached inputs."""
+    def jtr_terms(self, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                  joint_view: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Per-sample terms [B] (weighted): model side on frozen E, joint side on detached inputs.
+
+        ``joint_view`` (Ŷ, Y, mask of another augmented view; the ref.'s view 2) feeds the joint-side terms; by
+        default they read the same Ŷ', Y' as the model side, and E runs once for both.
+        """
         o, B = self.options, y_hat.shape[0]
         inputs = torch.cat([y_hat, y])                                                         # [2B, ΣC, H, W]
         frozen_codes, codes = two_routes(self.encoder, inputs)                                  # [2B, F, h, w]
+        if joint_view is not None:
+            mask = joint_view[2]
+            inputs = torch.cat(joint_view[:2]).detach()
+            codes = self.encoder(inputs)                                                        # second pass
         terms = {"jtr_model": o.model_weight * cosine_distance(*frozen_codes.chunk(2)),
                  "jtr_joint": o.joint_weight * cosine_distance(*codes.chunk(2))}
         inputs = inputs.detach()
@@ -243,8 +263,18 @@ class JTR(Method):
             terms["jtr_recon"] = o.recon_weight * (per_input[:B] + per_input[B:])
         return terms
 
-    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> LossTerms:
-        terms = self.jtr_terms(*self.views(step, noise))
+    @property
+    def view_spec(self) -> ViewSpec:
+        return ViewSpec(extra=self.options.views - 1, photometric=self.options.photometric)
+
+    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None,
+               joint_noise: dict[str, torch.Tensor] | None = None) -> LossTerms:
+        """``noise`` / ``joint_noise``: Gumbel noise of the model-side / joint-side view (drawn when None)."""
+        if self.options.views == 3:     # ref.: view 1 model side, view 2 joint network (each its own Gumbel draw)
+            terms = self.jtr_terms(*self.views(step.views[0], noise),
+                                   joint_view=self.views(step.views[1], joint_noise))
+        else:
+            terms = self.jtr_terms(*self.views(step, noise))
         return LossTerms(self.supervised_losses(step), {k: v.mean() for k, v in terms.items()})
 
     @torch.no_grad()
@@ -261,20 +291,25 @@ def _sample(step: Step, b: int) -> Step:
                 {k: one(v) for k, v in step.targets.items()}, one(step.labelled))
 
 
-def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.Tensor] | None = None
-                                ) -> dict[str, torch.Tensor]:
+def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.Tensor] | None = None,
+                                joint_noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The ref. code's formulation, for tests and benchmarks: a Python loop over samples (batch size 1), the joint
     network (E and D) deep-copied per sample to freeze it for the model-side term, E run on each of Ŷ, Y separately,
-    terms summed and divided by the batch size. Returns the JTR terms only (no supervised losses); equal to
-    ``method.losses`` minus the task keys."""
+    terms summed and divided by the batch size; with ``views=3`` the model side reads view 1 and the joint side
+    view 2. Returns the JTR terms only (no supervised losses); equal to ``method.losses(...).auxiliary``."""
     o, B = method.options, step.labelled.shape[0]
-    noise = method.draw_noise(step) if noise is None else noise
+    model_step, joint_step = (step.views[0], step.views[1]) if o.views == 3 else (step, step)
+    noise = method.draw_noise(model_step) if noise is None else noise
+    if joint_step is model_step:
+        joint_noise = noise
+    elif joint_noise is None:
+        joint_noise = method.draw_noise(joint_step)
     totals: dict[str, torch.Tensor] = {}
     for b in range(B):
-        one = _sample(step, b)
-        y_hat, y, mask = method.views(one, {k: v[b:b + 1] for k, v in noise.items()})
+        y_hat, y, mask = method.views(_sample(model_step, b), {k: v[b:b + 1] for k, v in noise.items()})
         copied = copy.deepcopy(nn.ModuleList([method.encoder, method.decoder]))   # its gradients are discarded
         terms = {"jtr_model": o.model_weight * cosine_distance(copied[0](y_hat), copied[0](y))}
+        y_hat, y, mask = method.views(_sample(joint_step, b), {k: v[b:b + 1] for k, v in joint_noise.items()})
         code_hat, code_y = method.encoder(y_hat.detach()), method.encoder(y.detach())
         terms["jtr_joint"] = o.joint_weight * cosine_distance(code_hat, code_y)
         if o.reconstruction:

@@ -11,10 +11,17 @@ with one column per ordered pair (T(T−1) columns); f is the backbone feature (
 joint space to the backbone's so the mapping cannot collapse to a constant. Cosine over channels, mean over
 positions. All (sample, s, t) triples of a batch go through M in one call.
 
-Normalization: the ref. code sums L_st over the pairs of a sample and divides by the batch size
-(``reduction="batch"``); the default here (``"pairs"``) averages over the triples of the batch, so the term's scale
-does not grow with the number of tasks. A segmentation prediction gets one Gumbel draw per sample, shared by its
-pairs (the ref. redraws per pair); the ref.'s optional linear ramp-up of the weight is not reproduced.
+Normalization and weights (defaults = the ref. code, ``nyu_mtl_xtc.py``): L_st is summed over the pairs of a
+sample and divided by the batch size (``reduction="batch"``; ``"pairs"`` averages over the triples of the batch
+instead, so the term's scale does not grow with the number of tasks), with ``weight`` 2.0 (``--con-weight``) and
+α = 0.5 (``--reg-weight``). The ref. runs the mapping network on one map at a time, so its BatchNorm normalizes each
+map alone: ``norm="instance"`` (per-map statistics, the default) is that; ``"batch"`` pools all triples of the batch.
+``views=2`` is the ref.'s protocol: the consistency term reads a second view (a further random scale-crop of the
+first: predictions, labels and backbone feature of view 1), the supervised losses view 0. The ref. optimizes the
+FiLM γ/β tables alone with Adam lr 1e-3 and StepLR(30, 0.5) (``film_lr``, ``film_lr_step``, ``film_lr_gamma``), the
+rest of the mapping network with the model (lr 1e-4, StepLR(100, 0.5)). A segmentation prediction gets one Gumbel
+draw per sample, shared by its pairs (the ref. redraws per pair); the ref.'s optional linear ramp-up of the weight
+(``--rampup up``; off in its commands) is not reproduced.
 
 Cost (CPU default): the stems have stride 2 and M downsamples with stride-2 convs (like the backbone), width 16;
 the stems and M's first conv run once per distinct (sample, task) map, not once per triple. ``input_stride=1,
@@ -29,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.views import ViewSpec
 from ..ops import channel_cosine
 from .base import LossTerms, Method, Step, register
 from .encodings import clean_target, encode_label, encode_prediction
@@ -96,15 +104,19 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MTPSLOptions:
-    weight: float = 1.0            # ref. con_weight = 1
-    reg_weight: float = 0.5        # α, ref. default
+    weight: float = 2.0            # ref. --con-weight 2.0
+    reg_weight: float = 0.5        # α, ref. --reg-weight 0.5
     width: int = 16                # ref. 64 → 512 (SegNet); small for CPU (was 32)
     input_stride: int = 2          # stems' stride: 2 = backbone-like, 1 = ref. layout at full resolution
     gumbel_tau: float = 1.0
     full_label_pairs: bool = True  # fully labelled samples use all pairs s ≠ t (ref. 'full' setting)
-    mapping_lr: float | None = None  # ref. 1e-3 (10× its model lr 1e-4); None = the model's lr
-    norm: str = "batch"
-    reduction: str = "pairs"
+    mapping_lr: float | None = None  # the mapping network's convs and norms; ref. = the model's lr (None)
+    film_lr: float | None = None   # FiLM γ/β tables; ref. 1e-3 (10× its model lr 1e-4); None = mapping_lr
+    film_lr_step: int = 0          # ref. 30: their own StepLR(film_lr_step, film_lr_gamma); 0 = the model's schedule
+    film_lr_gamma: float = 0.5
+    norm: str = "instance"         # ref.: each map normalized alone; "batch" pools the batch's triples
+    reduction: str = "batch"       # ref.: pairs summed per sample, / B; "pairs" = mean over the batch's triples
+    views: int = 1                 # ref. 2: the consistency term on a further scale-crop of the supervised view
 
     def __post_init__(self) -> None:
         for name in ("weight", "reg_weight"):
@@ -116,8 +128,14 @@ class MTPSLOptions:
             raise ValueError(f"mtpsl.input_stride={self.input_stride}: allowed (1, 2)")
         if self.gumbel_tau <= 0:
             raise ValueError(f"mtpsl.gumbel_tau={self.gumbel_tau}: must be > 0")
-        if self.mapping_lr is not None and self.mapping_lr <= 0:
-            raise ValueError(f"mtpsl.mapping_lr={self.mapping_lr}: must be > 0 or None")
+        for name in ("mapping_lr", "film_lr"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"mtpsl.{name}={getattr(self, name)}: must be > 0 or None")
+        if self.film_lr_step < 0 or self.film_lr_gamma <= 0:
+            raise ValueError(f"mtpsl.film_lr_step={self.film_lr_step}, film_lr_gamma={self.film_lr_gamma}: "
+                             "need step >= 0 and gamma > 0")
+        if self.views not in (1, 2):
+            raise ValueError(f"mtpsl.views={self.views}: allowed 1 (one view) or 2 (ref.: consistency on view 1)")
         if self.norm not in ("batch", "instance"):
             raise ValueError(f"mtpsl.norm={self.norm!r}: allowed 'batch', 'instance'")
         if self.reduction not in ("pairs", "batch"):
@@ -181,8 +199,13 @@ class MTPSL(Method):
         position[order_all] = torch.arange(order_all.numel(), device=order_all.device)
         return maps, position[rows]
 
+    @property
+    def view_spec(self) -> ViewSpec:
+        return ViewSpec(extra=self.options.views - 1)
+
     def losses(self, step: Step) -> LossTerms:
         supervised = self.supervised_losses(step)
+        step = step.views[0] if self.options.views == 2 else step       # the ref.'s consistency view
         o, T = self.options, len(self.tasks)
         triples = self.pairs(step.labelled)
         if triples.shape[0] == 0:
@@ -206,5 +229,12 @@ class MTPSL(Method):
         return LossTerms(supervised, {"mtpsl": o.weight * total})
 
     def parameter_groups(self, lr: float) -> list[dict]:
-        lr = self.options.mapping_lr if self.options.mapping_lr is not None else lr
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+        """Mapping network at ``mapping_lr``; the FiLM tables at ``film_lr`` with their own decay if set (ref.)."""
+        o = self.options
+        net_lr = o.mapping_lr if o.mapping_lr is not None else lr
+        film = [p for n, p in self.named_parameters() if p.requires_grad and n.split(".")[-1] in ("gamma", "beta")]
+        rest = [p for n, p in self.named_parameters() if p.requires_grad and n.split(".")[-1] not in ("gamma", "beta")]
+        film_group = {"params": film, "lr": o.film_lr if o.film_lr is not None else net_lr}
+        if o.film_lr_step:
+            film_group.update(lr_step=o.film_lr_step, lr_gamma=o.film_lr_gamma)
+        return [{"params": rest, "lr": net_lr}, film_group]

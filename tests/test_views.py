@@ -1,0 +1,74 @@
+"""Augmented views for multi-view protocols (MTPSL 2 views, JTR 3 views + photometric RandAugment)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtlwb.data.randaugment import OPS, RandAugmentOptions, apply_op, level_of, rand_augment
+from mtlwb.data.views import ViewSpec, make_views
+from mtlwb.tasks import DEPTH, NORMAL, semantic
+
+TASKS = [semantic(4), DEPTH, NORMAL]
+
+
+def _batch(b=3, h=20, w=24):
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(b, 3, h, w, generator=g),
+            "semantic": torch.randint(-1, 4, (b, h, w), generator=g),
+            "depth": torch.rand(b, 1, h, w, generator=g) * 4 + 0.5,
+            "normal": torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=g), dim=1),
+            "index": torch.arange(b)}
+
+
+def test_extra_views_are_scale_crops_of_view_zero_and_replay_by_seed():
+    batch = _batch()
+    views = make_views(batch, TASKS, ViewSpec(extra=2), torch.Generator().manual_seed(4))
+    again = make_views(batch, TASKS, ViewSpec(extra=2), torch.Generator().manual_seed(4))
+    assert len(views) == 3 and views[0] is batch
+    for v, w in zip(views[1:], again[1:]):
+        assert all(torch.equal(v[k], w[k]) for k in ("image", "semantic", "depth", "normal"))
+        assert v["image"].shape == batch["image"].shape and torch.equal(v["index"], batch["index"])
+        # labels keep their values (nearest resize), depth divided by a scale in {1, 1.2, 1.5}
+        assert set(v["semantic"].unique().tolist()) <= set(batch["semantic"].unique().tolist())
+        assert v["depth"].max() <= batch["depth"].max() + 1e-6
+    assert not torch.equal(views[1]["image"], views[2]["image"])        # independent crops
+
+
+def test_randaugment_touches_only_images_of_every_view():
+    batch = _batch()
+    views = make_views(batch, TASKS, ViewSpec(extra=1, photometric="randaugment"), torch.Generator().manual_seed(1))
+    assert not torch.equal(views[0]["image"], batch["image"])              # view 0 augmented too
+    assert torch.equal(views[0]["depth"], batch["depth"]) and torch.equal(views[0]["semantic"], batch["semantic"])
+    assert all(0.0 <= float(v["image"].min()) and float(v["image"].max()) <= 1.0 for v in views)
+
+
+def test_photometric_ops_by_hand():
+    x = torch.tensor([0.1, 0.5, 0.9]).view(3, 1, 1).expand(3, 2, 2).clone()
+    torch.testing.assert_close(apply_op(x, "Brightness", 0.5), (x * 1.5).clamp(0, 1))
+    gray = 0.2989 * 0.1 + 0.587 * 0.5 + 0.114 * 0.9
+    torch.testing.assert_close(apply_op(x, "Color", -1.0), torch.full_like(x, gray))     # factor 0: grayscale
+    assert torch.equal(apply_op(x, "Identity", 0.0), x)
+    sol = apply_op(x, "Solarize", 0.6)                                      # pixels above 0.6 inverted
+    torch.testing.assert_close(sol[2], 1.0 - x[2])
+    torch.testing.assert_close(sol[:2], x[:2])
+    auto = apply_op(torch.rand(3, 5, 5) * 0.5 + 0.2, "AutoContrast", 0.0)
+    assert torch.allclose(auto.amin(dim=(1, 2)), torch.zeros(3))
+    assert torch.allclose(auto.amax(dim=(1, 2)), torch.ones(3))
+    assert level_of("Posterize", 0, 31) == 8 and level_of("Posterize", 30, 31) == 4
+    assert level_of("Brightness", 30, 31) == pytest.approx(0.9) and level_of("Solarize", 0, 31) == 1.0
+
+
+def test_randaugment_is_deterministic_and_draws_only_listed_ops():
+    img = torch.rand(3, 8, 8)
+    a = rand_augment(img, torch.Generator().manual_seed(7))
+    b = rand_augment(img, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    assert "Rotate" not in OPS and "ShearX" not in OPS                      # photometric only: labels stay aligned
+    with pytest.raises(ValueError, match="randaugment.magnitude=40"):
+        RandAugmentOptions(magnitude=40)
+
+
+def test_view_spec_is_validated():
+    with pytest.raises(ValueError, match="photometric='jitter'"):
+        ViewSpec(photometric="jitter")
