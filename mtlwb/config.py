@@ -17,9 +17,9 @@ from typing import Any
 
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
-from .losses import REDUCTIONS
+from .losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, LossOptions
 from .methods import METHODS, parse_options
-from .models import BACKBONES
+from .models import BACKBONES, IMAGE_NORMS
 from .tasks import TASK_NAMES
 from .weighting import WEIGHTINGS
 
@@ -28,7 +28,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "poly")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
-_ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}}
+_ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
+                       "image_norm": "auto"}
 
 
 @dataclass
@@ -49,10 +50,13 @@ class ExperimentConfig:
     # supervised-loss normalization: batch = per-sample losses, 0 where unlabelled, summed / B (MTPSL/JTR code);
     # labelled = mean over the labelled samples' valid pixels (mtlwb <= 0.1; B/k times larger at k of B labelled)
     loss_reduction: str = "batch"
+    edge_loss: str = "balanced"            # mtl_pytorch: BCE with fixed pos. weight 0.95, / pixels (PASCAL baseline)
+    normal_loss: str = "cosine"            # l1: L1 of unit vectors (MTL-PyTorch PASCAL); cosine: 1 − cos
     task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
     # model
     backbone: str = "resnet_small"
     backbone_weights: str | None = None
+    image_norm: str = "auto"               # imagenet: (x − mean) / std of ImageNet; auto: imagenet iff backbone_weights
     # optimisation
     epochs: int = 10
     batch_size: int = 16
@@ -80,6 +84,9 @@ class ExperimentConfig:
         _choice("weighting", self.weighting, tuple(WEIGHTINGS))
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("loss_reduction", self.loss_reduction, REDUCTIONS)
+        _choice("edge_loss", self.edge_loss, EDGE_LOSSES)
+        _choice("normal_loss", self.normal_loss, NORMAL_LOSSES)
+        _choice("image_norm", self.image_norm, IMAGE_NORMS)
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: give distinct task names from {list(TASK_NAMES)}")
@@ -129,6 +136,16 @@ class ExperimentConfig:
     @property
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("reports") / "runs" / self.run_id
+
+    @property
+    def loss_options(self) -> LossOptions:
+        return LossOptions(self.loss_reduction, self.edge_loss, self.normal_loss)
+
+    @property
+    def resolved_image_norm(self) -> str:
+        if self.image_norm == "auto":
+            return "imagenet" if self.backbone_weights else "none"
+        return self.image_norm
 
     @property
     def resolved_lr_step(self) -> int:

@@ -11,12 +11,19 @@ Two normalizations (``reduction``), both of which give an unlabelled sample neit
 
 A batch with no labelled sample for the task returns an exact zero that is still attached to the graph.
 
+Loss forms (``LossOptions``): edges ``"balanced"`` (BCE with the positive/negative weights set from the sample's own
+edge density) or ``"mtl_pytorch"`` (Multi-Task-Learning-PyTorch's PASCAL-Context loss: BCE with a fixed positive
+weight 0.95 and negative weight 0.05, averaged over pixels — the loss its task weight 50 was tuned for); normals
+``"cosine"`` (1 − cos) or ``"l1"`` (MTL-PyTorch: L1 between the unit prediction and the label, mean over channels).
+
 Under torchrun, ``"batch"`` is exactly data-parallel (each rank divides by its own B, gradients are averaged over
 equal-sized rank batches). ``"labelled"`` divides by the labelled-pixel weight summed over *all* ranks (``global
 denominator``), times the world size, so that the averaged gradient equals the single-process one too.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +34,25 @@ from .tasks import TaskSpec
 
 IGNORE_INDEX = -1
 REDUCTIONS = ("batch", "labelled")
+EDGE_LOSSES = ("balanced", "mtl_pytorch")
+NORMAL_LOSSES = ("cosine", "l1")
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """How the supervised losses are formed and normalized (config fields loss_reduction, edge_loss, normal_loss)."""
+
+    reduction: str = "batch"
+    edge: str = "balanced"
+    normal: str = "cosine"
+    edge_pos_weight: float = 0.95          # "mtl_pytorch" edges only
+
+    def __post_init__(self) -> None:
+        checks = (("loss_reduction", self.reduction, REDUCTIONS), ("edge_loss", self.edge, EDGE_LOSSES),
+                  ("normal_loss", self.normal, NORMAL_LOSSES))
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}: allowed {list(allowed)}")
 
 
 def valid_pixels(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
@@ -53,14 +79,15 @@ def _reduce(per_pixel: torch.Tensor, weight: torch.Tensor, reduction: str) -> to
 
 
 def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
-              reduction: str = "batch") -> torch.Tensor:
+              reduction: str | LossOptions = "batch") -> torch.Tensor:
     """Loss of one task over the labelled samples of a batch.
 
     pred: raw head output (logits for segmentation/edges). target: as loaded
-    (segmentation [B, H, W] long, others [B, C, H, W]). labelled: [B]. reduction: see the module docstring.
+    (segmentation [B, H, W] long, others [B, C, H, W]). labelled: [B]. reduction: a ``LossOptions`` or just its
+    reduction (see the module docstring).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"loss_reduction={reduction!r}: allowed {list(REDUCTIONS)}")
+    options = reduction if isinstance(reduction, LossOptions) else LossOptions(reduction=reduction)
+    reduction = options.reduction
     sample_w = labelled.to(pred.dtype).view(-1, 1, 1, 1)
     # Unlabelled targets may hold anything (even NaN in a loader's placeholder):
     # replace them before they touch arithmetic so nothing leaks.
@@ -75,14 +102,19 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled
     if task.kind == "depth":
         return _reduce((pred - tgt).abs(), weight, reduction)
     if task.kind == "normal":
+        if options.normal == "l1":
+            return _reduce((pred - tgt).abs().mean(dim=1, keepdim=True), weight, reduction)
         cos = channel_cosine(pred, tgt).unsqueeze(1)
         return _reduce(1.0 - cos, weight, reduction)
-    # Edges: class-balanced BCE, positives are rare (the balance is computed per sample under "batch").
+    per_pixel = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none")
+    if options.edge == "mtl_pytorch":
+        w = options.edge_pos_weight
+        return _reduce(per_pixel * (tgt * w + (1 - tgt) * (1 - w)), weight, reduction)
+    # "balanced": class-balanced BCE, positives are rare (the balance is computed per sample under "batch").
     dims = (1, 2, 3) if reduction == "batch" else (0, 1, 2, 3)
     pos = (tgt * weight).sum(dim=dims, keepdim=True)
     neg = ((1 - tgt) * weight).sum(dim=dims, keepdim=True)
     total = (pos + neg).clamp_min(1.0)
     w_pos, w_neg = neg / total, pos / total
     pix_w = (tgt * w_pos + (1 - tgt) * w_neg) * weight
-    per_pixel = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none")
     return _reduce(per_pixel, pix_w, reduction)

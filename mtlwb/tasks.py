@@ -39,10 +39,11 @@ def semantic(num_classes: int) -> TaskSpec:
 
 DEPTH = TaskSpec("depth", "depth", 1, "abs_err", True)
 NORMAL = TaskSpec("normal", "normal", 3, "mean_angle", True)
-EDGE = TaskSpec("edge", "edge", 1, "fscore", False)
+# Δ_MTL reads the field's numbers: edge ODS F (best threshold over the split), saliency maxF (ASTMT / MTI-Net)
+EDGE = TaskSpec("edge", "edge", 1, "ods_f", False)
 # PASCAL-Context: human parts (background + 6 groups) and saliency (background / salient), both segmentation.
 PARTS = TaskSpec("parts", "segmentation", 7, "miou", False)
-SALIENCY = TaskSpec("saliency", "segmentation", 2, "miou", False)
+SALIENCY = TaskSpec("saliency", "segmentation", 2, "maxf", False)
 
 TASK_NAMES = ("semantic", "depth", "normal", "edge", "parts", "saliency")
 

@@ -63,11 +63,11 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     tasks, train_set, eval_set, labelled = build_datasets(config)
-    model = MultiTaskNet(tasks, config.backbone, config.backbone_weights)
+    model = MultiTaskNet(tasks, config.backbone, config.backbone_weights, config.resolved_image_norm)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
-                          config.loss_reduction)
+                          config.loss_options)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, eval_set,
                       torch.from_numpy(labelled), device)
 

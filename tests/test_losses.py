@@ -114,3 +114,33 @@ def test_loss_terms_refuse_a_name_that_is_both_supervised_and_auxiliary():
     assert set(terms) == {"depth", "jtr_model"} and terms["jtr_model"] is one
     with pytest.raises(ValueError, match="depth"):
         LossTerms({"depth": one}, {"depth": one})
+
+
+def test_mtl_pytorch_edge_loss_is_fixed_weight_bce_over_pixels():
+    from mtlwb.losses import LossOptions
+
+    pred = torch.tensor([0.0, 2.0, -1.0, 0.5]).view(1, 1, 1, 4)
+    target = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 1, 4)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="none").flatten()
+    expected = (0.95 * (bce[0] + bce[3]) + 0.05 * (bce[1] + bce[2])) / 4
+    got = task_loss(EDGE, pred, target, torch.ones(1), LossOptions(edge="mtl_pytorch"))
+    assert got.item() == pytest.approx(expected.item())
+    assert task_loss(EDGE, pred, target, torch.ones(1)).item() != pytest.approx(expected.item())   # default differs
+
+
+def test_l1_normal_loss_is_mean_abs_difference_of_unit_vectors():
+    from mtlwb.losses import LossOptions
+
+    pred = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    target = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)      # |1| + |−1| + 0 over 3 channels = 2/3
+    got = task_loss(NORMAL, pred, target, torch.ones(1), LossOptions(normal="l1"))
+    assert got.item() == pytest.approx(2 / 3)
+
+
+def test_loss_options_are_validated_by_config_name():
+    from mtlwb.losses import LossOptions
+
+    with pytest.raises(ValueError, match="edge_loss='bce'"):
+        LossOptions(edge="bce")
+    with pytest.raises(ValueError, match="normal_loss='l2'"):
+        LossOptions(normal="l2")

@@ -81,3 +81,25 @@ def test_segnet_with_task_prototype_retrieval_trains_a_step():
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert method.retrieval[0][0].attn.in_proj_weight.grad.abs().sum() > 0
+
+
+def test_imagenet_normalization_when_backbone_weights_are_given():
+    from mtlwb.config import ExperimentConfig
+    from mtlwb.models import MultiTaskNet
+    from mtlwb.tasks import make_tasks
+
+    assert ExperimentConfig().resolved_image_norm == "none"
+    assert ExperimentConfig(image_norm="imagenet").resolved_image_norm == "imagenet"
+    tasks = make_tasks(["depth"], 3)
+    torch.manual_seed(0)
+    plain = MultiTaskNet(tasks, "resnet_small")
+    normed = MultiTaskNet(tasks, "resnet_small", image_norm="imagenet")
+    normed.load_state_dict(plain.state_dict())                 # the statistics are not saved in checkpoints
+    plain.eval()
+    normed.eval()
+    x = torch.rand(1, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normed.encode(x), plain.encode((x - mean) / std))
+    with pytest.raises(ValueError, match="image_norm='auto'"):
+        MultiTaskNet(tasks, "resnet_small", image_norm="auto")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..data.views import ViewSpec
-from ..losses import REDUCTIONS, task_loss
+from ..losses import LossOptions, task_loss
 from ..tasks import TaskSpec
 
 
@@ -100,8 +100,8 @@ class NoOptions:
 class Method(nn.Module):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
-    #: normalization of the supervised losses (``losses.REDUCTIONS``); set from the config by ``build_method``
-    loss_reduction: str = "batch"
+    #: form and normalization of the supervised losses; set from the config by ``build_method``
+    loss_options: LossOptions = LossOptions()
 
     def __init__(self, tasks: Sequence[TaskSpec], feature_channels: int, options: Any = None) -> None:
         super().__init__()
@@ -120,7 +120,7 @@ class Method(nn.Module):
 
     def supervised_losses(self, step: Step) -> dict[str, torch.Tensor]:
         return {t.name: task_loss(t, step.predictions[t.name], step.targets[t.name], step.labelled[:, i],
-                                  self.loss_reduction)
+                                  self.loss_options)
                 for i, t in enumerate(self.tasks)}
 
     def losses(self, step: Step) -> LossTerms:
@@ -162,14 +162,12 @@ def parse_options(cls: type[Method], options: dict | None) -> Any:
 
 
 def build_method(name: str, tasks: Sequence[TaskSpec], feature_channels: int,
-                 options: dict | None = None, loss_reduction: str = "batch") -> Method:
+                 options: dict | None = None, loss_options: LossOptions | None = None) -> Method:
     if name not in METHODS:
         raise ValueError(f"method={name!r}: allowed {sorted(METHODS)}")
-    if loss_reduction not in REDUCTIONS:
-        raise ValueError(f"loss_reduction={loss_reduction!r}: allowed {list(REDUCTIONS)}")
     cls = METHODS[name]
     method = cls(tasks, feature_channels, parse_options(cls, options))
-    method.loss_reduction = loss_reduction
+    method.loss_options = loss_options or LossOptions()
     return method
 
 

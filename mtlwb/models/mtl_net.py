@@ -20,6 +20,11 @@ from .segnet import SegNet, SegNetHead
 
 # "segnet": the MTAN/MTPSL/JTR SegNet; its shared feature is the full-resolution 64-channel decoder output.
 BACKBONES = ("resnet_small", "resnet18", "resnet50", "segnet")
+# "imagenet": images in [0, 1] are standardized by the ImageNet statistics that pretrained backbones expect
+# (MTL-PyTorch's PASCAL-Context pipeline); the data itself stays in [0, 1] for figures and augmentation.
+IMAGE_NORMS = ("auto", "none", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_encoder(name: str) -> nn.Module:
@@ -36,9 +41,14 @@ def build_encoder(name: str) -> nn.Module:
 
 class MultiTaskNet(nn.Module):
     def __init__(self, tasks: Sequence[TaskSpec], backbone: str = "resnet_small",
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, image_norm: str = "none") -> None:
         super().__init__()
+        if image_norm not in ("none", "imagenet"):
+            raise ValueError(f"image_norm={image_norm!r}: allowed 'none', 'imagenet' (config 'auto' resolves to one)")
         self.tasks = list(tasks)
+        self.image_norm = image_norm
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.encoder = build_encoder(backbone)
         if backbone_weights:
             load_backbone_weights(self.encoder, backbone_weights)
@@ -47,7 +57,9 @@ class MultiTaskNet(nn.Module):
         self.heads = nn.ModuleDict({t.name: head(self.feature_channels, t.channels) for t in self.tasks})
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] -> shared feature [B, C, H/8, W/8] (SegNet: [B, 64, H, W])."""
+        """[B, 3, H, W] in [0, 1] -> shared feature [B, C, H/8, W/8] (SegNet: [B, 64, H, W])."""
+        if self.image_norm == "imagenet":
+            images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return self.encoder(images)
 
     def decode(self, task_features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
