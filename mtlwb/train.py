@@ -162,7 +162,8 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         with _autocast(cfg, exp.device):
             features, refined, preds = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
-            s = Step(images, features, refined, preds, {n: batch[n] for n in task_names}, labelled)
+            s = Step(images, features, refined, preds, {n: batch[n] for n in task_names}, labelled,
+                     getattr(exp.model.encoder, "last_bottleneck", None))
             terms = exp.method.losses(s)
         _check_finite(terms, epoch, step)
         sup = {n: terms[n] * cfg.task_weights.get(n, 1.0) for n in task_names}

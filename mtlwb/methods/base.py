@@ -39,7 +39,9 @@ class Step:
 
     images [B, 3, H, W]; features: shared encoder output [B, C, h, w];
     predictions: task -> raw head output; targets: task -> ground truth as
-    loaded; labelled [B, T] in {0, 1}, columns in ``tasks`` order.
+    loaded; labelled [B, T] in {0, 1}, columns in ``tasks`` order;
+    bottleneck: the backbone's deepest feature where it is not ``features``
+    (SegNet: [B, 512, H/32, W/32]), else None.
     """
 
     images: torch.Tensor
@@ -48,6 +50,7 @@ class Step:
     predictions: dict[str, torch.Tensor]
     targets: dict[str, torch.Tensor]
     labelled: torch.Tensor
+    bottleneck: torch.Tensor | None = None
 
 
 @dataclass

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import channel_cosine
+from .arch import check_arch
 from .base import Method, Step, register
 from .encodings import (
     DEPTH_MU,
@@ -49,6 +50,7 @@ from .encodings import (
     gumbel_noise,
     joint_valid_mask,
 )
+from .jtr_segnet import reference_joint_network
 
 STRIDES = (1, 2)
 
@@ -175,6 +177,8 @@ class JTROptions:
     width: int = 16                # ref. SegNet 64 → 512; small for CPU (was 32)
     input_stride: int = 2          # 2: stride-2 convs, recon. at 1/2 then upsampled; 1: ref. layout (see nets)
     detach_target: bool = False    # ref.: False (unlabelled predictions get gradient through Y as well)
+    arch: str = "compact"          # "reference": the published SegNet_JTR layout (jtr_segnet.py); width and
+    #                                input_stride then stay at their defaults (they shape "compact")
 
     def __post_init__(self) -> None:
         for name in ("model_weight", "joint_weight", "recon_weight"):
@@ -190,6 +194,7 @@ class JTROptions:
             raise ValueError(f"jtr.width={self.width}: must be >= 1")
         if self.input_stride not in STRIDES:
             raise ValueError(f"jtr.input_stride={self.input_stride}: allowed {STRIDES}")
+        check_arch("jtr", self, {"width": 16, "input_stride": 2})
 
 
 @register
@@ -201,8 +206,11 @@ class JTR(Method):
         super().__init__(tasks, feature_channels, options)
         self.in_channels = sum(t.channels for t in self.tasks)   # the only place T enters: linear cost
         o = self.options
-        self.encoder = JointEncoder(self.in_channels, o.width, feature_channels, o.input_stride)
-        self.decoder = JointDecoder(self.in_channels, o.width, feature_channels, o.input_stride)
+        if o.arch == "reference":
+            self.encoder, self.decoder = reference_joint_network(self.in_channels)
+        else:
+            self.encoder = JointEncoder(self.in_channels, o.width, feature_channels, o.input_stride)
+            self.decoder = JointDecoder(self.in_channels, o.width, feature_channels, o.input_stride)
 
     def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Gumbel noise per segmentation task (empty for soft encodings), so two code paths can share it."""
