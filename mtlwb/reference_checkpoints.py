@@ -219,8 +219,8 @@ def reference_state_dict(obj: Any, kind: str) -> dict[str, torch.Tensor]:
                      f"a bare state dict or one under {list(CONTAINER_KEYS[kind])}")
 
 
-def load_reference_checkpoint(path: str | Path, kind: str, module: nn.Module) -> LoadReport:
-    """Read a reference checkpoint file (tensors only: ``weights_only`` loading) into ``module``."""
+def read_reference_checkpoint(path: str | Path, kind: str) -> dict[str, torch.Tensor]:
+    """The ``kind`` state dict of a reference checkpoint file (read as tensors only: ``weights_only``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file")
@@ -229,7 +229,12 @@ def load_reference_checkpoint(path: str | Path, kind: str, module: nn.Module) ->
     except Exception as e:  # noqa: BLE001  (pickle errors of every kind: name the file and the fix)
         raise ValueError(f"checkpoint={str(path)!r}: not loadable as tensors only ({type(e).__name__}: {e}); "
                          "re-save its state_dict() with torch.save") from None
-    return load_reference_state(kind, reference_state_dict(obj, kind), module)
+    return reference_state_dict(obj, kind)
+
+
+def load_reference_checkpoint(path: str | Path, kind: str, module: nn.Module) -> LoadReport:
+    """Read a reference checkpoint file into ``module`` (see ``load_reference_state``)."""
+    return load_reference_state(kind, read_reference_checkpoint(path, kind), module)
 
 
 def evaluate_reference_checkpoint(checkpoint: str | Path, dataset: str, data_root: str, *,
@@ -244,12 +249,13 @@ def evaluate_reference_checkpoint(checkpoint: str | Path, dataset: str, data_roo
     from .data.registry import get_dataset
     from .train import build_experiment, evaluate
 
+    state = read_reference_checkpoint(checkpoint, "segnet_mtl")      # a bad file fails before any data is read
     config = ExperimentConfig(dataset=dataset, data_root=data_root,
                               tasks=list(tasks or get_dataset(dataset).default_tasks), backbone="segnet",
                               method="supervised", label_setting="full", train_samples=1,
                               eval_samples=eval_samples, batch_size=batch_size, device=device, progress=False)
     exp = build_experiment(config)
-    load_reference_checkpoint(checkpoint, "segnet_mtl", exp.model)
+    load_reference_state("segnet_mtl", state, exp.model)
     exp.model.to(exp.device)
     metrics, _ = evaluate(exp)
     return metrics
