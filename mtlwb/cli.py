@@ -1,4 +1,4 @@
-"""Command line: ``mtlwb generate | train | run-default | sweep``."""
+"""Command line: ``mtlwb generate | train | run-default | sweep | eval-reference``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_eval_reference(args: argparse.Namespace) -> int:
+    """Evaluate a reference SegNet_MTL checkpoint (JTR's or MTPSL's training scripts) with the workbench metrics."""
+    from .io import atomic_write_json
+    from .reference_checkpoints import evaluate_reference_checkpoint
+
+    try:
+        metrics = evaluate_reference_checkpoint(args.checkpoint, args.dataset, args.data_root, tasks=args.tasks,
+                                                batch_size=args.batch_size, eval_samples=args.eval_samples,
+                                                device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mtlwb eval-reference: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    if args.out:
+        atomic_write_json(Path(args.out), metrics)
+        print(f"metrics written to {args.out}")
+    return 0
+
+
 def _config_fields() -> str:
     """The options of ``mtlwb train``: ExperimentConfig's fields and their defaults."""
     from .config import ExperimentConfig
@@ -110,12 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="override every run's device")
     w.add_argument("--root", default="reports/sweeps", help="sweep folders go to <root>/<name>/")
     w.add_argument("--no-report", action="store_true", help="skip rendering summary.html")
+    e = sub.add_parser("eval-reference", help="evaluate a reference SegNet_MTL checkpoint (JTR / MTPSL code)",
+                       description="Load a checkpoint saved by the reference code (JTR's model_state_dict, MTPSL's "
+                       "state_dict, or a bare SegNet_MTL state dict) into the workbench's segnet model and "
+                       "evaluate it on the dataset's evaluation split.")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--kind", default="segnet_mtl", choices=["segnet_mtl"],
+                   help="what the checkpoint holds (mapfns / segnet_jtr load from Python: "
+                   "mtlwb.reference_checkpoints)")
+    e.add_argument("--dataset", required=True, help="nyuv2, cityscapes7, ... (mtlwb.config.DATASETS)")
+    e.add_argument("--data-root", required=True)
+    e.add_argument("--tasks", nargs="+", default=None, help="default: the dataset's task set")
+    e.add_argument("--batch-size", type=int, default=2)
+    e.add_argument("--eval-samples", type=int, default=None, help="only the first N evaluation images")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
         return cmd_train(args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return {"generate": cmd_generate, "run-default": cmd_run_default, "sweep": cmd_sweep}[args.command](args)
+    return {"generate": cmd_generate, "run-default": cmd_run_default, "sweep": cmd_sweep,
+            "eval-reference": cmd_eval_reference}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,8 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
             features, refined, preds = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
             targets = {n: torch.cat([v[n] for v in views]) if len(views) > 1 else batch[n] for n in task_names}
-            s = split_views(Step(images, features, refined, preds, targets, labelled), len(views))
+            bottleneck = getattr(exp.model.encoder, "last_bottleneck", None)
+            s = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(views))
             out = exp.method.losses(s)
         terms = out.all()
         _check_finite(terms, epoch, step)

@@ -41,7 +41,9 @@ class Step:
 
     images [B, 3, H, W]; features: shared encoder output [B, C, h, w];
     predictions: task -> raw head output; targets: task -> ground truth as
-    loaded; labelled [B, T] in {0, 1}, columns in ``tasks`` order.
+    loaded; labelled [B, T] in {0, 1}, columns in ``tasks`` order;
+    bottleneck: the backbone's deepest feature where it is not ``features``
+    (SegNet: [B, 512, H/32, W/32]), else None.
     views: the further augmented views of the same samples (a ``Step`` each,
     same ``labelled``) when the method's ``view_spec`` asks for them; the
     fields above are view 0, on which the supervised losses are computed.
@@ -53,6 +55,7 @@ class Step:
     predictions: dict[str, torch.Tensor]
     targets: dict[str, torch.Tensor]
     labelled: torch.Tensor
+    bottleneck: torch.Tensor | None = None
     views: list[Step] = field(default_factory=list)
 
 
@@ -187,9 +190,10 @@ def split_views(step: Step, count: int) -> Step:
         feats = {k: part(x, v) for k, x in step.refined.task_features.items()}
         extras = {k: part(x, v) if torch.is_tensor(x) and x.dim() and x.shape[0] == count * B else x
                   for k, x in step.refined.extras.items()}
+        bottleneck = part(step.bottleneck, v) if step.bottleneck is not None else None
         return Step(part(step.images, v), part(step.features, v), Refined(feats, extras),
                     {k: part(x, v) for k, x in step.predictions.items()},
-                    {k: part(x, v) for k, x in step.targets.items()}, step.labelled)
+                    {k: part(x, v) for k, x in step.targets.items()}, step.labelled, bottleneck)
 
     first = view(0)
     first.views = [view(v) for v in range(1, count)]

@@ -43,6 +43,7 @@ from torch import nn
 
 from ..data.views import PHOTOMETRIC, ViewSpec
 from ..ops import channel_cosine
+from .arch import check_arch
 from .base import LossTerms, Method, Step, register
 from .encodings import (
     DEPTH_MU,
@@ -54,6 +55,7 @@ from .encodings import (
     gumbel_noise,
     joint_valid_mask,
 )
+from .jtr_segnet import reference_joint_network
 
 STRIDES = (1, 2)
 
@@ -182,6 +184,8 @@ class JTROptions:
     detach_target: bool = False    # ref.: False (unlabelled predictions get gradient through Y as well)
     views: int = 1                 # ref. 3: view 0 supervised, view 1 model side, view 2 joint network
     photometric: str = "none"      # ref. "randaugment": photometric RandAugment on every view (data/randaugment.py)
+    arch: str = "compact"          # "reference": the published SegNet_JTR layout (jtr_segnet.py); width and
+    #                                input_stride then stay at their defaults (they shape "compact")
 
     def __post_init__(self) -> None:
         for name in ("model_weight", "joint_weight", "recon_weight"):
@@ -201,6 +205,7 @@ class JTROptions:
             raise ValueError(f"jtr.photometric={self.photometric!r}: allowed {PHOTOMETRIC}")
         if self.input_stride not in STRIDES:
             raise ValueError(f"jtr.input_stride={self.input_stride}: allowed {STRIDES}")
+        check_arch("jtr", self, {"width": 16, "input_stride": 2})
 
 
 @register
@@ -212,8 +217,11 @@ class JTR(Method):
         super().__init__(tasks, feature_channels, options)
         self.in_channels = sum(t.channels for t in self.tasks)   # the only place T enters: linear cost
         o = self.options
-        self.encoder = JointEncoder(self.in_channels, o.width, feature_channels, o.input_stride)
-        self.decoder = JointDecoder(self.in_channels, o.width, feature_channels, o.input_stride)
+        if o.arch == "reference":
+            self.encoder, self.decoder = reference_joint_network(self.in_channels)
+        else:
+            self.encoder = JointEncoder(self.in_channels, o.width, feature_channels, o.input_stride)
+            self.decoder = JointDecoder(self.in_channels, o.width, feature_channels, o.input_stride)
 
     def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Gumbel noise per segmentation task (empty for soft encodings), so two code paths can share it."""

@@ -38,8 +38,10 @@ from torch import nn
 
 from ..data.views import ViewSpec
 from ..ops import channel_cosine
+from .arch import check_arch
 from .base import LossTerms, Method, Step, register
 from .encodings import clean_target, encode_label, encode_prediction
+from .mtpsl_mapfns import ReferenceMappingNet, reference_anchor, reference_stems
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -117,6 +119,8 @@ class MTPSLOptions:
     norm: str = "instance"         # ref.: each map normalized alone; "batch" pools the batch's triples
     reduction: str = "batch"       # ref.: pairs summed per sample, / B; "pairs" = mean over the batch's triples
     views: int = 1                 # ref. 2: the consistency term on a further scale-crop of the supervised view
+    arch: str = "compact"          # "reference": the published Mapfns layout (mtpsl_mapfns.py); width,
+    #                                input_stride and norm then stay at their defaults (they shape "compact")
 
     def __post_init__(self) -> None:
         for name in ("weight", "reg_weight"):
@@ -140,6 +144,7 @@ class MTPSLOptions:
             raise ValueError(f"mtpsl.norm={self.norm!r}: allowed 'batch', 'instance'")
         if self.reduction not in ("pairs", "batch"):
             raise ValueError(f"mtpsl.reduction={self.reduction!r}: allowed 'pairs', 'batch'")
+        check_arch("mtpsl", self, {"width": 16, "input_stride": 2, "norm": "instance"})
 
 
 @register
@@ -152,9 +157,14 @@ class MTPSL(Method):
         o, T = self.options, len(self.tasks)
         if T < 2:
             raise ValueError(f"mtpsl needs at least 2 tasks, got {T}")
-        self.stems = nn.ModuleList([nn.Sequential(nn.Conv2d(t.channels, o.width, 3, stride=o.input_stride, padding=1),
-                                                  _norm(o.norm, o.width), nn.ReLU()) for t in self.tasks])
-        self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm, o.input_stride)
+        if o.arch == "reference":
+            self.stems = reference_stems([t.channels for t in self.tasks])
+            self.mapping = ReferenceMappingNet(T * (T - 1))
+        else:
+            self.stems = nn.ModuleList([nn.Sequential(nn.Conv2d(t.channels, o.width, 3, stride=o.input_stride,
+                                                                padding=1), _norm(o.norm, o.width), nn.ReLU())
+                                        for t in self.tasks])
+            self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm, o.input_stride)
 
     def pairs(self, labelled: torch.Tensor) -> torch.Tensor:
         """labelled [B, T] → [P, 3] long (sample, source s, target t): s unlabelled, t labelled, s ≠ t.
@@ -220,7 +230,7 @@ class MTPSL(Method):
         maps_t, rows_t = self._stems(label_enc, t, b)
         rows = torch.cat([rows_s, rows_t + maps_s.shape[0]])                          # [2P]
         m_s, m_t = self.mapping(torch.cat([maps_s, maps_t]), torch.cat([pair, pair]), rows).chunk(2)
-        f = step.features.detach()[b]                                                 # [P, C, h, w]
+        f = (reference_anchor(step) if o.arch == "reference" else step.features).detach()[b]  # [P, C, h, w]
         if m_s.shape[-2:] != f.shape[-2:]:
             m_s = F.interpolate(m_s, size=f.shape[-2:], mode="bilinear", align_corners=False)
             m_t = F.interpolate(m_t, size=f.shape[-2:], mode="bilinear", align_corners=False)
