@@ -48,7 +48,7 @@ def test_environment_and_pyproject_list_the_same_packages():
 
 def test_torch_is_a_range_in_the_metadata_and_the_pins_satisfy_it():
     spec = Requirement(_pyproject()["torch"]).specifier
-    assert not any(s.operator == "==" for s in spec), "pyproject.toml must not pin torch (it would replace a CUDA build)"
+    assert not any(s.operator == "==" for s in spec), "pyproject.toml must not pin torch (it replaces a CUDA build)"
     env_pin = Requirement(_environment()["torch"])
     (pin,) = env_pin.specifier
     assert pin.operator == "==" and spec.contains(pin.version), f"environment.yml {env_pin} outside {spec}"
