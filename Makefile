@@ -11,6 +11,8 @@ export MPLBACKEND := Agg
 
 setup: $(STAMP)
 
+# torch is pinned here (and in environment.yml) to the tested CPU build; pyproject.toml asks only for
+# torch>=2.6,<3, so on a GPU machine install your CUDA build of torch into .venv and drop the pin line.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { command -v $(PYTHON) >/dev/null 2>&1 || PYTHON=python3; $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip

@@ -22,9 +22,10 @@ import pandas as pd
 
 from .io import atomic_write_text, read_json
 from .metrics import delta_mtl
+from .records import label_split_text
 from .tasks import TaskSpec
 
-NOT_GROUPED = ("seed", "device", "run_dir", "progress")
+NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
 REPORT_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ablation_report.ipynb"
 
 
@@ -60,6 +61,13 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _value_text(values: dict[str, Any], key: str) -> str:
+    """A run's value of a parameter as text: None (e.g. eval_samples = all images) is "null", a missing key ""."""
+    if key not in values:
+        return ""
+    return "null" if values[key] is None else _text(values[key])
+
+
 def metric_column(task: str, metric: str) -> str:
     return f"{task}/{metric}"
 
@@ -69,21 +77,26 @@ def load_table(sweep_dir: str | Path) -> SweepTable:
     sweep_dir = Path(sweep_dir)
     state = read_json(sweep_dir / "state.json")
     baseline = state.get("baseline") or {}
-    names = sorted({k for entry in state["runs"].values() for k in entry["params"]} - {"seed"})
+    records = {rid: read_json(sweep_dir / rid / "metrics.json") for rid, entry in state["runs"].items()
+               if entry.get("status") == "completed" and (sweep_dir / rid / "metrics.json").is_file()}
+    # every effective value a run used (its record's config), not only the keys the sweep file set
+    names = sorted(({k for entry in state["runs"].values() for k in entry["params"]}
+                    | {k for record in records.values() for k in record.get("config", {})}) - {"seed"})
+    fallbacks = [rid for rid, record in records.items() if (record.get("label_split") or {}).get("fallback")]
     rows, tasks = [], None
     for rid, entry in state["runs"].items():
         row = {"run_id": rid, "status": entry.get("status"), "error": entry.get("error"),
                "notebook": entry.get("notebook"), "seconds": entry.get("seconds")}
         params, config = entry["params"], {}
-        metrics_path = sweep_dir / rid / "metrics.json"
-        if row["status"] == "completed" and metrics_path.is_file():
-            record = read_json(metrics_path)
+        if rid in records:
+            record = records[rid]
             config = record.get("config", {})
+            row["param:label_split"] = label_split_text(record.get("label_split"))
             tasks = tasks or [TaskSpec(**t) for t in record["tasks"]]
             for task, values in record["final"].items():
                 row.update({metric_column(task, m): v for m, v in values.items()})
         # a parameter a run did not set takes the value it ran with (from its record), so groups compare
-        row.update({f"param:{k}": _text(params[k] if k in params else config.get(k)) for k in names})
+        row.update({f"param:{k}": _value_text(config if k in config else params, k) for k in names})
         row["seed"] = params.get("seed", config.get("seed"))
         row["is_baseline"] = bool(baseline) and all(_text(params.get(k, config.get(k))) == _text(v)
                                                     for k, v in baseline.items())
@@ -94,6 +107,9 @@ def load_table(sweep_dir: str | Path) -> SweepTable:
     group_keys = sorted((k[6:] for k in keys), key=lambda k: (k != "method", k))  # method first in labels
     table = SweepTable(state.get("name", sweep_dir.name), runs, pd.DataFrame(), tasks or [], group_keys, [],
                        baseline)
+    if fallbacks:
+        table.notes.append(f"LABEL SPLIT FALLBACK in {len(fallbacks)} run(s) ({', '.join(fallbacks)}): the published "
+                           f"split file was missing, a generated split was used (not the papers')")
     table.summary = _summarize(table)
     return table
 

@@ -1,4 +1,4 @@
-"""Run records (``metrics.json``) turned into tables."""
+"""Run records (``metrics.json``) turned into tables and one-line descriptions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ def final_metrics_frame(record: dict) -> pd.DataFrame:
     rows = [{"task": task, "metric": name, "value": value}
             for task, metrics in record["final"].items() for name, value in metrics.items()]
     return pd.DataFrame(rows, columns=["task", "metric", "value"])
+
+
+def label_split_text(split: dict | None) -> str:
+    """Which label split a run used, in one line: the file (and its checksum) or the generator and its seed.
+
+    A split generated because a published file was missing says FALLBACK, so no table hides it.
+    """
+    if not split:
+        return "not recorded"
+    if split.get("source") == "file":
+        text = f"file {split.get('path')} (sha256 {str(split.get('sha256'))[:12]})"
+    elif split.get("source") == "generated":
+        text = f"generated {split.get('setting')} (mask_seed={split.get('mask_seed')})"
+    else:
+        text = str(split.get("source"))
+    return f"{text} FALLBACK" if split.get("fallback") else text
 
 
 def run_summary(record: dict) -> dict:

@@ -19,8 +19,17 @@ build an ``ExperimentConfig``; the error names the key (and the run).
 
 Each run is the notebook executed into ``reports/sweeps/<name>/<run_id>/``
 (``train.ipynb`` plus the ``metrics.json`` the notebook writes through
-``run_dir``). Run ids are a readable prefix plus a hash of the run's sorted
-parameters, so they survive reordering the YAML and change when a value does.
+``run_dir``).
+
+Effective parameters: the training notebook's stored defaults are tiny (for
+CI), so a parameter the YAML leaves out must not take them. Every run is
+given the effective value of every notebook parameter: the YAML's value, or
+else the ``ExperimentConfig`` default (the dataclass is the one source of
+defaults). Its run id is ``ExperimentConfig(**effective).run_id``, a hash of
+the full effective config (not of the keys the YAML happens to set), so a
+changed default gives new ids, ids survive reordering the YAML, and change
+when any value does. A notebook that is not the training notebook gets the
+YAML's parameters and an id hashed from them.
 
 Why subprocesses: papermill/jupyter_client are not safe when several kernels
 start concurrently from one process (port and ZMQ races), so every run
@@ -36,10 +45,15 @@ only overlaps one run's papermill start-up (~7 s) with another's training.
 
 Resume: ``state.json`` in the sweep folder (written atomically after every
 status change, by the one client allowed per sweep folder) plus each run's
-``metrics.json`` status. A run is skipped
-only if both say completed; failed and interrupted runs are redone (the
-trainer resumes an interrupted run from its last epoch checkpoint). Killing
-the sweep loses only the runs in flight.
+``metrics.json``. A run is skipped only if both say completed and the config
+the record holds is the run's effective config; failed and interrupted runs
+are redone (the trainer resumes an interrupted run from its last epoch
+checkpoint). Killing the sweep loses only the runs in flight. A completed run
+whose record holds another effective config (made before a default changed,
+or under the earlier id scheme that hashed only the YAML's keys) is never
+reused: the sweep re-runs that point under its new id and says so
+(``SweepResult.stale``, printed by ``report()``), as it does for every run
+whose record says its label split was a fallback (``SweepResult.fallbacks``).
 
 Failure isolation: a failing run is recorded (status, error, path of its
 partial notebook) and the sweep goes on; ``SweepResult.ok`` is False and the
@@ -84,16 +98,20 @@ METRICS = "metrics.json"
 SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include")
 SET_BY_SWEEP = ("run_dir", "progress")          # the sweep owns these; a spec may not set them
 NOT_IN_ID = ("run_dir", "progress", "device")   # do not change the numbers, so not in the run id
+EXECUTION_ONLY = ("run_dir", "progress", "device", "num_workers")   # not compared when a run is reused
 PREFIX_KEYS = ("method", "label_setting", "seed")
 
 
 # --- spec ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSpec:
-    """One run: its stable id and the notebook parameters it sets (without run_dir/progress)."""
+    """One run: its stable id, the parameters the sweep file sets, and the effective value of every notebook
+    parameter that the run is given (the file's value, else the ``ExperimentConfig`` default)."""
 
     run_id: str
     params: dict[str, Any]
+    effective: dict[str, Any] = field(default_factory=dict)
+    training: bool = False                  # a run of the training notebook (its parameters build a config)
 
 
 @dataclass
@@ -118,11 +136,19 @@ class SweepSpec:
             open_keys = [k for k in self.grid if k not in extra]
             for values in itertools.product(*(self.grid[k] for k in open_keys)):
                 combos.append({**dict(zip(open_keys, values)), **extra})
+        from .notebook_runner import notebook_parameters
+
+        defaults = notebook_parameters(self.notebook)
+        training = _is_training_notebook(defaults)
         out: dict[str, RunSpec] = {}
         for combo in combos:
             params = {**self.fixed, **combo}
-            rid = run_id(params)
-            out.setdefault(rid, RunSpec(rid, params))
+            if training:
+                effective = effective_params(params, defaults)
+                rid = run_id(effective)
+            else:
+                effective, rid = dict(params), params_run_id(params)
+            out.setdefault(rid, RunSpec(rid, params, effective, training))
         return list(out.values())
 
     def is_baseline(self, params: dict[str, Any]) -> bool:
@@ -137,8 +163,52 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def run_id(params: dict[str, Any]) -> str:
-    """Readable prefix (method-label_setting-s<seed>) + sha1 of the sorted parameters that change results."""
+def effective_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of the training notebook (``defaults``: its parameters cell) with the value a run uses:
+    ``params``' value, else the ``ExperimentConfig`` default, never the notebook's stored (tiny) default.
+
+    ValueError names the run's parameters and the config field that is wrong.
+    """
+    from .config import ExperimentConfig
+
+    try:
+        config = ExperimentConfig(**{**params, "run_dir": "", "progress": False}).to_dict()
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"sweep run ({_describe(params)}): {e}") from None
+    return {k: config[k] for k in defaults if k not in SET_BY_SWEEP}
+
+
+def run_id(effective: dict[str, Any]) -> str:
+    """A training run's id: ``ExperimentConfig(**effective).run_id`` (readable prefix + hash of the whole effective
+    config minus execution-only fields), so it changes when any value the run uses does, defaults included."""
+    from .config import ExperimentConfig
+
+    return ExperimentConfig(**{**effective, "run_dir": "", "progress": False}).run_id
+
+
+def effective_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What must agree for a finished run to be reused: the config minus execution-only fields (as in run ids)."""
+    from .config import identity_dict
+
+    return json.loads(_canon({k: v for k, v in identity_dict(config).items() if k not in EXECUTION_ONLY}))
+
+
+def config_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{field: (recorded value, wanted value)} over the effective identities (a missing field shows as None)."""
+    a, b = effective_identity(recorded), effective_identity(wanted)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if _canon(a.get(k)) != _canon(b.get(k))}
+
+
+def _differences_text(diff: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, (old, new) in diff.items())
+
+
+def params_run_id(params: dict[str, Any]) -> str:
+    """Readable prefix (method-label_setting-s<seed>) + sha1 of the sorted parameters that change results.
+
+    The id of runs of a notebook that is not the training notebook, and the id training runs had before ids were
+    taken from the effective config (so that runs recorded under it are recognised, never reused silently).
+    """
     ident = {k: v for k, v in params.items() if k not in NOT_IN_ID}
     digest = hashlib.sha1(_canon(ident).encode()).hexdigest()[:10]
     parts = []
@@ -184,7 +254,7 @@ def validate(spec: SweepSpec) -> None:
         raise ValueError(f"sweep name={spec.name!r}: use letters, digits, '-', '_' or '.' (it is a folder name)")
     if not Path(spec.notebook).is_file():
         raise ValueError(f"sweep notebook={spec.notebook!r}: no such notebook")
-    defaults = notebook_parameters(spec.notebook)
+    notebook_parameters(spec.notebook)   # the notebook must have a parameters cell
     for key, values in spec.grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"sweep grid[{key!r}]={values!r}: must be a non-empty list of values")
@@ -203,10 +273,7 @@ def validate(spec: SweepSpec) -> None:
             check_parameters(spec.notebook, params)
         except ValueError as e:
             raise ValueError(f"sweep {section}: {e}") from None
-    runs = spec.runs()
-    if _is_training_notebook(defaults):
-        for run in runs:
-            _check_config(run, defaults)
+    runs = spec.runs()   # a training run's parameters must build an ExperimentConfig (the error names them)
     if spec.baseline and not any(spec.is_baseline(r.params) for r in runs):
         raise ValueError(f"sweep baseline={spec.baseline!r} matches none of the {len(runs)} runs")
 
@@ -215,15 +282,6 @@ def _is_training_notebook(defaults: dict[str, Any]) -> bool:
     from .config import ExperimentConfig
 
     return "method" in defaults and set(defaults) <= {f.name for f in dataclasses.fields(ExperimentConfig)}
-
-
-def _check_config(run: RunSpec, defaults: dict[str, Any]) -> None:
-    from .config import ExperimentConfig
-
-    try:
-        ExperimentConfig(**{**defaults, **run.params, "run_dir": "", "progress": False})
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"sweep run {run.run_id} ({_describe(run.params)}): {e}") from None
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -254,11 +312,14 @@ class _KernelStartLock:
 
 
 def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
-                threads: int | None = None, own_process: bool = False) -> dict[str, Any]:
+                threads: int | None = None, own_process: bool = False,
+                expected_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute one run's notebook into ``run_dir``; never raises (the error is the result).
 
     ``own_process``: this process exists for this run (local pool), so its stderr, which the
     kernel inherits, goes to ``<run_dir>/kernel.log`` instead of interleaving with the progress bar.
+    ``expected_config``: the effective config the run was given; a record that holds another one (a notebook
+    that overrides a parameter) makes the run fail, naming the fields, since its numbers are not the ones asked for.
     """
     from .notebook_runner import execute
 
@@ -282,8 +343,12 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
         metrics = out / METRICS
         if metrics.is_file():
             record = read_json(metrics)
+            diff = config_differences(record.get("config", {}), expected_config) if expected_config else {}
             if record.get("status") != "completed":
                 status, error = "failed", f"metrics.json status={record.get('status')!r}: {record.get('error')}"
+            elif diff:
+                status, error = "failed", (f"the notebook ran another config than the sweep gave it "
+                                           f"({_differences_text(diff)})")
     except Exception as e:  # noqa: BLE001  (isolation: every failure becomes a recorded result)
         status, error = "failed", _error_text(e)
     finally:
@@ -305,17 +370,21 @@ def _now() -> str:
 
 
 class SweepState:
-    """``state.json``: one entry per run of the current spec; rewritten atomically on every change."""
+    """``state.json``: one entry per run of the current spec; rewritten atomically on every change.
+
+    ``previous`` keeps the entries of the last state file, so that runs made under other ids (a default that has
+    changed since, or the earlier id scheme) are recognised and reported instead of silently dropped or reused.
+    """
 
     def __init__(self, sweep_dir: Path, spec: SweepSpec, runs: list[RunSpec]) -> None:
         self.path = sweep_dir / STATE
-        old = read_json(self.path).get("runs", {}) if self.path.is_file() else {}
+        self.previous: dict[str, dict] = read_json(self.path).get("runs", {}) if self.path.is_file() else {}
         self.data = {"name": spec.name, "notebook": spec.notebook, "description": spec.description,
                      "baseline": spec.baseline, "spec": dataclasses.asdict(spec), "updated": _now(), "runs": {}}
         for run in runs:
-            entry = {"params": run.params, "status": "pending", "error": None, "notebook": None,
-                     "seconds": None, "finished": None}
-            prev = old.get(run.run_id, {})
+            entry = {"params": run.params, "effective": run.effective, "status": "pending", "error": None,
+                     "notebook": None, "seconds": None, "finished": None}
+            prev = self.previous.get(run.run_id, {})
             entry.update({k: prev[k] for k in ("status", "error", "notebook", "seconds", "finished") if k in prev})
             self.data["runs"][run.run_id] = entry
         self.save()
@@ -327,6 +396,10 @@ class SweepState:
         if not (run_dir / RUN_NOTEBOOK).is_file():  # folder deleted: run again
             return False
         return not metrics.is_file() or read_json(metrics).get("status") == "completed"
+
+    def recorded_config(self, run_dir: Path) -> dict[str, Any] | None:
+        metrics = run_dir / METRICS
+        return read_json(metrics).get("config") if metrics.is_file() else None
 
     def update(self, rid: str, **values: Any) -> None:
         self.data["runs"][rid].update(values)
@@ -353,6 +426,8 @@ class SweepResult:
     failed: dict[str, dict[str, Any]]   # run_id -> {error, notebook}
     seconds: float
     summary: Path | None = None
+    stale: list[str] = field(default_factory=list)        # completed runs not reused (or adopted), and why
+    fallbacks: dict[str, str] = field(default_factory=dict)   # run_id -> why its label split was generated
 
     @property
     def ok(self) -> bool:
@@ -361,6 +436,9 @@ class SweepResult:
     def report(self) -> str:
         lines = [f"sweep {self.name}: {len(self.completed)} ran, {len(self.skipped)} already done, "
                  f"{len(self.failed)} failed in {self.seconds:.0f}s ({self.sweep_dir})"]
+        lines += [f"  {note}" for note in self.stale]
+        for rid, reason in self.fallbacks.items():
+            lines.append(f"  LABEL SPLIT FALLBACK {rid}: {reason}")
         for rid, info in self.failed.items():
             lines.append(f"  FAILED {rid}: {info['error']}\n         notebook: {info['notebook']}")
         return "\n".join(lines)
@@ -406,7 +484,7 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
          override: dict[str, Any], summarize: bool) -> SweepResult:
     cwd = Path.cwd().resolve()
     state = SweepState(sweep_dir, spec, runs)
-    todo = [r for r in runs if not state.is_done(r.run_id, sweep_dir / r.run_id)]
+    todo, stale = plan_runs(state, runs, sweep_dir)
     skipped = [r.run_id for r in runs if r not in todo]
     notebook = str(Path(spec.notebook).resolve())
     started = time.time()
@@ -420,8 +498,9 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
         else:
             failed[rid] = {"error": result["error"], "notebook": result["notebook"]}
 
-    jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.params, **override}, str(cwd))) for r in todo]
-    for rid, _ in jobs:
+    jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.effective, **override}, str(cwd)),
+             {"expected_config": _expected_config(r)}) for r in todo]
+    for rid, _, _ in jobs:
         state.update(rid, status="running", error=None)
     bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
     try:
@@ -431,7 +510,8 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
             _run_local(jobs, workers or default_workers(), record, bar)
     finally:
         bar.close()
-    result = SweepResult(spec.name, sweep_dir, completed, skipped, failed, time.time() - started)
+    result = SweepResult(spec.name, sweep_dir, completed, skipped, failed, time.time() - started, stale=stale,
+                         fallbacks=label_split_fallbacks(sweep_dir, [r.run_id for r in runs]))
     if summarize:
         from .aggregate import write_summary
 
@@ -439,12 +519,91 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
     return result
 
 
+def _expected_config(run: RunSpec) -> dict[str, Any] | None:
+    """The full effective config of a training run (every field, defaults included); None for other notebooks."""
+    from .config import ExperimentConfig
+
+    if not run.training:
+        return None
+    return ExperimentConfig(**{**run.effective, "run_dir": "", "progress": False}).to_dict()
+
+
+def plan_runs(state: SweepState, runs: list[RunSpec], sweep_dir: Path) -> tuple[list[RunSpec], list[str]]:
+    """The runs to execute, and one line per completed run that is not reused as it stands, saying why.
+
+    A run is reused only if ``state.json`` and its ``metrics.json`` say completed and the record holds the run's
+    effective config. A completed run of the same sweep point under another id (an earlier id scheme, or a default
+    that has changed since) is adopted under the new id when its record holds the same effective config, and is
+    otherwise left where it is and re-run under the new id. A record under the same id with another config (a
+    notebook that overrode a value) is moved aside to ``<run_id>.stale-<n>`` and re-run.
+    """
+    todo, notes = [], []
+    by_params = {_canon(r.params): r for r in runs}
+    current = {r.run_id for r in runs}
+    for old_id, entry in state.previous.items():
+        run = by_params.get(_canon(entry.get("params")))
+        if old_id in current or run is None or entry.get("status") != "completed":
+            continue
+        old_dir, new_dir = sweep_dir / old_id, sweep_dir / run.run_id
+        recorded = state.recorded_config(old_dir)
+        wanted = _expected_config(run)
+        if recorded is None or wanted is None or not (old_dir / RUN_NOTEBOOK).is_file():
+            continue
+        diff = config_differences(recorded, wanted)
+        if diff or new_dir.exists() or state.data["runs"][run.run_id]["status"] == "completed":
+            if diff:
+                notes.append(f"NOT REUSED {old_id}: completed, but with another effective config "
+                             f"({_differences_text(diff)}); re-running as {run.run_id}")
+            continue
+        old_dir.rename(new_dir)
+        state.update(run.run_id, **{k: entry.get(k) for k in ("status", "error", "seconds", "finished")},
+                     notebook=str(new_dir / RUN_NOTEBOOK))
+        notes.append(f"ADOPTED {old_id} as {run.run_id}: same effective config, named by an earlier id scheme")
+    for run in runs:
+        run_dir = sweep_dir / run.run_id
+        if not state.is_done(run.run_id, run_dir):
+            todo.append(run)
+            continue
+        recorded, wanted = state.recorded_config(run_dir), _expected_config(run)
+        if wanted is None or recorded is None:
+            continue
+        diff = config_differences(recorded, wanted)
+        if diff:
+            aside = _free_name(run_dir)
+            run_dir.rename(aside)
+            notes.append(f"NOT REUSED {run.run_id}: its record holds another effective config "
+                         f"({_differences_text(diff)}); moved to {aside.name}, re-running")
+            todo.append(run)
+    return todo, notes
+
+
+def _free_name(run_dir: Path) -> Path:
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
+        n += 1
+    return run_dir.with_name(f"{run_dir.name}.stale-{n}")
+
+
+def label_split_fallbacks(sweep_dir: Path, run_ids: list[str]) -> dict[str, str]:
+    """run_id -> reason, for every run whose record says its label split was generated for want of the published
+    file (not the papers' split), so the sweep's output cannot hide it."""
+    out = {}
+    for rid in run_ids:
+        metrics = sweep_dir / rid / METRICS
+        if metrics.is_file():
+            split = read_json(metrics).get("label_split") or {}
+            if split.get("fallback"):
+                out[rid] = split.get("reason") or "generated split (published file missing)"
+    return out
+
+
 def _tick(bar: tqdm, failed: int) -> None:
     bar.update(1)
     bar.set_postfix(failed=failed)
 
 
-def _run_local(jobs: list[tuple[str, tuple]], workers: int, record: Callable[[str, dict], None], bar: tqdm) -> None:
+def _run_local(jobs: list[tuple[str, tuple, dict]], workers: int, record: Callable[[str, dict], None],
+               bar: tqdm) -> None:
     import multiprocessing
 
     if not jobs:
@@ -454,8 +613,8 @@ def _run_local(jobs: list[tuple[str, tuple]], workers: int, record: Callable[[st
     n_failed = 0
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures: dict[Future, str] = {pool.submit(execute_run, *args, threads=threads, own_process=True): rid
-                                      for rid, args in jobs}
+        futures: dict[Future, str] = {pool.submit(execute_run, *args, threads=threads, own_process=True, **kw): rid
+                                      for rid, args, kw in jobs}
         for fut in as_completed(futures):
             rid = futures[fut]
             try:
@@ -469,7 +628,8 @@ def _run_local(jobs: list[tuple[str, tuple]], workers: int, record: Callable[[st
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_dask(jobs: list[tuple[str, tuple]], scheduler: str, record: Callable[[str, dict], None], bar: tqdm) -> None:
+def _run_dask(jobs: list[tuple[str, tuple, dict]], scheduler: str, record: Callable[[str, dict], None],
+              bar: tqdm) -> None:
     from dask.distributed import Client
     from dask.distributed import as_completed as dask_completed
 
@@ -477,8 +637,8 @@ def _run_dask(jobs: list[tuple[str, tuple]], scheduler: str, record: Callable[[s
         return
     n_failed = 0
     with Client(scheduler) as client:
-        futures = {client.submit(execute_run, *args, key=f"mtlwb-run-{rid}-{time.time_ns()}", pure=False): rid
-                   for rid, args in jobs}
+        futures = {client.submit(execute_run, *args, key=f"mtlwb-run-{rid}-{time.time_ns()}", pure=False, **kw): rid
+                   for rid, args, kw in jobs}
         for fut in dask_completed(list(futures)):
             rid = futures[fut]
             try:
@@ -495,5 +655,6 @@ def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
     return read_json(Path(sweep_dir) / STATE)["runs"]
 
 
-__all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "default_workers", "execute_run", "load_spec",
-                          "run_id", "run_sweep", "sweep_runs", "validate"]
+__all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "config_differences", "default_workers",
+           "effective_params", "execute_run", "load_spec", "params_run_id", "plan_runs", "run_id", "run_sweep",
+           "sweep_runs", "validate"]

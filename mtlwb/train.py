@@ -235,12 +235,19 @@ def _resume(exp: Experiment, weighting, optimizer, scheduler, scaler, run_dir: P
     return state["epoch"], state["history"]
 
 
+UNKNOWN_SPLIT = {"source": "unknown", "fallback": False,
+                 "reason": "the training set carries no label_split (not built by mtlwb.data.build_datasets)"}
+
+
 def write_record(run_dir: Path, exp: Experiment, history: list, status: str, error: str | None = None) -> dict:
+    """``metrics.json``: the full effective config, which label split was used (file + sha256, or generator +
+    mask_seed; ``fallback`` when a published file was missing), per-epoch history and final metrics."""
     final = history[-1]["eval"] if history else {}
     record = {"run_id": exp.config.run_id, "status": status, "error": error,
               "config": exp.config.to_dict(), "tasks": [t.__dict__ for t in exp.tasks],
               "num_train": len(exp.train_set), "num_eval": len(exp.eval_set),
               "labelled_per_task": dict(zip([t.name for t in exp.tasks], exp.labelled.sum(0).int().tolist())),
+              "label_split": getattr(exp.train_set, "label_split", None) or UNKNOWN_SPLIT,
               "device": str(exp.device), "history": history, "final": final}
     atomic_write_json(run_dir / METRICS, record)
     return record

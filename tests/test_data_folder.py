@@ -56,3 +56,54 @@ def test_missing_folder_and_file_are_named(broken_root):
 def test_bad_split_is_refused(tiny_root):
     with pytest.raises(ValueError, match=r"split='test': allowed"):
         MultiTaskFolder(tiny_root, "test", TASKS)
+
+
+# --- dtypes: labels may be integers (uint8 with 255 = ignore), values any float width -----------------------
+LABELS = np.array([[0, 3, 6], [-1, 2, -1]])            # classes and ignore (-1)
+
+
+def _tile(pattern: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    reps = [-(-s // p) for s, p in zip(shape, pattern.shape)]
+    return np.tile(pattern, reps)[tuple(slice(0, s) for s in shape)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"])
+def test_label_files_of_any_integer_or_float_dtype_load_with_the_right_values(broken_root, dtype):
+    expected = _tile(LABELS, (32, 40))
+    stored = np.where(expected < 0, 255, expected) if dtype == "uint8" else expected   # 8-bit releases: 255
+    for i in (0, 5):
+        np.save(broken_root / "train" / "label" / f"{i}.npy", stored.astype(dtype))
+    ds = MultiTaskFolder(broken_root, "train", TASKS)
+    label = ds[5]["semantic"]
+    assert str(label.dtype) == "torch.int64"
+    np.testing.assert_array_equal(label.numpy(), expected)                   # uint8 255 -> -1 ignore
+    assert (label == -1).sum() == (expected == -1).sum() > 0
+
+
+@pytest.mark.parametrize("folder, channels", [("image", 3), ("depth", 1), ("normal", 3), ("edge", 1)])
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_value_files_of_any_float_width_load(broken_root, folder, channels, dtype):
+    values = np.random.default_rng(0).uniform(0, 1, (32, 40, channels))
+    np.save(broken_root / "train" / folder / "2.npy", values.astype(dtype))
+    item = MultiTaskFolder(broken_root, "train", TASKS)[2]
+    key = {"image": "image", "depth": "depth", "normal": "normal", "edge": "edge"}[folder]
+    assert str(item[key].dtype) == "torch.float32"
+    np.testing.assert_allclose(item[key].numpy(), values.astype(dtype).transpose(2, 0, 1), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("folder, array, why", [
+    ("label", np.zeros((32, 40), np.complex64), "complex64"),
+    ("label", np.zeros((32, 40), bool), "bool"),
+    ("label", np.zeros((32, 40), object), "object"),
+    ("label", np.zeros((32, 40, 1), np.int64), r"shape \(32, 40, 1\)"),
+    ("depth", np.zeros((32, 40, 1), np.int16), "int16"),              # depth is real-valued
+    ("image", np.zeros((32, 40, 3), np.uint8), "uint8"),
+    ("normal", np.zeros((32, 40, 3), np.complex128), "complex128"),
+    ("edge", np.zeros((32, 40, 1), bool), "bool"),
+])
+def test_dtypes_that_cannot_be_right_are_refused_naming_the_file(broken_root, folder, array, why):
+    path = broken_root / "train" / folder / "4.npy"
+    np.save(path, array, allow_pickle=True)
+    with pytest.raises(ValueError, match=rf"{folder}/4\.npy: .*{why}") as e:
+        MultiTaskFolder(broken_root, "train", TASKS)
+    assert "expected shape" in str(e.value)

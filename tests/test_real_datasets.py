@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +24,9 @@ from fixtures_real import (
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
 from mtlwb.data.augment import AugmentOptions, augment_batch, augment_sample
+from mtlwb.data.id_masks import read_npy
 from mtlwb.data.pascal import PascalContext, edges_from_labelmap
-from mtlwb.data.registry import REGISTRY, SETTINGS_DIR
+from mtlwb.data.registry import REGISTRY, SETTINGS_DIR, resolve_label_split
 from mtlwb.tasks import make_tasks
 
 
@@ -264,3 +267,98 @@ def test_config_validates_new_fields():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ExperimentConfig(dataset="pascal_context", tasks=ALL_PASCAL, augment=True, channels_last=True)
+
+
+# --- the real published split files (MTPSL's release, ../shared/published-splits) ----------------------------
+PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "published-splits"
+needs_published = pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"published split files not found at {PUBLISHED} "
+                                     "(the shared/ folder beside the repository; see its README.md)")
+PASCAL_KEYS = {"semseg": "semantic", "human_parts": "parts", "sal": "saliency", "normals": "normal", "edge": "edge"}
+# git blob ids of DiffusionMTL's copies (prismformore/Multi-Task-Transformer @ 862bac7,
+# DiffusionMTL/data/ssl_mapping/pascal/{onelabel,randomlabels}.npy), read from that repository's history
+DIFFUSIONMTL_BLOBS = {"onelabel.npy": "2a447b8e3d1e8c516ba446b12433f359daee411e",
+                      "randomlabels.npy": "ecf2fa83fea8ffd99ffd7144f46f3a31464fadd3"}
+
+
+def _published_split(tmp_path, dataset: str, folder: str, file: str, setting: str, n: int, ids=None, **kw):
+    """The table and provenance the registry resolves for ``setting`` with the real file in <data_root>/settings/."""
+    root = tmp_path / dataset
+    (root / SETTINGS_DIR).mkdir(parents=True)
+    (root / SETTINGS_DIR / file).symlink_to(PUBLISHED / folder / file)
+    cfg = ExperimentConfig(dataset=dataset, data_root=str(root), label_setting=setting, **kw)
+    return resolve_label_split(REGISTRY[dataset], cfg, n, ids)
+
+
+def _pascal_ids(name: str) -> tuple[dict, list[str]]:
+    sets = read_npy(PUBLISHED / "pascal_context" / name)
+    return sets, sorted({str(i) for members in sets.values() for i in members})
+
+
+@needs_published
+def test_published_nyuv2_onelabel_and_randomlabels(tmp_path):
+    table, source = _published_split(tmp_path, "nyuv2", "nyuv2", "onelabel.pth", "onelabel", 795)
+    assert table.shape == (795, 3) and (table.sum(1) == 1).all() and table.sum(0).tolist() == [265, 265, 265]
+    assert source["source"] == "file" and source["published"] and source["fallback"] is False
+    assert source["sha256"] == hashlib.sha256((PUBLISHED / "nyuv2" / "onelabel.pth").read_bytes()).hexdigest()
+    table, _ = _published_split(tmp_path / "r", "nyuv2", "nyuv2", "randomlabels.pth", "randomlabel", 795)
+    per_image = table.sum(1)
+    assert ((per_image == 1).sum(), (per_image == 2).sum()) == (405, 390)
+    assert table.sum(0).tolist() == [392, 408, 385]                       # semantic, depth, normal
+    swapped, _ = _published_split(tmp_path / "s", "nyuv2", "nyuv2", "randomlabels.pth", "randomlabel", 795,
+                                  tasks=["normal", "semantic"])
+    np.testing.assert_array_equal(swapped, table[:, [2, 0]])
+    with pytest.raises(ValueError, match=r"800 rows|795 rows"):          # not the file of another split size
+        _published_split(tmp_path / "x", "nyuv2", "nyuv2", "onelabel.pth", "onelabel", 800)
+
+
+@needs_published
+def test_published_cityscapes_onelabel(tmp_path):
+    table, _ = _published_split(tmp_path, "cityscapes7", "cityscapes", "onelabel.pth", "onelabel", 2975,
+                                tasks=["semantic", "depth"])
+    assert table.shape == (2975, 2) and (table.sum(1) == 1).all() and table.sum(0).tolist() == [1487, 1488]
+
+
+@needs_published
+@pytest.mark.parametrize("name, setting", [("onelabel.npy", "onelabel"), ("randomlabels.npy", "randomlabel")])
+def test_published_pascal_splits_map_task_keys_to_columns(tmp_path, name, setting):
+    sets, ids = _pascal_ids(name)
+    assert len(ids) == 4998                                               # every training image of PASCAL-Context
+    table, _ = _published_split(tmp_path, "pascal_context", "pascal_context", name, setting, len(ids), ids,
+                                tasks=ALL_PASCAL)
+    for key, task in PASCAL_KEYS.items():                                 # semseg -> semantic, human_parts -> parts...
+        members = {str(i) for i in sets[key]}
+        np.testing.assert_array_equal(table[:, ALL_PASCAL.index(task)], [sid in members for sid in ids])
+    counts = dict(zip(ALL_PASCAL, table.sum(0).tolist()))
+    if setting == "onelabel":
+        assert (table.sum(1) == 1).all() and all(999 <= c <= 1000 for c in counts.values())
+    else:
+        assert counts == {"parts": 847, "edge": 2557, "semantic": 2450, "normal": 2480, "saliency": 2445}
+        assert (table.sum(1) >= 1).all() and (table.sum(1) <= 4).all()
+    picked, _ = _published_split(tmp_path / "p", "pascal_context", "pascal_context", name, setting, len(ids), ids,
+                                 tasks=["edge", "semantic"])
+    np.testing.assert_array_equal(picked, table[:, [4, 0]])
+
+
+def _git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@needs_published
+@pytest.mark.parametrize("name, setting", [("onelabel.npy", "onelabel"), ("randomlabels.npy", "randomlabel")])
+def test_pascal_files_in_diffusionmtl_format_are_mtpsls(tmp_path, name, setting):
+    """README's question, answered from the files: DiffusionMTL's {task key: ids} files are MTPSL's, byte for byte,
+    and its derived {image id: [0/1] x 5} form (numpy-string keys, as its get_task_mapping writes them) gives the
+    same table."""
+    assert _git_blob_id(PUBLISHED / "pascal_context" / name) == DIFFUSIONMTL_BLOBS[name]
+    sets, ids = _pascal_ids(name)
+    rows = {np.str_(sid): [int(sid in {str(i) for i in sets[k]}) for k in PASCAL_KEYS] for sid in ids}
+    derived = tmp_path / f"new_{setting}.pth"
+    torch.save(rows, derived)
+    by_sets, _ = _published_split(tmp_path, "pascal_context", "pascal_context", name, setting, len(ids), ids,
+                                  tasks=ALL_PASCAL)
+    cfg = ExperimentConfig(dataset="pascal_context", data_root=str(tmp_path / "none"), label_setting=str(derived),
+                           tasks=ALL_PASCAL)
+    by_rows, source = resolve_label_split(REGISTRY["pascal_context"], cfg, len(ids), ids)
+    np.testing.assert_array_equal(by_rows, by_sets)
+    assert source["source"] == "file" and source["path"] == str(derived) and not source["published"]

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import os
 from pathlib import Path
 
 import pytest
 import yaml
+from fixtures_real import write_nyuv2
 
 from mtlwb import cli
+from mtlwb.config import ExperimentConfig
 from mtlwb.methods import METHODS
-from mtlwb.sweep import SweepInUseError, _exclusive, load_spec, run_id, run_sweep, sweep_runs
+from mtlwb.notebook_runner import notebook_parameters
+from mtlwb.sweep import (
+    SweepInUseError,
+    SweepResult,
+    SweepState,
+    _exclusive,
+    load_spec,
+    params_run_id,
+    plan_runs,
+    run_id,
+    run_sweep,
+    sweep_runs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"train_samples": 16, "eval_samples": 8, "epochs": 1, "batch_size": 8,
@@ -70,6 +86,103 @@ def test_shipped_sweeps_validate(name):
         pytest.skip(f"methods {sorted(methods - set(METHODS))} not registered yet")
     spec = load_spec(REPO / "sweeps" / f"{name}.yaml")
     assert spec.name == name.split("/")[-1] and any(spec.is_baseline(r.params) for r in spec.runs())
+
+
+# --- effective parameters and run identity ---------------------------------------------------------------
+def test_every_parameter_gets_the_config_default_not_the_notebook_default():
+    notebook = notebook_parameters(REPO / "notebooks" / "train.ipynb")
+    assert notebook["eval_samples"] == 32 and notebook["epochs"] == 1     # the notebook's tiny CI defaults
+    spec = _spec(fixed={"train_samples": 16, "data_root": TINY["data_root"]}, grid={"method": ["supervised"]})
+    (run,) = load_spec(spec).runs()
+    default = ExperimentConfig()
+    assert set(run.effective) == set(notebook) - {"run_dir", "progress"}     # every parameter is injected
+    assert run.effective["eval_samples"] is None and run.effective["epochs"] == default.epochs == 10
+    assert run.effective["train_samples"] == 16 and run.params == spec["fixed"] | {"method": "supervised"}
+    assert run.run_id == ExperimentConfig(**run.effective).run_id
+    assert run.run_id == run_id({**run.effective, "device": "cuda", "num_workers": 3})   # execution only
+
+
+# the config as it was before a default changed (eval_samples used to be 32)
+_StaleDefaults = dataclasses.make_dataclass(
+    "_StaleDefaults", [("eval_samples", int | None, dataclasses.field(default=32))], bases=(ExperimentConfig,))
+
+
+def _fake_completed_run(sweep: Path, rid: str, params: dict, config: dict) -> None:
+    """A finished run as a sweep leaves it: state entry, notebook, metrics.json with the config it ran."""
+    (sweep / rid).mkdir(parents=True)
+    (sweep / rid / "train.ipynb").write_text("{}")
+    (sweep / rid / "metrics.json").write_text(json.dumps({"status": "completed", "config": config}))
+    state = json.loads((sweep / "state.json").read_text()) if (sweep / "state.json").is_file() else {"runs": {}}
+    state["runs"][rid] = {"params": params, "status": "completed", "error": None,
+                          "notebook": str(sweep / rid / "train.ipynb"), "seconds": 1.0, "finished": "x"}
+    (sweep / "state.json").write_text(json.dumps(state))
+
+
+def _plan(sweep: Path, spec: dict):
+    parsed = load_spec(spec)
+    runs = parsed.runs()
+    return runs, plan_runs(SweepState(sweep, parsed, runs), runs, sweep)
+
+
+def test_a_changed_default_gives_a_new_id_and_the_stale_run_is_not_reused(tmp_path, monkeypatch):
+    spec = _spec(fixed={"train_samples": 16, "data_root": TINY["data_root"]}, grid={"method": ["supervised"]})
+    sweep = tmp_path / "t"
+    with monkeypatch.context() as m:                        # the sweep as it ran when the default was 32
+        m.setattr("mtlwb.config.ExperimentConfig", _StaleDefaults)
+        (old,) = load_spec(spec).runs()
+        old_config = _StaleDefaults(**old.effective).to_dict()
+    assert old.effective["eval_samples"] == 32
+    _fake_completed_run(sweep, old.run_id, old.params, old_config)
+    (new,), (todo, notes) = _plan(sweep, spec)
+    assert new.run_id != old.run_id and todo == [new]        # new id, and it runs
+    (note,) = notes
+    assert note.startswith(f"NOT REUSED {old.run_id}") and "eval_samples: 32 -> null" in note
+    assert new.run_id in note and (sweep / old.run_id).is_dir()       # the old run is left, not overwritten
+    # resume semantics: once the new run has completed with the effective config, it is skipped
+    state = json.loads((sweep / "state.json").read_text())
+    state["runs"][new.run_id]["status"] = "completed"
+    (sweep / "state.json").write_text(json.dumps(state))
+    (sweep / new.run_id).mkdir()
+    (sweep / new.run_id / "train.ipynb").write_text("{}")
+    (sweep / new.run_id / "metrics.json").write_text(json.dumps(
+        {"status": "completed", "config": ExperimentConfig(**new.effective).to_dict()}))
+    assert _plan(sweep, spec)[1] == ([], [])
+
+
+def test_runs_of_the_earlier_id_scheme_are_adopted_or_refused(tmp_path):
+    spec = _spec(fixed={"train_samples": 16, "eval_samples": 8, "data_root": TINY["data_root"]},
+                 grid={"method": ["supervised", "tpkr"]})
+    sweep = tmp_path / "t"
+    runs = load_spec(spec).runs()
+    same, other = (ExperimentConfig(**r.effective).to_dict() for r in runs)
+    other["epochs"] = 1                                      # run with the notebook's default under the old scheme
+    for run, config in zip(runs, (same, other)):
+        _fake_completed_run(sweep, params_run_id(run.params), run.params, config)
+    _, (todo, notes) = _plan(sweep, spec)
+    assert [r.run_id for r in todo] == [runs[1].run_id]
+    assert notes[0] == f"ADOPTED {params_run_id(runs[0].params)} as {runs[0].run_id}: same effective config, " \
+                       "named by an earlier id scheme"
+    assert (sweep / runs[0].run_id / "metrics.json").is_file()
+    assert notes[1].startswith(f"NOT REUSED {params_run_id(runs[1].params)}") and "epochs: 1 -> 10" in notes[1]
+
+
+def test_a_record_under_the_same_id_with_another_config_is_moved_aside(tmp_path):
+    spec = _spec(fixed={"train_samples": 16, "data_root": TINY["data_root"]}, grid={"method": ["supervised"]})
+    sweep = tmp_path / "t"
+    (run,) = load_spec(spec).runs()
+    _fake_completed_run(sweep, run.run_id, run.params, {**ExperimentConfig(**run.effective).to_dict(),
+                                                        "eval_samples": 32})
+    _, (todo, notes) = _plan(sweep, spec)
+    assert todo == [run] and "eval_samples: 32 -> null" in notes[0]
+    assert (sweep / f"{run.run_id}.stale-1" / "metrics.json").is_file() and not (sweep / run.run_id).exists()
+
+
+def test_report_prints_a_line_per_label_split_fallback(tmp_path):
+    result = SweepResult("t", tmp_path, ["a"], [], {}, 1.0, stale=["NOT REUSED x: why"],
+                         fallbacks={"a": "published file data/nyuv2/settings/onelabel.pth not found"})
+    text = result.report()
+    assert "  LABEL SPLIT FALLBACK a: published file data/nyuv2/settings/onelabel.pth not found" in text
+    assert "  NOT REUSED x: why" in text
 
 
 # --- validation: the error names the key, and nothing runs ------------------------------------------------
@@ -141,6 +254,30 @@ def test_parallel_sweep_failure_isolation_resume_and_report(tmp_path):
 
     html = render_report(sweep)
     assert html.name == "summary.html" and "Δ_MTL vs method=supervised" in html.read_text()
+
+
+@pytest.mark.slow
+def test_sweep_uses_config_defaults_and_prints_label_split_fallbacks(tmp_path, capsys):
+    """eval_samples left out: the whole validation split (the config's default), not the notebook's 32; a run
+    whose published split file is missing says so in the sweep's output, its record and the summary."""
+    nyuv2 = write_nyuv2(tmp_path / "nyuv2")                     # no settings/randomlabels.pth
+    spec = _spec(name="defaults", fixed={"train_samples": 16, "epochs": 1, "batch_size": 8},
+                 grid={"method": ["supervised"]},
+                 include=[{"dataset": "nyuv2", "data_root": str(nyuv2), "label_setting": "randomlabel"}])
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["sweep", str(path), "--root", str(tmp_path), "--no-report", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    sweep = tmp_path / "defaults"
+    records = {rid: json.loads((sweep / rid / "metrics.json").read_text()) for rid in sweep_runs(sweep)}
+    scenes = next(r for r in records.values() if r["config"]["dataset"] == "scenes")
+    assert scenes["config"]["eval_samples"] is None and scenes["num_eval"] == 500     # all 500, not 32
+    assert scenes["label_split"]["source"] == "generated" and not scenes["label_split"]["fallback"]
+    (fallback_id,) = [rid for rid, r in records.items() if r["config"]["dataset"] == "nyuv2"]
+    assert records[fallback_id]["label_split"]["fallback"] is True
+    assert f"LABEL SPLIT FALLBACK {fallback_id}: published file {nyuv2}/settings/randomlabels.pth not found" in out
+    summary = (sweep / "summary.md").read_text()
+    assert f"LABEL SPLIT FALLBACK in 1 run(s) ({fallback_id})" in summary and "eval_samples=null" in summary
 
 
 @pytest.mark.slow

@@ -20,17 +20,40 @@ from ..tasks import TaskSpec
 # task name -> (folder on disk, channels on disk or 0 for HW)
 TASK_FOLDERS = {"semantic": ("label", 0), "depth": ("depth", 1), "normal": ("normal", 3), "edge": ("edge", 1)}
 SPLITS = ("train", "val")
+# dtypes a file may have: class labels are integers in some releases (uint8 with 255 = ignore, or int8..int64);
+# images, depth, normals and edges are real-valued. Complex, bool and object arrays cannot be right.
+LABEL_KINDS = ("fiu", "floating point or integer")      # (numpy dtype kinds, how an error names them)
+VALUE_KINDS = ("f", "floating point")
+UINT8_IGNORE = 255                       # the ignore value of 8-bit label releases; read as -1
+
+
+def label_values(arr: np.ndarray) -> np.ndarray:
+    """A label map as int64 classes with -1 = ignore: uint8 files mark ignore with 255, the others with -1."""
+    labels = arr.astype(np.int64)
+    if arr.dtype == np.uint8:
+        labels[arr == UINT8_IGNORE] = -1
+    return labels
 
 
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from the .npy header; fails on a truncated file."""
+    """Shape and dtype from the .npy header; fails on a truncated file (fewer bytes than the header promises)."""
     try:
-        arr = np.load(path, mmap_mode="r")
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            data_start = f.tell()
     except FileNotFoundError:
         raise FileNotFoundError(f"dataset file missing: {path}") from None
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"dataset file {path} is unreadable or truncated ({e})") from e
-    return arr.shape, arr.dtype
+    if not dtype.hasobject:
+        expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = path.stat().st_size
+        if size < expected:
+            raise ValueError(f"dataset file {path} is unreadable or truncated ({size} bytes, the header "
+                             f"promises {expected})")
+    return tuple(shape), dtype
 
 
 class MultiTaskFolder(Dataset):
@@ -68,18 +91,19 @@ class MultiTaskFolder(Dataset):
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"dataset file {self.split_dir / 'image' / '0.npy'}: shape {shape}, expected (H, W, 3)")
         h, w = shape[:2]
-        expected = {"image": (h, w, 3)}
+        expected = {"image": ((h, w, 3), VALUE_KINDS)}
         for t in self.tasks:
             folder, c = self.folders[t.name]
-            expected[folder] = (h, w) if c == 0 else (h, w, c)
-        for folder, exp in expected.items():
+            kinds = LABEL_KINDS if t.name == "semantic" else VALUE_KINDS
+            expected[folder] = ((h, w) if c == 0 else (h, w, c), kinds)
+        for folder, (exp, kinds) in expected.items():
             if not (self.split_dir / folder).is_dir():
                 raise FileNotFoundError(f"dataset folder missing: {self.split_dir / folder}")
             for path in self._files(folder):
                 shape, dtype = _header(path)
-                if shape != exp or dtype.kind != "f":
-                    raise ValueError(f"dataset file {path}: shape {shape} dtype {dtype}, "
-                                     f"expected shape {exp} floating point")
+                if shape != exp or dtype.kind not in kinds[0]:
+                    raise ValueError(f"dataset file {path}: shape {shape} dtype {dtype}, expected shape {exp} "
+                                     f"and a {kinds[1]} dtype")
         self.image_size = (h, w)
 
     def __len__(self) -> int:
@@ -93,7 +117,7 @@ class MultiTaskFolder(Dataset):
             folder, _ = self.folders[t.name]
             arr = np.load(self.split_dir / folder / f"{i}.npy")
             if t.name == "semantic":
-                item[t.name] = torch.from_numpy(arr.astype(np.int64))
+                item[t.name] = torch.from_numpy(label_values(arr))
             else:
                 item[t.name] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), np.float32))
         return item

@@ -130,6 +130,15 @@ def check_every_task_labelled(table: np.ndarray, task_names: list[str], origin: 
         raise ValueError(f"label_setting={origin!r} leaves tasks {empty} with no labelled image")
 
 
+def file_sha256(path: str | Path) -> str:
+    """The checksum a run record gives for the mask file it used (MTPSL's files are a few MB at most)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def mask_cache_path(data_root: str | Path, setting: str, task_names: list[str], seed: int, n: int) -> Path:
     slug = setting if setting in NAMED_SETTINGS else "ratio-" + hashlib.sha1(setting.encode()).hexdigest()[:8]
     return Path(data_root) / "masks" / f"{slug}-{'+'.join(task_names)}-n{n}-seed{seed}.pt"

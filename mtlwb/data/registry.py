@@ -10,10 +10,16 @@ published file is used when it is there (its columns are in the paper's task
 order and are picked / reordered to the config's ``tasks``); when it is not,
 the setting is generated from ``mask_seed`` as for the scenes, with a warning
 naming the file to put there, since a generated split is not the papers'.
+
+Which split a run used is returned with the table (``resolve_label_split``) and
+kept on the training set as ``train_set.label_split``, so that the run record
+says it: a file (path, sha256) or a generator (setting, mask_seed), and whether
+it was a fallback from a missing published file (with the reason).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import warnings
 from collections.abc import Callable
@@ -29,8 +35,22 @@ from ..tasks import TaskSpec, make_tasks
 from .cityscapes import CityscapesFolder
 from .folder import MultiTaskFolder, dataset_num_classes
 from .id_masks import id_keyed_table, is_id_keyed, read_npy
-from .masks import MASK_FILE_SUFFIXES, check_every_task_labelled, check_mask_table, label_mask, mask_table
+from .masks import (
+    MASK_FILE_SUFFIXES,
+    NAMED_SETTINGS,
+    check_every_task_labelled,
+    check_mask_table,
+    file_sha256,
+    label_mask,
+    mask_cache_path,
+    mask_table,
+)
 from .pascal import DEFAULT_SIZE, PascalContext
+
+try:
+    from numpy._core.multiarray import scalar as _numpy_scalar
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import scalar as _numpy_scalar
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -155,12 +175,19 @@ def published_table(info: DatasetInfo, path: Path, obj: object, n: int, task_nam
     return table
 
 
+# numpy objects that pickled id-keyed files hold (DiffusionMTL's new_onelabel.pth: keys are numpy str_ scalars);
+# the pickled name is numpy 1's, so it is given explicitly for torch's weights-only unpickler
+_NUMPY_MASK_GLOBALS = [np.dtype, np.dtypes.StrDType,
+                       *((_numpy_scalar, f"numpy.{m}.multiarray.scalar") for m in ("core", "_core"))]
+
+
 def read_mask_object(path: Path, mask_tasks: list[str]) -> object:
     """The object a mask file holds (array, ``{'labels_weights': ...}`` or an id-keyed dict), read once."""
     try:
         if path.suffix == ".npy":
             return read_npy(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_MASK_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f"mask file {str(path)!r}: cannot read ({e}); expected "
                          f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth), [N, "
@@ -168,30 +195,69 @@ def read_mask_object(path: Path, mask_tasks: list[str]) -> object:
 
 
 def build(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
-    """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting."""
+    """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting.
+
+    The table's provenance (``resolve_label_split``) is set as ``train_set.label_split``.
+    """
     info = get_dataset(config.dataset)
     root = Path(config.data_root)
     info.check_root(root)
     tasks = info.make_tasks(list(config.tasks), root)
     train_set = info.loader(root, "train", tasks, config.train_samples)
     eval_set = info.loader(root, "val", tasks, config.eval_samples)
-    table = label_table(info, config, len(train_set), getattr(train_set, "ids", None))
+    table, source = resolve_label_split(info, config, len(train_set), getattr(train_set, "ids", None))
+    train_set.label_split = source
     return tasks, train_set, eval_set, table
 
 
 def label_table(info: DatasetInfo, config: ExperimentConfig, n: int, ids: list[str] | None = None) -> np.ndarray:
+    return resolve_label_split(info, config, n, ids)[0]
+
+
+def resolve_label_split(info: DatasetInfo, config: ExperimentConfig, n: int,
+                        ids: list[str] | None = None) -> tuple[np.ndarray, dict]:
+    """The [n, T] table of the config's label setting, and where it came from (JSON-ready, for the run record).
+
+    ``{"source": "file", "path", "sha256", ...}`` for a mask file (published or given by path), or
+    ``{"source": "generated", "setting", "mask_seed", "generator", "cache", ...}``; ``fallback`` is true, with
+    the ``reason``, when a published file was expected but missing and the split was generated instead.
+    """
     exact = config.train_samples is None
     setting = Path(config.label_setting)
     if info.mask_keys and setting.suffix in MASK_FILE_SUFFIXES and setting.is_file():
         obj = read_mask_object(setting, list(info.mask_tasks))
         if is_id_keyed(obj) and "labels_weights" not in obj:     # e.g. new_onelabel.pth given by path
-            return published_table(info, setting, obj, n, list(config.tasks), exact, ids)
+            table = published_table(info, setting, obj, n, list(config.tasks), exact, ids)
+            return table, _file_source(config, setting, table, published=False)
     published = info.published_mask(config.data_root, config.label_setting)
+    reason = None
     if published is not None:
         if published.is_file():
             obj = read_mask_object(published, list(info.mask_tasks))
-            return published_table(info, published, obj, n, list(config.tasks), exact, ids)
+            table = published_table(info, published, obj, n, list(config.tasks), exact, ids)
+            return table, _file_source(config, published, table, published=True)
+        reason = (f"published file {published} not found; generated a {config.label_setting} split from "
+                  f"mask_seed={config.mask_seed} instead (not the papers' split)")
         warnings.warn(f"label_setting={config.label_setting!r} on {info.name}: published file {published} "
                       f"not found; generating a {config.label_setting} split from mask_seed={config.mask_seed} "
                       "instead (not the papers' split; see README 'Real benchmarks')", stacklevel=2)
-    return label_mask(config.label_setting, config.data_root, n, list(config.tasks), config.mask_seed)
+    table = label_mask(config.label_setting, config.data_root, n, list(config.tasks), config.mask_seed)
+    if setting.suffix in MASK_FILE_SUFFIXES:
+        return table, _file_source(config, setting, table, published=False)
+    cache = mask_cache_path(config.data_root, config.label_setting, list(config.tasks), config.mask_seed, n)
+    source = {"source": "generated", "setting": config.label_setting, "mask_seed": config.mask_seed,
+              "generator": "mtlwb.data.masks.make_mask" + ("" if config.label_setting in NAMED_SETTINGS
+                                                           else " (ratio)"),
+              "cache": str(cache), "table_sha256": _table_sha256(table),
+              "fallback": reason is not None, "reason": reason}
+    return table, source
+
+
+def _file_source(config: ExperimentConfig, path: Path, table: np.ndarray, published: bool) -> dict:
+    return {"source": "file", "setting": config.label_setting, "path": str(path), "sha256": file_sha256(path),
+            "published": published, "table_sha256": _table_sha256(table), "fallback": False, "reason": None}
+
+
+def _table_sha256(table: np.ndarray) -> str:
+    """Checksum of the [n, T] table as used (after column selection and any prefix), to compare runs' splits."""
+    return hashlib.sha256(np.ascontiguousarray(table, np.float32).tobytes()).hexdigest()
