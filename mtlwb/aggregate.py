@@ -257,8 +257,8 @@ def _add_paired(summary: pd.DataFrame, table: SweepTable, done: pd.DataFrame) ->
                                  table.tasks)
             table.comparisons[row["group"]] = (summary.loc[b, "group"], comparison)
             if comparison.dropped:
-                table.notes.append(f"{row['group']}: seed(s) {comparison.dropped} not paired (not run, or "
-                                   f"undefined change, in one of it and {summary.loc[b, 'group']})")
+                table.notes.append(f"{row['group']}: seed(s) {comparison.dropped} not paired (run by only one "
+                                   f"of it and {summary.loc[b, 'group']}, or a change undefined)")
         values["n_pairs"].append(comparison.n if comparison else math.nan)
         for k in keys:
             e = comparison.estimates[k] if comparison else None
@@ -426,10 +426,13 @@ def radar_chart(table: SweepTable):
                              polar={"radialaxis": {"ticksuffix": "%"}})
 
 
-def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK) -> Path:
-    """Execute the ablation report notebook on ``sweep_dir`` and export it to ``summary.html``."""
+def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK, select: str = "auto") -> Path:
+    """Execute the ablation report notebook on ``sweep_dir`` and export it, code cells hidden, to ``summary.html``."""
     from .notebook_runner import execute, export_html
 
+    if select not in SELECTIONS:
+        raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
     sweep_dir = Path(sweep_dir).resolve()
-    out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir)}, progress=False)
-    return export_html(out, sweep_dir / "summary.html")
+    out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir), "select": select},
+                  progress=False)
+    return export_html(out, sweep_dir / "summary.html", hide_code=True)
