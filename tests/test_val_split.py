@@ -118,3 +118,16 @@ def test_resume_with_validation_is_exact(tiny_config, tmp_path):
 
 def record_tasks(record):
     return [TaskSpec(**t) for t in record["tasks"]]
+
+
+def test_curves_show_validation_and_the_selected_epoch():
+    from mtlwb import figures
+
+    history = [{"epoch": 1, "train": {"total": 1.0}}, {**_entry(2, 0.4, 1.0), "train": {"total": 0.5}},
+               {**_entry(3, 0.5, 0.9), "train": {"total": 0.4}}]
+    record = {"run_id": "r", "history": history, "best_val": best_on_validation(history, TASKS)}
+    frame = figures.history_frame(record)
+    assert set(frame[frame.split == "validation"].epoch) == {2, 3}          # epoch 1 was not evaluated
+    assert len(frame[(frame.split == "test") & (frame.name == "miou")]) == 2
+    fig = figures.metric_curves(record)
+    assert any(shape.x0 == 3 for shape in fig.layout.shapes)                 # the best-on-validation epoch
