@@ -267,8 +267,6 @@ def _add_paired(summary: pd.DataFrame, table: SweepTable, done: pd.DataFrame) ->
                 values[paired_column(k, s, table)].append(v)
     for column, v in values.items():
         summary[column] = v
-    table.notes.append(f"paired over seeds: mean per-seed change vs the baseline group, {CONFIDENCE:.0%} "
-                       f"t-interval [low, high], p of the paired t-test; * = the interval excludes 0")
 
 
 def verdicts(table: SweepTable) -> list[str]:
