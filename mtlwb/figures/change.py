@@ -53,7 +53,7 @@ def change_chart(table: SweepTable, key: str = DELTA) -> go.Figure:
         what = f"{key} {task.primary_metric}"
     return fig.update_layout(title=f"{what}: change vs {table.baseline_name} (% of the baseline, + = better), "
                                    f"paired mean ± {_ci(table)} CI", yaxis={"ticksuffix": " %"},
-                             xaxis_tickangle=-30, height=380)
+                             xaxis={"tickangle": -30, "range": [-0.5, len(groups) - 0.5]}, height=380)
 
 
 def change_charts(table: SweepTable) -> list[go.Figure]:
