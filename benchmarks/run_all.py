@@ -15,6 +15,7 @@ import traceback
 
 import bench_data
 import bench_jtr_batched
+import bench_reference
 import bench_regularizers
 import bench_sweep_overhead
 import bench_training
@@ -27,6 +28,7 @@ SECTIONS = (
     ("Training throughput and peak memory per method", bench_training),
     ("Regularizer cost vs number of tasks", bench_regularizers),
     ("JTR: per-sample reference vs batched", bench_jtr_batched),
+    ("Reference layouts and protocols: step cost; JTR batched vs per-sample", bench_reference),
     ("Data: generator, loader, evaluation", bench_data),
     ("t-SNE", bench_tsne),
     ("Sweep overhead: papermill vs in-process", bench_sweep_overhead),

@@ -8,6 +8,11 @@ its baseline group: the group matching the sweep's ``baseline`` parameters
 that agrees with it on every parameter in which the baseline groups differ
 among themselves (e.g. the same ``label_setting``). The baseline is named in
 the Δ column header, because a Δ means nothing without it.
+
+Next to it, every group is compared with its baseline group *seed by seed* (``mtlwb.stats``): the mean
+per-task change and the per-seed Δ_MTL with a 95 % t-interval and a paired t-test over the seeds both
+groups ran ("n too small" below three pairs). Which epoch's test metrics a run contributes is ``select``:
+the epoch best on the validation split when the run has one (``val_fraction`` > 0), else the last epoch.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import pandas as pd
 from .io import atomic_write_text, read_json
 from .metrics import delta_mtl
 from .records import label_split_text
+from .stats import CONFIDENCE, DELTA, Comparison, compare, verdict_line
 from .tasks import TaskSpec
 
 NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
 REPORT_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ablation_report.ipynb"
+SELECTIONS = ("auto", "last", "best_val")   # auto: best_val where the run has a validation split, else last
 
 
 @dataclass
@@ -41,6 +48,8 @@ class SweepTable:
     varying: list[str]                 # group keys whose value differs between groups
     baseline: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    select: str = "auto"
+    comparisons: dict[str, tuple[str, Comparison]] = field(default_factory=dict)  # group -> (its baseline, stats)
 
     @property
     def baseline_name(self) -> str:
@@ -72,8 +81,15 @@ def metric_column(task: str, metric: str) -> str:
     return f"{task}/{metric}"
 
 
-def load_table(sweep_dir: str | Path) -> SweepTable:
-    """Read ``state.json`` and every run's ``metrics.json``; group and compare."""
+def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
+    """Read ``state.json`` and every run's ``metrics.json``; group and compare.
+
+    ``select``: which test metrics a run contributes — ``"best_val"`` (at the epoch best on validation; an
+    error for a run without a validation split), ``"last"`` (last epoch) or ``"auto"`` (best_val where
+    present, else last). ``selection_caption`` says which the table shows.
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
     sweep_dir = Path(sweep_dir)
     state = read_json(sweep_dir / "state.json")
     baseline = state.get("baseline") or {}
@@ -93,7 +109,8 @@ def load_table(sweep_dir: str | Path) -> SweepTable:
             config = record.get("config", {})
             row["param:label_split"] = label_split_text(record.get("label_split"))
             tasks = tasks or [TaskSpec(**t) for t in record["tasks"]]
-            for task, values in record["final"].items():
+            metrics, row["selected"] = _selected_metrics(record, select, rid)
+            for task, values in metrics.items():
                 row.update({metric_column(task, m): v for m, v in values.items()})
         # a parameter a run did not set takes the value it ran with (from its record), so groups compare
         row.update({f"param:{k}": _value_text(config if k in config else params, k) for k in names})
@@ -106,12 +123,37 @@ def load_table(sweep_dir: str | Path) -> SweepTable:
     runs[keys] = runs[keys].fillna("")
     group_keys = sorted((k[6:] for k in keys), key=lambda k: (k != "method", k))  # method first in labels
     table = SweepTable(state.get("name", sweep_dir.name), runs, pd.DataFrame(), tasks or [], group_keys, [],
-                       baseline)
+                       baseline, select=select)
     if fallbacks:
         table.notes.append(f"LABEL SPLIT FALLBACK in {len(fallbacks)} run(s) ({', '.join(fallbacks)}): the published "
                            f"split file was missing, a generated split was used (not the papers')")
     table.summary = _summarize(table)
     return table
+
+
+def _selected_metrics(record: dict, select: str, run_id: str) -> tuple[dict, str]:
+    """The test metrics the run contributes under ``select``, and which epoch they are from."""
+    best = record.get("best_val")
+    if select == "best_val" and not best:
+        raise ValueError(f"select='best_val': run {run_id!r} has no validation split (val_fraction=0), so no "
+                         "best-on-validation epoch; use select='last' or 'auto'")
+    if select != "last" and best:
+        return best["test"], "best_val"
+    return record["final"], "last"
+
+
+def selection_caption(table: SweepTable) -> str:
+    """Which epoch's test metrics the table shows (every table says it)."""
+    done = table.runs[table.runs["status"] == "completed"]
+    chosen = done["selected"].value_counts().to_dict() if "selected" in done else {}
+    n_best, n_last = chosen.get("best_val", 0), chosen.get("last", 0)
+    best = ("the epoch best on the validation split (validation multi-task score, never the test split)")
+    if n_best and not n_last:
+        return f"Test metrics at {best}."
+    if n_best:
+        return (f"Test metrics at {best} for the {n_best} run(s) with a validation split, at the last epoch for "
+                f"the {n_last} without one.")
+    return "Test metrics at the last epoch (no validation split, no model selection)."
 
 
 def _summarize(table: SweepTable) -> pd.DataFrame:
@@ -132,6 +174,7 @@ def _summarize(table: SweepTable) -> pd.DataFrame:
     table.varying = [k for k in table.group_keys if summary[k].nunique() > 1]
     summary.insert(0, "group", [_label(r, table.varying) for _, r in summary.iterrows()])
     summary[table.delta_column] = _deltas(summary, table)
+    _add_paired(summary, table, done)
     return summary
 
 
@@ -157,20 +200,111 @@ def _deltas(summary: pd.DataFrame, table: SweepTable) -> list[float]:
     if match:
         table.notes.append(f"each group is compared with the baseline run with the same {', '.join(match)}")
     out = []
-    for _, row in summary.iterrows():
-        same = base
-        for k in match:
-            same = same[same[k] == row[k]]
-        if same.empty:
+    for (_, row), b in zip(summary.iterrows(), _matching_baseline(summary, table)):
+        if b is None:
             out.append(math.nan)
             continue
         try:
-            out.append(delta_mtl(_means(row, table.tasks), _means(same.iloc[0], table.tasks), table.tasks,
+            out.append(delta_mtl(_means(row, table.tasks), _means(summary.loc[b], table.tasks), table.tasks,
                                  table.baseline_name))
         except ValueError as e:   # a NaN metric or a zero baseline: say so, keep the table
             table.notes.append(f"{row['group']}: Δ_MTL undefined ({e})")
             out.append(math.nan)
     return out
+
+
+def _matching_baseline(summary: pd.DataFrame, table: SweepTable) -> list[Any]:
+    """Index (in ``summary``) of each group's baseline group, None where there is none.
+
+    The baseline group agrees with the group on every parameter in which the baseline groups differ among
+    themselves (e.g. the same label_setting).
+    """
+    if not table.baseline or summary.empty:
+        return [None] * len(summary)
+    base = summary[summary["is_baseline"]]
+    match = [k for k in table.group_keys if base[k].nunique() > 1]
+    out = []
+    for _, row in summary.iterrows():
+        same = base
+        for k in match:
+            same = same[same[k] == row[k]]
+        out.append(same.index[0] if not same.empty else None)
+    return out
+
+
+# --- paired statistics ------------------------------------------------------------------------------
+STATS = ("mean", "ci_low", "ci_high", "p", "wilcoxon_p", "significant")
+
+
+def paired_column(key: str, stat: str, table: SweepTable) -> str:
+    """summary.csv column of a paired statistic: ``Δ_MTL paired mean`` or ``semantic/miou change (%) ci_low``."""
+    if key == DELTA:
+        return f"Δ_MTL paired {stat}"
+    task = next(t for t in table.tasks if t.name == key)
+    return f"{metric_column(task.name, task.primary_metric)} change (%) {stat}"
+
+
+def _runs_of(done: pd.DataFrame, row: pd.Series, table: SweepTable) -> pd.DataFrame:
+    """The runs (of ``done``) of the summary row's group."""
+    for k in table.group_keys:
+        done = done[done[f"param:{k}"] == row[k]]
+    return done
+
+
+def _seed_metrics(done: pd.DataFrame, row: pd.Series, table: SweepTable) -> dict[int, dict[str, float]]:
+    """seed -> primary metric per task of the group's runs (runs of one seed that differ only in device or
+    run_dir are averaged)."""
+    sel = _runs_of(done, row, table)
+    cols = {t.name: metric_column(t.name, t.primary_metric) for t in table.tasks}
+    return {int(seed): {name: float(g[c].mean()) if c in g else math.nan for name, c in cols.items()}
+            for seed, g in sel.groupby("seed")}
+
+
+def _add_paired(summary: pd.DataFrame, table: SweepTable, done: pd.DataFrame) -> None:
+    """Every non-baseline group vs its baseline group, paired by seed: columns n_pairs and ``paired_column``s."""
+    if not table.baseline or not table.tasks:
+        return
+    keys = [t.name for t in table.tasks] + [DELTA]
+    values: dict[str, list] = {"n_pairs": []} | {paired_column(k, s, table): [] for k in keys for s in STATS}
+    for (i, row), b in zip(summary.iterrows(), _matching_baseline(summary, table)):
+        comparison = None
+        if b is not None and b != i:
+            comparison = compare(_seed_metrics(done, row, table), _seed_metrics(done, summary.loc[b], table),
+                                 table.tasks)
+            table.comparisons[row["group"]] = (summary.loc[b, "group"], comparison)
+            if comparison.dropped:
+                table.notes.append(f"{row['group']}: seed(s) {comparison.dropped} not paired (run by only one "
+                                   f"of it and {summary.loc[b, 'group']}, or a change undefined)")
+        values["n_pairs"].append(comparison.n if comparison else math.nan)
+        for k in keys:
+            e = comparison.estimates[k] if comparison else None
+            stats = (e.mean, e.low, e.high, e.p_value, e.wilcoxon_p, e.significant) if e else (math.nan,) * 6
+            for s, v in zip(STATS, stats):
+                values[paired_column(k, s, table)].append(v)
+    for column, v in values.items():
+        summary[column] = v
+
+
+def verdicts(table: SweepTable) -> list[str]:
+    """One line per compared group: ``jtr vs supervised: Δ_MTL +1.2 % [-0.5, +2.9] (n=5, p=0.14): ...``."""
+    return [verdict_line(group, base, c) for group, (base, c) in table.comparisons.items()]
+
+
+def change_table(table: SweepTable) -> pd.DataFrame:
+    """Per-task paired change vs the baseline group (% of the baseline, + = better): mean [95 % CI], p."""
+    s = table.summary
+    if s.empty or not table.comparisons:
+        return pd.DataFrame()
+    rows = []
+    for group, (base, c) in table.comparisons.items():
+        row = {"group": group, "vs": base, "n_pairs": c.n}
+        for t in table.tasks:
+            e = c.estimates[t.name]
+            row[f"{t.name} {t.primary_metric} change (%)"] = e.text() + (f", p={e.p_text()}" if e.enough else "")
+        e = c.delta
+        row["Δ_MTL (%)"] = e.text() + (f", p={e.p_text()}" if e.enough else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # --- tables -------------------------------------------------------------------------------------------
@@ -192,6 +326,11 @@ def display_table(table: SweepTable) -> pd.DataFrame:
         arrow = "↓" if t.lower_is_better else "↑"
         out[f"{t.name} {t.primary_metric} {arrow}"] = [_pm(m, d) for m, d in zip(s[f"{col} mean"], s[f"{col} std"])]
     out[table.delta_column] = [("–" if math.isnan(v) else f"{v:+.2f}") for v in s[table.delta_column]]
+    if "n_pairs" in s:
+        paired = [table.comparisons.get(g) for g in s["group"]]
+        out["n_pairs"] = ["baseline" if b else ("–" if c is None else c[1].n) for c, b in zip(paired, s["is_baseline"])]
+        out[f"Δ_MTL paired [{CONFIDENCE:.0%} CI]"] = ["" if c is None else c[1].delta.text() for c in paired]
+        out["p (paired t)"] = ["" if c is None else c[1].delta.p_text() for c in paired]
     return out
 
 
@@ -214,16 +353,25 @@ def describe(table: SweepTable) -> list[str]:
     return lines + table.notes
 
 
-def write_summary(sweep_dir: str | Path) -> Path:
-    """``summary.csv`` (every metric, mean/std/n) and ``summary.md`` (primary metrics, Δ_MTL, failures)."""
+def write_summary(sweep_dir: str | Path, select: str = "auto") -> Path:
+    """``summary.csv`` (every metric, mean/std/n, paired statistics) and ``summary.md`` (verdicts, primary
+    metrics, Δ_MTL with its paired interval, per-task paired changes, failures)."""
     sweep_dir = Path(sweep_dir)
-    table = load_table(sweep_dir)
+    table = load_table(sweep_dir, select)
     atomic_write_text(sweep_dir / "summary.csv", table.summary.to_csv(index=False))
-    md = [f"# Sweep `{table.name}`", "",
-          f"Mean ± std over seeds (sample std). Δ_MTL (%) relative to the baseline **{table.baseline_name}**, "
-          "from the seed-averaged primary metrics; positive = better than the baseline.", ""]
+    md = [f"# Sweep `{table.name}`", ""]
+    md += [f"**{line}**  " for line in verdicts(table)] + ([""] if table.comparisons else [])
+    md += [f"{selection_caption(table)} Mean ± std over seeds (sample std). Δ_MTL (%) relative to the baseline "
+           f"**{table.baseline_name}**, from the seed-averaged primary metrics; positive = better than the "
+           f"baseline. *Paired*: mean of the per-seed Δ_MTL over the seeds both groups ran (n_pairs), "
+           f"{CONFIDENCE:.0%} t-interval, paired t-test p; * = the interval excludes 0.", ""]
     shown = display_table(table)
     md += [to_markdown(shown) if not shown.empty else "_no completed runs_", ""]
+    changes = change_table(table)
+    if not changes.empty:
+        md += ["## Change per task vs the baseline (paired by seed)", "",
+               f"% of the baseline's primary metric, positive = better; mean [{CONFIDENCE:.0%} CI] over the paired "
+               "seeds, p of the paired t-test, * = the interval excludes 0.", "", to_markdown(changes), ""]
     md += [f"- {n}" for n in describe(table)]
     fails = table.failures
     if not fails.empty:
@@ -247,7 +395,7 @@ def metrics_long(table: SweepTable) -> pd.DataFrame:
 
 
 def bar_chart(table: SweepTable, task: str):
-    """One task's primary metric per group, error bars = std over seeds."""
+    """One task's primary metric per group, error bars = std over seeds, one point per seed."""
     import plotly.express as px
 
     long = metrics_long(table)
@@ -258,6 +406,12 @@ def bar_chart(table: SweepTable, task: str):
     fig = px.bar(sub, x="group", y="mean", error_y=sub["std"].fillna(0), color="is_baseline",
                  hover_data=["n_seeds"], labels={"mean": metric, "group": "", "is_baseline": "baseline"},
                  title=f"{task}: {metric} ({'lower' if lower else 'higher'} is better), mean ± std over seeds")
+    done, col = table.runs[table.runs["status"] == "completed"], metric_column(task, metric)
+    points = [(r["group"], run[col], run["seed"]) for _, r in table.summary.iterrows()
+              for _, run in _runs_of(done, r, table).iterrows()]
+    fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], customdata=[p[2] for p in points],
+                    mode="markers", name="per seed", marker={"color": "black", "size": 7, "symbol": "circle-open"},
+                    hovertemplate="seed %{customdata}: %{y}<extra></extra>")
     return fig.update_layout(xaxis_tickangle=-30)
 
 
@@ -286,10 +440,13 @@ def radar_chart(table: SweepTable):
                              polar={"radialaxis": {"ticksuffix": "%"}})
 
 
-def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK) -> Path:
-    """Execute the ablation report notebook on ``sweep_dir`` and export it to ``summary.html``."""
+def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK, select: str = "auto") -> Path:
+    """Execute the ablation report notebook on ``sweep_dir`` and export it, code cells hidden, to ``summary.html``."""
     from .notebook_runner import execute, export_html
 
+    if select not in SELECTIONS:
+        raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
     sweep_dir = Path(sweep_dir).resolve()
-    out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir)}, progress=False)
-    return export_html(out, sweep_dir / "summary.html")
+    out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir), "select": select},
+                  progress=False)
+    return export_html(out, sweep_dir / "summary.html", hide_code=True)

@@ -29,7 +29,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "poly")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
-                       "image_norm": "auto"}
+                       "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1}
 
 
 @dataclass
@@ -73,6 +73,10 @@ class ExperimentConfig:
     num_workers: int = 0
     run_dir: str = ""                      # default: reports/runs/<run_id>
     progress: bool = True
+    # model selection (appended: left out of run_id at their defaults)
+    val_fraction: float = 0.0              # part of the training images held out as a labelled validation split
+    val_seed: int = 0                      # draws the held-out images; independent of seed, like mask_seed
+    eval_every: int = 1                    # evaluate every k epochs (and always after the last one)
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -108,6 +112,12 @@ class ExperimentConfig:
         for name in ("train_samples", "eval_samples"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name), 1)
+        _int("val_seed", self.val_seed, 0)
+        _int("eval_every", self.eval_every, 1)
+        if (isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float))
+                or not 0 <= self.val_fraction < 1):
+            raise ValueError(f"val_fraction={self.val_fraction!r}: must be a number in [0, 1) "
+                             "(0 = no validation split)")
         _positive("lr", self.lr)
         _positive("lr_gamma", self.lr_gamma)
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:

@@ -75,12 +75,17 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
     return output
 
 
-def export_html(notebook: str | Path, html: str | Path | None = None) -> Path:
-    """Self-contained HTML (plotly's JS is embedded by the notebooks' renderer setting)."""
+def export_html(notebook: str | Path, html: str | Path | None = None, hide_code: bool = False) -> Path:
+    """Self-contained HTML (plotly's JS is embedded by the notebooks' renderer setting).
+
+    ``hide_code``: leave out code cells' input and prompts (nbconvert ``--no-input``), for reports a reader
+    should take in at a glance.
+    """
     from nbconvert import HTMLExporter
 
     notebook = Path(notebook)
     html = Path(html) if html else notebook.with_suffix(".html")
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=hide_code)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     atomic_write_text(html, body)
     return html

@@ -6,6 +6,12 @@ with the loss-weighting scheme, adds the auxiliary terms, and logs every term.
 State is written atomically at the end of each epoch; a killed run resumes
 from its last checkpoint and, because every epoch reseeds from (seed, epoch),
 finishes with exactly the numbers of an uninterrupted run.
+
+Evaluation runs every ``eval_every`` epochs and after the last one, on the test
+(eval) split and, with ``val_fraction`` > 0, on the held-out validation split;
+the record keeps the last epoch's test metrics (``final``) and those of the
+epoch best on validation (``best_val``, see ``mtlwb.selection``), both derived
+from the checkpointed history so a resumed run reports the same.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from .config import ExperimentConfig, identity_dict
-from .data import build_datasets
+from .data import build_splits
 from .data.augment import AugmentOptions, augment_batch
 from .data.registry import get_dataset
 from .data.views import make_views
@@ -32,6 +38,7 @@ from .methods import Method, Step, build_method, forward_step, split_views
 from .metrics import MultiTaskMeter
 from .models import MultiTaskNet
 from .runtime import epoch_seed, resolve_device, seed_everything
+from .selection import best_on_validation
 from .tasks import TaskSpec
 from .weighting import build_weighting
 
@@ -55,6 +62,7 @@ class Experiment:
     eval_set: Any
     labelled: torch.Tensor       # [N_train, T]
     device: torch.device
+    val_set: Any = None          # held-out training images (val_fraction > 0), never trained on
 
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
@@ -62,14 +70,15 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     config.check_paths()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    tasks, train_set, eval_set, labelled = build_datasets(config)
+    splits = build_splits(config)
+    tasks, train_set, eval_set, labelled = splits.tasks, splits.train, splits.test, splits.labelled
     model = MultiTaskNet(tasks, config.backbone, config.backbone_weights, config.resolved_image_norm)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
                           config.loss_options)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, eval_set,
-                      torch.from_numpy(labelled), device)
+                      torch.from_numpy(labelled), device, splits.val)
 
 
 def _autocast(config: ExperimentConfig, device: torch.device):
@@ -239,16 +248,42 @@ UNKNOWN_SPLIT = {"source": "unknown", "fallback": False,
                  "reason": "the training set carries no label_split (not built by mtlwb.data.build_datasets)"}
 
 
+def _label_split(exp: Experiment) -> dict:
+    """The split's provenance, from the training set or the dataset a validation Subset wraps."""
+    for ds in (exp.train_set, getattr(exp.train_set, "dataset", None)):
+        split = getattr(ds, "label_split", None)
+        if split:
+            return split
+    return UNKNOWN_SPLIT
+
+
+def _evaluates(epochs_done: int, config: ExperimentConfig) -> bool:
+    """Every ``eval_every`` epochs, and always after the last one."""
+    return epochs_done % config.eval_every == 0 or epochs_done == config.epochs
+
+
+def _trained_rows(exp: Experiment) -> torch.Tensor:
+    """[N_trained, T] label rows of the images actually trained on (validation images excluded)."""
+    ids = getattr(exp.train_set, "indices", None)
+    return exp.labelled if ids is None else exp.labelled[torch.as_tensor(ids)]
+
+
 def write_record(run_dir: Path, exp: Experiment, history: list, status: str, error: str | None = None) -> dict:
     """``metrics.json``: the full effective config, which label split was used (file + sha256, or generator +
-    mask_seed; ``fallback`` when a published file was missing), per-epoch history and final metrics."""
-    final = history[-1]["eval"] if history else {}
+    mask_seed; ``fallback`` when a published file was missing), per-epoch history, ``final`` (the last evaluated
+    epoch's test metrics) and, with a validation split, ``best_val`` (test metrics at the epoch best on validation)."""
+    evaluated = [h for h in history if "eval" in h]
+    final = evaluated[-1]["eval"] if evaluated else {}
     record = {"run_id": exp.config.run_id, "status": status, "error": error,
               "config": exp.config.to_dict(), "tasks": [t.__dict__ for t in exp.tasks],
               "num_train": len(exp.train_set), "num_eval": len(exp.eval_set),
-              "labelled_per_task": dict(zip([t.name for t in exp.tasks], exp.labelled.sum(0).int().tolist())),
-              "label_split": getattr(exp.train_set, "label_split", None) or UNKNOWN_SPLIT,
+              "labelled_per_task": dict(zip([t.name for t in exp.tasks], _trained_rows(exp).sum(0).int().tolist())),
+              "label_split": _label_split(exp),
               "device": str(exp.device), "history": history, "final": final}
+    if exp.val_set is not None:
+        record["num_val"] = len(exp.val_set)
+        record["val_ids"] = list(exp.val_set.indices)
+        record["best_val"] = best_on_validation(evaluated, exp.tasks)
     atomic_write_json(run_dir / METRICS, record)
     return record
 
@@ -272,6 +307,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
         dist_utils.broadcast_module(module)
     eval_loader = DataLoader(exp.eval_set, batch_size=config.batch_size, shuffle=False,
                              num_workers=config.num_workers)
+    val_loader = None if exp.val_set is None else DataLoader(exp.val_set, batch_size=config.batch_size,
+                                                             shuffle=False, num_workers=config.num_workers)
     epochs = tqdm(range(start, config.epochs), desc=config.run_id, disable=not config.progress or not dist_info.is_main,
                   initial=start, total=config.epochs)
     for epoch in epochs:
@@ -291,20 +328,29 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
             dist_utils.broadcast_module(module)   # BatchNorm statistics are per rank: take rank 0's
         if not dist_info.is_main:
             continue
-        metrics, summaries = evaluate(exp, eval_loader)
-        history.append({"epoch": epoch + 1, "lr": lr, "train": train_terms, "eval": metrics,
-                        "summaries": summaries, "weights": weighting.weights(),
-                        "seconds": time.perf_counter() - t0})
+        entry = {"epoch": epoch + 1, "lr": lr, "train": train_terms}
+        if _evaluates(epoch + 1, config):
+            entry.update(_evaluations(exp, eval_loader, val_loader))
+        entry.update(weights=weighting.weights(), seconds=time.perf_counter() - t0)
+        history.append(entry)
         state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
         atomic_torch_save(run_dir / CHECKPOINT, state)
         write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
     if not dist_info.is_main:
         return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}
     if not history:   # epochs=0: record the untrained model's metrics
-        metrics, summaries = evaluate(exp, eval_loader)
-        history = [{"epoch": 0, "lr": config.lr, "train": {}, "eval": metrics, "summaries": summaries,
+        history = [{"epoch": 0, "lr": config.lr, "train": {}, **_evaluations(exp, eval_loader, val_loader),
                     "weights": weighting.weights(), "seconds": 0.0}]
     return write_record(run_dir, exp, history, "completed")
+
+
+def _evaluations(exp: Experiment, eval_loader: DataLoader, val_loader: DataLoader | None) -> dict:
+    """History fields of an evaluated epoch: test metrics (``eval``), method summaries, validation metrics."""
+    metrics, summaries = evaluate(exp, eval_loader)
+    out = {"eval": metrics, "summaries": summaries}
+    if val_loader is not None:
+        out["val"], _ = evaluate(exp, val_loader)
+    return out
 
 
 def load_record(run_dir: str | Path) -> dict:

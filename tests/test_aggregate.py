@@ -1,4 +1,5 @@
-"""Sweep aggregation on hand-made records (no training): mean ± std over seeds, Δ_MTL pairing, outputs."""
+"""Sweep aggregation on hand-made records (no training): mean ± std over seeds, Δ_MTL pairing, paired
+statistics over seeds, model selection, outputs."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_write_summary_files(tmp_path):
 
 def test_figures(table):
     bar = aggregate.bar_chart(table, "depth")
-    bars = {x: y for trace in bar.data for x, y in zip(trace.x, trace.y)}
+    bars = {x: y for trace in bar.data if trace.type == "bar" for x, y in zip(trace.x, trace.y)}
     assert bars["tpkr · label_setting=onelabel"] == pytest.approx(1.0)
     assert bars["supervised · label_setting=onelabel"] == pytest.approx(1.1)
     radar = aggregate.radar_chart(table)
@@ -95,3 +96,118 @@ def test_figures(table):
     assert list(tpkr_one.r)[:2] == pytest.approx([0.1 / 0.45 * 100, 0.1 / 1.1 * 100])
     with pytest.raises(ValueError, match="edge"):
         aggregate.bar_chart(table, "edge")
+    seeds = next(t for t in bar.data if t.name == "per seed")             # one point per completed run
+    assert sorted(zip(seeds.x, seeds.y)) == sorted(
+        (f"{m} · label_setting={s}", a) for m, s, _, _, a in RUNS)
+
+
+# --- paired statistics and model selection ----------------------------------------------------------
+T2 = 4.302653       # t_{0.975, 2}
+
+# (method, seed, miou, abs_err): jtr and supervised share seeds 0, 1, 2; seeds 3 and 4 have no partner
+PAIRED = [("supervised", 0, 0.5, 1.0), ("supervised", 1, 0.5, 1.0), ("supervised", 2, 0.5, 1.0),
+          ("supervised", 3, 0.5, 1.0),
+          ("jtr", 0, 0.505, 0.98), ("jtr", 1, 0.51, 0.975), ("jtr", 2, 0.53, 0.97), ("jtr", 4, 0.9, 0.1),
+          ("mtpsl", 0, 0.6, 1.0), ("mtpsl", 1, 0.6, 1.0)]
+
+
+def _write_paired(root: Path, best_val: bool = False) -> Path:
+    runs = {}
+    for i, (method, seed, miou, abs_err) in enumerate(PAIRED):
+        rid = f"p{i}"
+        params = {"method": method, "seed": seed, "label_setting": "onelabel"}
+        runs[rid] = {"params": params, "status": "completed", "error": None, "notebook": f"{rid}/train.ipynb"}
+        (root / rid).mkdir(parents=True)
+        record = {"run_id": rid, "status": "completed", "config": params, "tasks": TASKS,
+                  "final": {"semantic": {"miou": 0.1}, "depth": {"abs_err": 5.0}}}    # last epoch: not shown
+        best = {"semantic": {"miou": miou}, "depth": {"abs_err": abs_err}}
+        if best_val:
+            record["best_val"] = {"epoch": 1, "criterion": "c", "test": best, "val": best}
+        else:
+            record["final"] = best
+        (root / rid / "metrics.json").write_text(json.dumps(record))
+    (root / "state.json").write_text(json.dumps({"name": "paired", "baseline": {"method": "supervised"},
+                                                 "runs": runs}))
+    return root
+
+
+def test_paired_statistics_by_seed(tmp_path):
+    table = aggregate.load_table(_write_paired(tmp_path / "p"))
+    jtr = table.summary[table.summary["method"] == "jtr"].iloc[0]
+    assert jtr["n_seeds"] == 4 and jtr["n_pairs"] == 3              # seed 4 has no supervised partner
+    # per-seed Δ_MTL: (semantic %, depth %) = (1, 2), (2, 2.5), (6, 3) -> 1.5, 2.25, 4.5
+    d = [1.5, 2.25, 4.5]
+    sd = math.sqrt(sum((x - 2.75) ** 2 for x in d) / 2)
+    assert jtr["Δ_MTL paired mean"] == pytest.approx(2.75)
+    assert jtr["Δ_MTL paired ci_low"] == pytest.approx(2.75 - T2 * sd / math.sqrt(3), abs=1e-5)
+    assert jtr["Δ_MTL paired ci_high"] == pytest.approx(2.75 + T2 * sd / math.sqrt(3), abs=1e-5)
+    t = 2.75 / (sd / math.sqrt(3))
+    assert jtr["Δ_MTL paired p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)    # t with 2 d.o.f.
+    assert jtr["depth/abs_err change (%) mean"] == pytest.approx(2.5)
+    assert bool(jtr["depth/abs_err change (%) significant"]) and not bool(jtr["Δ_MTL paired significant"])
+    assert any("jtr: seed(s) [3, 4] not paired" in n for n in table.notes)
+    mtpsl = table.summary[table.summary["method"] == "mtpsl"].iloc[0]
+    assert mtpsl["n_pairs"] == 2 and math.isnan(mtpsl["Δ_MTL paired ci_low"])
+    base = table.summary[table.summary["method"] == "supervised"].iloc[0]
+    assert math.isnan(base["n_pairs"])                               # the baseline is not compared with itself
+    shown = aggregate.display_table(table).set_index("method")
+    assert shown.loc["supervised", "n_pairs"] == "baseline" and shown.loc["jtr", "n_pairs"] == 3
+    assert "n too small" in shown.loc["mtpsl", "Δ_MTL paired [95% CI]"]
+    verdicts = aggregate.verdicts(table)
+    assert verdicts[0].startswith("jtr vs supervised: Δ_MTL +2.8 % [") and verdicts[0].endswith("not significant")
+    assert "n too small" in verdicts[1]
+    changes = aggregate.change_table(table).set_index("group")
+    assert changes.loc["jtr", "depth abs_err change (%)"].startswith("+2.50 [") and \
+        "*" in changes.loc["jtr", "depth abs_err change (%)"]
+
+
+def test_summary_and_charts_carry_the_statistics(tmp_path):
+    sweep = _write_paired(tmp_path / "p")
+    md = aggregate.write_summary(sweep).read_text()
+    csv = pd.read_csv(sweep / "summary.csv")
+    assert {"n_pairs", "Δ_MTL paired ci_low", "Δ_MTL paired p", "semantic/miou change (%) ci_high"} <= set(csv)
+    assert md.index("**jtr vs supervised: Δ_MTL +2.8 %") < md.index("| method |")   # the verdict comes first
+    assert "Change per task vs the baseline" in md and "Test metrics at the last epoch" in md
+    table = aggregate.load_table(sweep)
+    from mtlwb import figures
+    fig = figures.change_chart(table, "depth")
+    mean = next(t for t in fig.data if t.name.startswith("mean"))
+    jtr = list(mean.x).index("jtr")
+    assert mean.y[jtr] == pytest.approx(2.5)
+    assert mean.error_y.array[jtr] == pytest.approx(T2 * 0.5 / math.sqrt(3), abs=1e-5)   # CI, not a bar from 0
+    points = next(t for t in fig.data if t.name == "per seed")
+    assert sorted(y for x, y in zip(points.x, points.y) if x == "jtr") == pytest.approx([2.0, 2.5, 3.0])
+    assert any(shape.y0 == 0 and shape.y1 == 0 for shape in fig.layout.shapes)            # the zero line
+    assert len(figures.change_charts(table)) == 3
+    with pytest.raises(ValueError, match="key='edge'"):
+        figures.change_chart(table, "edge")
+
+
+def test_selection_best_val_or_last(tmp_path):
+    sweep = _write_paired(tmp_path / "p", best_val=True)
+    auto = aggregate.load_table(sweep)
+    assert auto.summary.set_index("method").loc["jtr", "n_pairs"] == 3
+    assert auto.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.6113, abs=1e-4)
+    assert "best on the validation split" in aggregate.selection_caption(auto)
+    last = aggregate.load_table(sweep, select="last")
+    assert last.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.1)
+    assert "last epoch" in aggregate.selection_caption(last)
+    with pytest.raises(ValueError, match="select='best_val'"):
+        aggregate.load_table(_write_paired(tmp_path / "q"), select="best_val")
+    with pytest.raises(ValueError, match="select="):
+        aggregate.load_table(sweep, select="best")
+
+
+def test_report_html_hides_code_cells(tmp_path):
+    import nbformat
+
+    from mtlwb.notebook_runner import export_html
+
+    cell = nbformat.v4.new_code_cell("secret_source_line = 41 + 1", outputs=[
+        nbformat.v4.new_output("execute_result", {"text/plain": "visible_result_42"}, execution_count=1)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"), cell])
+    nbformat.write(nb, tmp_path / "r.ipynb")
+    hidden = export_html(tmp_path / "r.ipynb", tmp_path / "hidden.html", hide_code=True).read_text()
+    shown = export_html(tmp_path / "r.ipynb", tmp_path / "shown.html").read_text()
+    assert "secret_source_line" in shown and "secret_source_line" not in hidden
+    assert "visible_result_42" in hidden and "Title" in hidden

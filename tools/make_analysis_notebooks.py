@@ -1,4 +1,5 @@
-"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent}.ipynb (run once; the notebooks are the artefacts).
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb (run once; the notebooks are
+the artefacts).
 
 Stored defaults are tiny so nbval re-executes each notebook in well under a minute. Cells whose output holds
 random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; deterministic tables are checked.
@@ -227,6 +228,50 @@ write("notebooks/joint_latent.ipynb", [
            "    out[\"joint_codes\"] = by_label\n"
            "for name, fig in out.items():\n"
            "    print(figures.export_figure(fig, export_dir, name))", IGNORE),
+])
+
+# --- ablation report: what summary.html shows (rendered with code cells hidden, so the reader sees one screen) ---
+write("notebooks/ablation_report.ipynb", [
+    md("# Ablation sweep report\n\n"
+       "Summary of one sweep folder (`reports/sweeps/<name>/`, written by `mtlwb sweep sweeps/<name>.yaml`). All "
+       "numbers come from `mtlwb.aggregate` and `mtlwb.stats`; this notebook only shows them.\n\n"
+       "`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/quick`"),
+    tagged('sweep_dir = "reports/sweeps/quick"\n'
+           '# which test metrics each run contributes: auto (best epoch on validation where the run has a\n'
+           '# validation split, else the last epoch), best_val, last\n'
+           'select = "auto"', "parameters"),
+    tagged("from pathlib import Path\n\n"
+           "from IPython.display import Markdown, display\n\n"
+           "from mtlwb import aggregate, figures\n\n"
+           "figures.use_offline_renderer()\n"
+           "table = aggregate.load_table(sweep_dir, select) if (Path(sweep_dir) / \"state.json\").is_file() else None\n"
+           "print(f\"sweep {table.name}: {len(table.runs)} runs, baseline = {table.baseline_name}\" if table\n"
+           "      else f\"no sweep at {sweep_dir!r}: run `mtlwb sweep sweeps/<name>.yaml` first\")", IGNORE),
+    md("## Verdict\nEach group against its baseline group, paired by seed: mean per-seed Δ_MTL with its 95 % "
+       "t-interval, the number of paired seeds and the paired t-test's p. *Significant* means the interval "
+       "excludes 0; below 3 paired seeds no interval is given (*n too small*)."),
+    tagged("if table:\n"
+           "    lines = aggregate.verdicts(table) or [\"no group is compared with a baseline\"]\n"
+           "    display(Markdown(\"\\n\".join(f\"- **{line}**\" for line in lines)\n"
+           "                     + f\"\\n\\n_{aggregate.selection_caption(table)}_\"))", IGNORE),
+    md("## Change vs the baseline, per task\n% of the baseline's primary metric, positive = better. Diamond: "
+       "mean over the paired seeds, error bars: its 95 % confidence interval, circles: the seeds; an interval "
+       "that does not cross the dashed zero line is a change beyond the seed noise."),
+    tagged("for fig in (figures.change_charts(table) if table and table.comparisons else []):\n"
+           "    fig.show()", IGNORE),
+    tagged("aggregate.change_table(table) if table else None", IGNORE),
+    md("## Summary\nRows are run groups (every parameter except the seed); primary metric per task as mean ± std "
+       "over seeds (↑ higher / ↓ lower is better); Δ_MTL (%) of the seed-averaged metrics relative to the baseline "
+       "named in the column header, then its paired estimate over the seeds both groups ran."),
+    tagged("aggregate.display_table(table) if table else None", IGNORE),
+    tagged("if table:\n"
+           "    for note in aggregate.describe(table):\n"
+           "        print(note)\n"
+           "    if not table.failures.empty:\n"
+           "        display(table.failures)", IGNORE),
+    md("## Metric per group\nPrimary metric per group: bars = mean, error bars = std over seeds, circles = seeds."),
+    tagged("for task in table.tasks if table else []:\n"
+           "    aggregate.bar_chart(table, task.name).show()", IGNORE),
 ])
 
 NOTEBOOKS = ["notebooks/dataset_explorer.ipynb", "notebooks/task_affinity.ipynb", "notebooks/joint_latent.ipynb"]

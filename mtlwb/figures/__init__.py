@@ -1,9 +1,11 @@
 """Plotly figures built from run records and models; notebooks only display them."""
 
+from .change import change_chart, change_charts
 from .curves import history_frame, loss_curves, metric_curves
 from .predictions import error_map, prediction_grid, task_to_rgb
 
-__all__ = ["error_map", "history_frame", "loss_curves", "metric_curves", "prediction_grid", "task_to_rgb"]
+__all__ = ["change_chart", "change_charts", "error_map", "history_frame",
+           "loss_curves", "metric_curves", "prediction_grid", "task_to_rgb"]
 
 
 def use_offline_renderer() -> None:
