@@ -1,9 +1,12 @@
-"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent}.ipynb (run once; the notebooks are the artefacts).
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb (the notebooks are the
+artefacts).
 
 Stored defaults are tiny so nbval re-executes each notebook in well under a minute. Cells whose output holds
 random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; deterministic tables are checked.
 """
 import nbformat as nbf
+
+from mtlwb.notebook_params import check_cell_source
 
 md = nbf.v4.new_markdown_cell
 code = nbf.v4.new_code_cell
@@ -20,8 +23,15 @@ SETUP = "from pathlib import Path\n"
 CHDIR = "\nmtlwb.enter_project_root()  # nbval and JupyterLab start kernels in notebooks/: paths are from the root\n"
 
 
+def with_parameter_check(cells: list) -> list:
+    """Insert, right after the ``parameters`` cell, the cell that refuses a name papermill injected but the
+    parameters cell does not define (papermill's own injected cell lands between the two)."""
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    return [*cells[:at], code(check_cell_source(cells[at - 1].source)), *cells[at:]]
+
+
 def write(path: str, cells: list) -> None:
-    nb = nbf.v4.new_notebook(cells=cells)
+    nb = nbf.v4.new_notebook(cells=with_parameter_check(cells))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbf.write(nb, path)
 
@@ -227,6 +237,37 @@ write("notebooks/joint_latent.ipynb", [
            "    out[\"joint_codes\"] = by_label\n"
            "for name, fig in out.items():\n"
            "    print(figures.export_figure(fig, export_dir, name))", IGNORE),
+])
+
+write("notebooks/ablation_report.ipynb", [
+    md("# Ablation sweep report\n\n"
+       "Summary of one sweep folder (`reports/sweeps/<name>/`, written by `mtlwb sweep sweeps/<name>.yaml`). "
+       "All numbers come from `mtlwb.aggregate`; this notebook only shows them.\n\n"
+       "`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/quick`"),
+    tagged('sweep_dir = "reports/sweeps/quick"', "parameters"),
+    tagged(SETUP + "\n"
+           "import mtlwb\n"
+           "from mtlwb import aggregate, figures\n"
+           + CHDIR +
+           "figures.use_offline_renderer()\n"
+           "table = aggregate.load_table(sweep_dir) if (Path(sweep_dir) / \"state.json\").is_file() else None\n"
+           "print(f\"sweep {table.name}: {len(table.runs)} runs, baseline = {table.baseline_name}\" if table\n"
+           "      else f\"no sweep at {sweep_dir!r}: run `mtlwb sweep sweeps/<name>.yaml` first\")", IGNORE),
+    md("## Summary\n"
+       "Rows are run groups (every parameter except the seed); primary metric per task as mean ± std over seeds "
+       "(↑ higher / ↓ lower is better); Δ_MTL (%) is relative to the baseline named in the column header."),
+    tagged("aggregate.display_table(table) if table else None", IGNORE),
+    tagged("if table:\n"
+           "    for note in aggregate.describe(table):\n"
+           "        print(note)\n"
+           "    if not table.failures.empty:\n"
+           "        display(table.failures)", IGNORE),
+    md("## Per task\nPrimary metric per group; error bars are the std over seeds."),
+    tagged("for task in table.tasks if table else []:\n"
+           "    aggregate.bar_chart(table, task.name).show()", IGNORE),
+    md("## Relative gain per task\nEach group's gain over its baseline group, per task (0 % = baseline)."),
+    tagged("if table and table.baseline:\n"
+           "    aggregate.radar_chart(table).show()", IGNORE),
 ])
 
 NOTEBOOKS = ["notebooks/dataset_explorer.ipynb", "notebooks/task_affinity.ipynb", "notebooks/joint_latent.ipynb"]
