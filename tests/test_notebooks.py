@@ -201,9 +201,11 @@ def test_notebook_started_in_notebooks_folder_finds_what_make_run_wrote(name, pr
     root = project_after_make_run
     params, expected, path = FOUND[name]
     out = tmp_path / f"{name}.ipynb"
-    pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), parameters={**params},
-                        cwd=str(root / "notebooks"), progress_bar=False, kernel_name="python3",
-                        inject_paths=True)   # papermill's own injected names pass the check
+    source = root / "notebooks" / f"{name}.ipynb"
+    # the names `papermill --inject-paths` adds pass the check
+    paths = {"PAPERMILL_INPUT_PATH": str(source), "PAPERMILL_OUTPUT_PATH": str(out)}
+    pm.execute_notebook(str(source), str(out), parameters={**params, **paths}, cwd=str(root / "notebooks"),
+                        progress_bar=False, kernel_name="python3")
     text = _outputs(nbformat.read(out, as_version=4))
     assert expected in text, text[-2000:]
     assert (root / path).is_file()
