@@ -14,6 +14,7 @@ from typing import Any
 import nbformat
 
 from .io import atomic_write_text
+from .notebook_params import closest_name
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
@@ -40,8 +41,9 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     defaults = notebook_parameters(path)
     for key, value in parameters.items():
         if key not in defaults:
+            guess = closest_name(key, defaults)
             raise ValueError(f"parameter {key!r} is not a parameter of {Path(path).name}; "
-                             f"allowed {sorted(defaults)}")
+                             + (f"did you mean {guess!r}? " if guess else "") + f"allowed {sorted(defaults)}")
         default = defaults[key]
         if default is None or value is None:
             continue

@@ -170,12 +170,13 @@ def effective_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[s
     ValueError names the run's parameters and the config field that is wrong.
     """
     from .config import ExperimentConfig
+    from .notebook_params import TRAIN_NOTEBOOK_ONLY  # left at the notebook's default (train, never reuse)
 
     try:
         config = ExperimentConfig(**{**params, "run_dir": "", "progress": False}).to_dict()
     except (ValueError, TypeError) as e:
         raise ValueError(f"sweep run ({_describe(params)}): {e}") from None
-    return {k: config[k] for k in defaults if k not in SET_BY_SWEEP}
+    return {k: config[k] for k in defaults if k not in SET_BY_SWEEP and k not in TRAIN_NOTEBOOK_ONLY}
 
 
 def run_id(effective: dict[str, Any]) -> str:
@@ -280,8 +281,10 @@ def validate(spec: SweepSpec) -> None:
 
 def _is_training_notebook(defaults: dict[str, Any]) -> bool:
     from .config import ExperimentConfig
+    from .notebook_params import TRAIN_NOTEBOOK_ONLY  # how train.ipynb obtains its run: not config fields
 
-    return "method" in defaults and set(defaults) <= {f.name for f in dataclasses.fields(ExperimentConfig)}
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    return "method" in defaults and set(defaults) - TRAIN_NOTEBOOK_ONLY <= fields
 
 
 def _describe(params: dict[str, Any]) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+import torch
 
 import mtlwb
 from mtlwb.data import MultiTaskFolder, make_mask
-from mtlwb.figures import affinity, dataset, export, gradients, latent
+from mtlwb.figures import affinity, dataset, export, gradients, latent, predictions
+from mtlwb.methods import forward_step
 from mtlwb.tasks import make_tasks
 
 TASKS = ["semantic", "depth", "normal"]
@@ -53,6 +55,32 @@ def test_dataset_figures(tiny_root):
     assert len(dataset.label_count_figure(counts, TASKS).data) == len(TASKS)
     box = dataset.sample_browser(ds, specs, table, "onelabel")
     assert box.children[0].children[0].max == len(ds) - 1
+
+
+# -- predictions --------------------------------------------------------------------------------------------------
+
+def test_prediction_grid_is_four_columns_one_row_per_image_and_task(tiny_config):
+    """Four columns whatever the number of tasks (the old 1 + 3·T columns overflowed the page at T = 3)."""
+    exp = mtlwb.build_experiment(tiny_config(tasks=["semantic", "depth", "normal", "edge"]))
+    indices = [0, 2]
+    fig = predictions.prediction_grid(exp.model, exp.method, exp.eval_set, exp.tasks, indices)
+    grid = fig._validate_get_grid_ref()
+    assert len(grid) == len(indices) * len(exp.tasks) and all(len(row) == 4 for row in grid)
+    assert fig.layout.width <= 900
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:4] == ["image 0", "semantic ground truth", "semantic prediction", "semantic error (wrong class)"]
+    assert titles[-4:-1] == ["image 2", "edge ground truth", "edge prediction"]
+    assert len(fig.data) == 4 * len(grid)
+    # row 1·4 + 1 (0-based: second image, depth): its error panel is that image's depth error, flipped for the
+    # heatmap's upward y axis
+    exp.model.eval()
+    exp.method.eval()
+    item = exp.eval_set[2]
+    with torch.no_grad():
+        _, _, preds = forward_step(exp.model, exp.method, item["image"][None])
+    depth = exp.tasks[1]
+    expected = predictions.error_map(depth, preds["depth"][0], item["depth"])[::-1]
+    np.testing.assert_allclose(np.asarray(fig.data[4 * 5 + 3].z), expected, rtol=1e-5, atol=1e-6)
 
 
 # -- task affinity ------------------------------------------------------------------------------------------------

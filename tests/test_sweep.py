@@ -15,6 +15,7 @@ from fixtures_real import write_nyuv2
 from mtlwb import cli
 from mtlwb.config import ExperimentConfig
 from mtlwb.methods import METHODS
+from mtlwb.notebook_params import TRAIN_NOTEBOOK_ONLY
 from mtlwb.notebook_runner import notebook_parameters
 from mtlwb.sweep import (
     SweepInUseError,
@@ -95,7 +96,7 @@ def test_every_parameter_gets_the_config_default_not_the_notebook_default():
     spec = _spec(fixed={"train_samples": 16, "data_root": TINY["data_root"]}, grid={"method": ["supervised"]})
     (run,) = load_spec(spec).runs()
     default = ExperimentConfig()
-    assert set(run.effective) == set(notebook) - {"run_dir", "progress"}     # every parameter is injected
+    assert set(run.effective) == set(notebook) - {"run_dir", "progress"} - TRAIN_NOTEBOOK_ONLY  # all injected
     assert run.effective["eval_samples"] is None and run.effective["epochs"] == default.epochs == 10
     assert run.effective["train_samples"] == 16 and run.params == spec["fixed"] | {"method": "supervised"}
     assert run.run_id == ExperimentConfig(**run.effective).run_id

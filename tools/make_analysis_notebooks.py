@@ -1,10 +1,12 @@
-"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb (run once; the notebooks are
-the artefacts).
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb (the notebooks are the
+artefacts).
 
 Stored defaults are tiny so nbval re-executes each notebook in well under a minute. Cells whose output holds
 random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; deterministic tables are checked.
 """
 import nbformat as nbf
+
+from mtlwb.notebook_params import check_cell_source
 
 md = nbf.v4.new_markdown_cell
 code = nbf.v4.new_code_cell
@@ -21,8 +23,15 @@ SETUP = "from pathlib import Path\n"
 CHDIR = "\nmtlwb.enter_project_root()  # nbval and JupyterLab start kernels in notebooks/: paths are from the root\n"
 
 
+def with_parameter_check(cells: list) -> list:
+    """Insert, right after the ``parameters`` cell, the cell that refuses a name papermill injected but the
+    parameters cell does not define (papermill's own injected cell lands between the two)."""
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    return [*cells[:at], code(check_cell_source(cells[at - 1].source)), *cells[at:]]
+
+
 def write(path: str, cells: list) -> None:
-    nb = nbf.v4.new_notebook(cells=cells)
+    nb = nbf.v4.new_notebook(cells=with_parameter_check(cells))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbf.write(nb, path)
 
@@ -240,9 +249,11 @@ write("notebooks/ablation_report.ipynb", [
            '# which test metrics each run contributes: auto (best epoch on validation where the run has a\n'
            '# validation split, else the last epoch), best_val, last\n'
            'select = "auto"', "parameters"),
-    tagged("from pathlib import Path\n\n"
+    tagged(SETUP + "\n"
            "from IPython.display import Markdown, display\n\n"
-           "from mtlwb import aggregate, figures\n\n"
+           "import mtlwb\n"
+           "from mtlwb import aggregate, figures\n"
+           + CHDIR +
            "figures.use_offline_renderer()\n"
            "table = aggregate.load_table(sweep_dir, select) if (Path(sweep_dir) / \"state.json\").is_file() else None\n"
            "print(f\"sweep {table.name}: {len(table.runs)} runs, baseline = {table.baseline_name}\" if table\n"

@@ -1,6 +1,8 @@
 """Writes notebooks/train.ipynb (run once; the notebook is the artefact)."""
 import nbformat as nbf
 
+from mtlwb.notebook_params import check_cell_source
+
 md = nbf.v4.new_markdown_cell
 code = nbf.v4.new_code_cell
 
@@ -11,66 +13,100 @@ def tagged(src, *tags):
     return c
 
 
+PARAMETERS = ('dataset = "scenes"\n'
+              'data_root = "data/scenes-64x80"\n'
+              'tasks = ["semantic", "depth", "normal"]\n'
+              '# label_setting: full, onelabel, randomlabel, ratio:depth=1.0,semantic=0.1 or a mask file\n'
+              'label_setting = "onelabel"\n'
+              'mask_seed = 0\n'
+              '# method: supervised, mtpsl, jtr, tpkr; method_options: its typed options (a dict)\n'
+              'method = "supervised"\n'
+              'method_options = {}\n'
+              '# weighting: equal, uncertainty, dwa; task_weights: fixed factor per task loss, e.g. {"edge": 50.0}\n'
+              'weighting = "equal"\n'
+              'task_weights = {}\n'
+              '# loss_reduction: batch = per-sample losses, 0 where unlabelled, summed / B (MTPSL/JTR code);\n'
+              '# labelled = mean over the labelled samples only (mtlwb <= 0.1)\n'
+              'loss_reduction = "batch"\n'
+              '# edge_loss: balanced or mtl_pytorch; normal_loss: cosine or l1 (MTL-PyTorch PASCAL-Context)\n'
+              'edge_loss = "balanced"\n'
+              'normal_loss = "cosine"\n'
+              '# backbone: resnet_small, resnet18, resnet50, segnet\n'
+              '# backbone_weights: a local torchvision-layout file\n'
+              'backbone = "resnet_small"\n'
+              'backbone_weights = None\n'
+              '# image_norm: auto (ImageNet mean/std iff backbone_weights), none, imagenet\n'
+              'image_norm = "auto"\n'
+              'epochs = 1\n'
+              'batch_size = 16\n'
+              'lr = 0.001\n'
+              'weight_decay = 0.0\n'
+              '# lr_schedule: step (x lr_gamma every lr_step epochs, 0 = halfway) or poly (x (1 - epoch/epochs)^0.9)\n'
+              'lr_schedule = "step"\n'
+              'lr_step = 0\n'
+              'lr_gamma = 0.5\n'
+              '# augment: the papers\' random scale-crop, flip and photometric jitter (real datasets)\n'
+              'augment = False\n'
+              'channels_last = False\n'
+              'seed = 0\n'
+              '# train_samples / eval_samples: first N images only; None = the whole split\n'
+              'train_samples = 64\n'
+              'eval_samples = 32\n'
+              '# val_fraction: part of the training images held out for model selection (0 = none), drawn by\n'
+              '# val_seed; eval_every: evaluate every k epochs (and always after the last)\n'
+              'val_fraction = 0.0\n'
+              'val_seed = 0\n'
+              'eval_every = 1\n'
+              '# device: auto, cpu, cuda; precision: fp32, bf16, fp16 (autocast)\n'
+              'device = "auto"\n'
+              'precision = "fp32"\n'
+              'num_workers = 0\n'
+              '# run_dir: "" = reports/runs/<run_id>\n'
+              'run_dir = ""\n'
+              'progress = True\n'
+              '# reuse_finished_run: True = load a finished run of this method from finished_runs_dir instead of\n'
+              '# training (after `make run`); False = always train\n'
+              'reuse_finished_run = False\n'
+              'finished_runs_dir = "reports/sweeps/quick"')
+
 cells = [
     md("# Train one multi-task experiment\n\n"
        "Parameters below are the public interface (papermill, sweeps and the CLI use these names):\n\n"
        "`papermill notebooks/train.ipynb out.ipynb -p method jtr -p label_setting onelabel -p epochs 2 -p seed 0`\n\n"
-       "The stored defaults are a tiny run so that CI can re-execute this notebook (nbval)."),
-    tagged('dataset = "scenes"\n'
-           'data_root = "data/scenes-64x80"\n'
-           'tasks = ["semantic", "depth", "normal"]\n'
-           '# label_setting: full, onelabel, randomlabel, ratio:depth=1.0,semantic=0.1 or a mask file\n'
-           'label_setting = "onelabel"\n'
-           'mask_seed = 0\n'
-           '# method: supervised, mtpsl, jtr, tpkr; method_options: its typed options (a dict)\n'
-           'method = "supervised"\n'
-           'method_options = {}\n'
-           '# weighting: equal, uncertainty, dwa; task_weights: fixed factor per task loss, e.g. {"edge": 50.0}\n'
-           'weighting = "equal"\n'
-           'task_weights = {}\n'
-           '# backbone: resnet_small, resnet18, resnet50, segnet; backbone_weights: a local torchvision-layout file\n'
-           'backbone = "resnet_small"\n'
-           'backbone_weights = None\n'
-           'epochs = 1\n'
-           'batch_size = 16\n'
-           'lr = 0.001\n'
-           'weight_decay = 0.0\n'
-           '# lr_schedule: step (x lr_gamma every lr_step epochs, 0 = halfway) or poly (x (1 - epoch/epochs)^0.9)\n'
-           'lr_schedule = "step"\n'
-           'lr_step = 0\n'
-           'lr_gamma = 0.5\n'
-           '# augment: the papers\' random scale-crop, flip and photometric jitter (real datasets)\n'
-           'augment = False\n'
-           'channels_last = False\n'
-           'seed = 0\n'
-           '# train_samples / eval_samples: first N images only; None = the whole split\n'
-           'train_samples = 64\n'
-           'eval_samples = 32\n'
-           '# device: auto, cpu, cuda; precision: fp32, bf16, fp16 (autocast)\n'
-           'device = "auto"\n'
-           'precision = "fp32"\n'
-           'num_workers = 0\n'
-           '# run_dir: "" = reports/runs/<run_id>\n'
-           'run_dir = ""\n'
-           'progress = True', "parameters"),
+       "A name the parameters cell does not define (`-p epoch 2`) is refused in the first code cell, naming the "
+       "closest known one.\n\n"
+       "**The stored defaults are a tiny run** (1 epoch on 64 images) so that CI can re-execute this notebook "
+       "(nbval): its predictions are still blank. For a meaningful run, either\n\n"
+       "- train for real: set `epochs = 10`, `train_samples = None` (all 2000 training images) and "
+       "`eval_samples = None`. Time on this 2-core CPU: `make run` trains 4 methods × 5 epochs × 1000 images in "
+       "161 s, about 8 s per epoch of 1000 images on average (supervised is the fastest, tpkr's steps take "
+       "~3× as long), so 10 epochs on 2000 images take about 3 min (1.5 min supervised, 4 min tpkr); or\n"
+       "- after `make run`, set `reuse_finished_run = True`: the finished run of the same method (and tasks, "
+       "label setting) in `finished_runs_dir` (`reports/sweeps/quick/<run_id>/`: 1000 images, 5 epochs) is "
+       "loaded instead of training, and the training cell says so."),
+    tagged(PARAMETERS, "parameters"),
+    code(check_cell_source(PARAMETERS)),
     code("import mtlwb\n"
          "from mtlwb import figures, records\n"
-         "from mtlwb.data import ensure_dataset\n\n"
+         "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.finished_runs import train_or_load\n\n"
          "mtlwb.enter_project_root()\n"
          "figures.use_offline_renderer()\n"
          "config = mtlwb.ExperimentConfig(\n"
          "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"
          "    method=method, method_options=method_options, weighting=weighting, task_weights=task_weights,\n"
+         "    loss_reduction=loss_reduction, edge_loss=edge_loss, normal_loss=normal_loss, image_norm=image_norm,\n"
          "    backbone=backbone, backbone_weights=backbone_weights, epochs=epochs, batch_size=batch_size, lr=lr,\n"
          "    weight_decay=weight_decay, lr_schedule=lr_schedule, lr_step=lr_step, lr_gamma=lr_gamma,\n"
          "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
          "    eval_samples=eval_samples, device=device, precision=precision, num_workers=num_workers,\n"
-         "    run_dir=run_dir, progress=progress)\n"
+         "    run_dir=run_dir, progress=progress, val_fraction=val_fraction, val_seed=val_seed,\n"
+         "    eval_every=eval_every)\n"
          "if dataset == \"scenes\":\n"
          "    ensure_dataset(data_root)\n"
          "print(\"run id:\", config.run_id)"),
-    tagged("experiment = mtlwb.build_experiment(config)\n"
-           "record = mtlwb.train(config, experiment)", "nbval-ignore-output"),
+    tagged("experiment, record = train_or_load(config, finished_runs_dir if reuse_finished_run else None)",
+           "nbval-ignore-output"),
     md("## What ran\nCounts of labelled images per task come from the label setting's mask table."),
     code("records.run_summary(record)"),
     md("## Final metrics (evaluation split)"),

@@ -1,4 +1,4 @@
-"""Prediction grids: image, ground truth, prediction and error for each task."""
+"""Prediction grids: image, ground truth, prediction and error, one row per (image, task)."""
 
 from __future__ import annotations
 
@@ -49,31 +49,45 @@ def error_map(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> np.nd
     return np.where(valid, err, 0.0)
 
 
+# what the error panel of each task kind measures (its title)
+ERROR_UNITS = {"segmentation": "wrong class", "depth": "|error|", "normal": "angle °", "edge": "|p − y|"}
+GRID_COLUMNS = ("image", "ground truth", "prediction", "error")
+
+
 @torch.no_grad()
 def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list[int],
-                    device: torch.device | str = "cpu") -> go.Figure:
-    """Rows = samples; per task the columns ground truth / prediction / error."""
+                    device: torch.device | str = "cpu", panel_width: int = 180) -> go.Figure:
+    """One row per (image, task), four columns: image | ground truth | prediction | error.
+
+    Why rows and not one column per task: four columns fit a notebook page whatever the number of tasks (the
+    earlier 1 + 3·T columns cut the last task off at T = 3); more tasks make the figure taller, not wider.
+    """
     model.eval()
     method.eval()
     items = [dataset[i] for i in indices]
-    images = torch.stack([it["image"] for it in items]).to(device)
+    images = torch.stack([it["image"] for it in items]).to(device)   # [B, 3, H, W]
     _, _, preds = forward_step(model, method, images)
-    cols = ["image"] + [f"{t.name} {kind}" for t in tasks for kind in ("gt", "pred", "error")]
-    fig = make_subplots(rows=len(items), cols=len(cols), subplot_titles=cols + [""] * (len(cols) * (len(items) - 1)),
-                        horizontal_spacing=0.005, vertical_spacing=0.02)
-    for r, item in enumerate(items, 1):
-        fig.add_trace(go.Image(z=(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)), r, 1)
-        c = 2
-        for t in tasks:
-            gt = item[t.name]
-            pred = preds[t.name][r - 1].float().cpu()
-            fig.add_trace(go.Image(z=task_to_rgb(t, gt.numpy())), r, c)
-            fig.add_trace(go.Image(z=task_to_rgb(t, pred.numpy())), r, c + 1)
-            err = error_map(t, pred, gt)
-            fig.add_trace(go.Heatmap(z=err[::-1], colorscale="Inferno", showscale=False), r, c + 2)
-            c += 3
+    h, w = items[0]["image"].shape[-2:]
+    rows = [(r, t) for r in range(len(items)) for t in tasks]
+    titles = [title for r, t in rows
+              for title in (f"image {indices[r]}", f"{t.name} ground truth", f"{t.name} prediction",
+                            f"{t.name} error ({ERROR_UNITS.get(t.kind, '|error|')})")]
+    panel_height = panel_width * h / w
+    title_px, gap_px = 22, 6
+    height = len(rows) * (panel_height + title_px + gap_px) + 50
+    fig = make_subplots(rows=len(rows), cols=len(GRID_COLUMNS), subplot_titles=titles,
+                        horizontal_spacing=0.01, vertical_spacing=(title_px + gap_px) / height)
+    for row, (r, t) in enumerate(rows, 1):
+        item = items[r]
+        gt = item[t.name]
+        pred = preds[t.name][r].float().cpu()
+        fig.add_trace(go.Image(z=(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)), row, 1)
+        fig.add_trace(go.Image(z=task_to_rgb(t, gt.numpy())), row, 2)
+        fig.add_trace(go.Image(z=task_to_rgb(t, pred.numpy())), row, 3)
+        err = error_map(t, pred, gt)                                        # [H, W]
+        fig.add_trace(go.Heatmap(z=err[::-1], colorscale="Inferno", showscale=False), row, 4)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    h, w = items[0]["image"].shape[-2:]
-    return fig.update_layout(height=110 * len(items) * h / w * 1.25 + 60, width=110 * len(cols) + 40,
-                             margin=dict(l=5, r=5, t=40, b=5), title="Predictions (error: task units)")
+    fig.update_annotations(font_size=11)
+    return fig.update_layout(height=round(height), width=panel_width * len(GRID_COLUMNS) + 40,
+                             margin=dict(l=5, r=5, t=50, b=5), title="Predictions (error in task units)")

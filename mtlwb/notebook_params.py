@@ -1,0 +1,106 @@
+"""Refuse a mistyped notebook parameter inside the notebook itself, so plain ``papermill -p`` is safe too.
+
+Papermill only warns ("Passed unknown parameter: epoch") and runs the defaults, which silently trains the wrong
+experiment. ``mtlwb sweep`` checks names before the kernel starts (``notebook_runner.check_parameters``); a plain
+papermill call never passes through it, so every notebook's first code cell calls :func:`check_injected`.
+
+How the cell sees what was injected: papermill inserts, right after the ``parameters`` cell, a cell whose source
+starts with ``# Parameters`` and assigns each ``-p`` name. The kernel's input history (IPython's ``_ih``) holds the
+source of every cell it ran, the current one last, so the cell run just before the check is that injected cell
+when papermill ran the notebook. Reading its assignments (rather than diffing the kernel's globals) means a
+person's own variables in a live JupyterLab session are never mistaken for parameters, and a notebook opened
+without injection is never refused.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# the header papermill's Python translator writes into the injected-parameters cell
+INJECTED_CELL_HEADER = "# Parameters"
+# names papermill itself adds with --inject-paths / --inject-input-path / --inject-output-path
+PAPERMILL_NAMES_PREFIX = "PAPERMILL_"
+# parameters of notebooks/train.ipynb that are not ExperimentConfig fields (how the notebook obtains its run)
+TRAIN_NOTEBOOK_ONLY = frozenset({"reuse_finished_run", "finished_runs_dir"})
+
+
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The known name most like ``name`` (difflib), or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_name_message(name: str, known: Iterable[str]) -> str:
+    """``unknown notebook parameter 'epoch'; did you mean 'epochs'? known: [...]``."""
+    known = sorted(known)
+    guess = closest_name(name, known)
+    hint = f"; did you mean {guess!r}?" if guess else ";"
+    return f"unknown notebook parameter {name!r}{hint} known: {known}"
+
+
+def assigned_names(source: str) -> list[str]:
+    """Names a cell's top-level assignments bind, in order (an unparsable cell binds none we can name)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def injected_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names papermill injected, if the cell run just before the caller's was papermill's injected cell.
+
+    ``namespace`` is the kernel's ``globals()``; outside IPython (no ``_ih``) nothing is known to be injected.
+    """
+    history = namespace.get("_ih")
+    if not isinstance(history, list) or len(history) < 2:
+        return []
+    previous = history[-2]      # history[-1] is the cell running now
+    if not isinstance(previous, str) or not previous.lstrip().startswith(INJECTED_CELL_HEADER):
+        return []
+    return [n for n in assigned_names(previous) if not n.startswith(PAPERMILL_NAMES_PREFIX)]
+
+
+def check_injected(known: Iterable[str], namespace: Mapping[str, Any]) -> None:
+    """Raise ValueError naming each injected parameter that the notebook's ``parameters`` cell does not define.
+
+    Call it first thing in the code cell that follows the ``parameters`` cell: ``check_injected([...], globals())``.
+    """
+    known = list(known)
+    unknown = [n for n in injected_names(namespace) if n not in known]
+    if len(unknown) == 1:
+        raise ValueError(unknown_name_message(unknown[0], known))
+    if unknown:
+        named = [f"{n!r}" + (f" (did you mean {g!r}?)" if (g := closest_name(n, known)) else "") for n in unknown]
+        raise ValueError(f"unknown notebook parameters {', '.join(named)}; known: {sorted(known)}")
+
+
+def check_cell_source(parameters_source: str, width: int = 116) -> str:
+    """The source of the cell that follows the parameters cell: the check, with the names ``parameters_source`` assigns.
+
+    The notebook generators write it, so the list in the notebook is the parameters cell's own, never a copy that
+    can drift.
+    """
+    indent = " " * len("check_injected([")
+    lines, line = [], "check_injected(["
+    for item in [repr(n) for n in assigned_names(parameters_source)]:
+        if len(line) + len(item) + 2 > width:
+            lines.append(line.rstrip())
+            line = indent
+        line += item + ", "
+    line = line[:-2] + "],"
+    lines += [line + " globals())"] if len(line) + len(" globals())") <= width else [line, indent[:-1] + "globals())"]
+    return ("# a papermill -p name that the parameters cell does not define is refused here, before any work\n"
+            "from mtlwb.notebook_params import check_injected\n\n" + "\n".join(lines))
+
+
+__all__ = ["TRAIN_NOTEBOOK_ONLY", "assigned_names", "check_cell_source", "check_injected", "closest_name",
+           "injected_names", "unknown_name_message"]

@@ -1,0 +1,214 @@
+"""Notebooks as a person and plain papermill use them: mistyped parameters refused, finished runs reused, and every
+notebook started the way JupyterLab starts its kernel (cwd = notebooks/) finding what ``make run`` produced."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+import mtlwb
+from mtlwb.finished_runs import config_differences, find_finished_run, is_finished, train_or_load
+from mtlwb.notebook_params import TRAIN_NOTEBOOK_ONLY, check_cell_source, check_injected, injected_names
+from mtlwb.notebook_runner import check_parameters, notebook_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["train", "dataset_explorer", "joint_latent", "task_affinity", "ablation_report"]
+# per notebook: a mistyped name and the parameter difflib must suggest for it
+TYPOS = {"train": ("epoch", "epochs"), "dataset_explorer": ("indice", "indices"),
+         "joint_latent": ("perplexty", "perplexity"), "task_affinity": ("image_idx", "image_index"),
+         "ablation_report": ("sweepdir", "sweep_dir")}
+
+
+def _papermill_history(injected: str, known_cell: str = "epochs = 1\n") -> dict:
+    """A kernel namespace as papermill leaves it: parameters cell, injected cell, then the running check cell."""
+    return {"_ih": ["", known_cell, injected, "check_injected([...], globals())"]}
+
+
+# --- the check itself ----------------------------------------------------------------------------------------
+
+def test_unknown_injected_name_is_refused_with_the_closest_known_name():
+    with pytest.raises(ValueError) as e:
+        check_injected(["epochs", "lr"], _papermill_history("# Parameters\nepoch = 2\n"))
+    assert str(e.value) == "unknown notebook parameter 'epoch'; did you mean 'epochs'? known: ['epochs', 'lr']"
+    with pytest.raises(ValueError, match=r"parameters 'epoch' \(did you mean 'epochs'\?\), 'zzz'; known"):
+        check_injected(["epochs", "lr"], _papermill_history("# Parameters\nepoch = 2\nzzz = {'a': [1]}\n"))
+    with pytest.raises(ValueError, match=r"unknown notebook parameter 'zzz'; known: \['epochs'\]"):
+        check_injected(["epochs"], _papermill_history("# Parameters\nzzz = 1\n"))
+
+
+def test_known_names_and_no_injection_pass():
+    check_injected(["epochs", "lr"], _papermill_history('# Parameters\nepochs = 2\nlr = 0.1\n'))
+    # papermill's own --inject-paths names are not the notebook's parameters
+    check_injected(["epochs"], _papermill_history('# Parameters\nepochs = 2\nPAPERMILL_INPUT_PATH = "a.ipynb"\n'))
+    # JupyterLab: the previous cell is a person's own, whatever it assigns; outside IPython there is no history
+    check_injected(["epochs"], _papermill_history("experiment = 1\nconfig = 2\n"))
+    check_injected(["epochs"], {"_ih": ["", "check_injected(...)"]})
+    check_injected(["epochs"], {"epoch": 2})
+    assert injected_names(_papermill_history("# Parameters\nepoch = 2\nlr: float = 1.0\n")) == ["epoch", "lr"]
+
+
+def _check_cell(nb) -> tuple[int, list[str]]:
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    cell = nb.cells[at + 1]
+    call = next(n for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", None) == "check_injected")
+    return at + 1, ast.literal_eval(call.args[0])
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_notebook_checks_exactly_its_parameters_first(name):
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    at, names = _check_cell(nb)
+    assert names == list(notebook_parameters(path))
+    assert all(c.cell_type != "code" for c in nb.cells[:at - 1])      # nothing runs before parameters + check
+    assert nb.cells[at].source == check_cell_source(nb.cells[at - 1].source)
+
+
+def test_train_notebook_parameters_are_config_fields_plus_how_to_obtain_the_run():
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(mtlwb.ExperimentConfig)}
+    names = set(notebook_parameters(ROOT / "notebooks" / "train.ipynb"))
+    assert TRAIN_NOTEBOOK_ONLY <= names and not TRAIN_NOTEBOOK_ONLY & fields
+    assert names - TRAIN_NOTEBOOK_ONLY <= fields      # what the sweep treats as config (mtlwb.sweep)
+
+
+def test_sweep_precheck_suggests_the_closest_name():
+    with pytest.raises(ValueError, match=r"'epoch' is not a parameter of train.ipynb; did you mean 'epochs'\?"):
+        check_parameters(ROOT / "notebooks" / "train.ipynb", {"epoch": 3})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_plain_papermill_refuses_a_mistyped_parameter_before_any_work(name, tmp_path):
+    import papermill as pm
+
+    typo, suggestion = TYPOS[name]
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters={typo: 1},
+                            cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+    assert e.value.ename == "ValueError"
+    assert f"unknown notebook parameter {typo!r}; did you mean {suggestion!r}?" in e.value.evalue
+    cells = nbformat.read(out, as_version=4).cells
+    injected = next(i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", []))
+    at = next(i for i, c in enumerate(cells) if i > injected and c.cell_type == "code")
+    assert cells[at].source.startswith("# a papermill -p name")     # the first code cell after the injection
+    assert [o.output_type for o in cells[at].outputs] == ["error"]
+    after = [c for c in cells[at + 1:] if c.cell_type == "code"]
+    assert after and all(c.execution_count is None for c in after)   # nothing after the check ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb"]  # no data, no run folder
+
+
+# --- reusing a finished run (training notebook) ---------------------------------------------------------------
+
+def _record(path: Path, status: str = "completed", **config) -> None:
+    path.mkdir(parents=True)
+    cfg = {"dataset": "scenes", "tasks": ["semantic", "depth", "normal"], "label_setting": "onelabel",
+           "method": "supervised", **config}
+    (path / "metrics.json").write_text(json.dumps({"status": status, "config": cfg}))
+
+
+def test_find_finished_run_takes_only_completed_matching_runs_with_a_checkpoint(tmp_path):
+    quick = tmp_path / "quick"
+    config = mtlwb.ExperimentConfig(method="jtr", train_samples=64, epochs=1)
+    _record(quick / "a-running", status="running", method="jtr")
+    (quick / "a-running" / "checkpoint.pt").write_bytes(b"x")
+    _record(quick / "b-no-checkpoint", method="jtr")
+    _record(quick / "c-other-method", method="tpkr")
+    (quick / "c-other-method" / "checkpoint.pt").write_bytes(b"x")
+    _record(quick / "d-other-labels", method="jtr", label_setting="randomlabel")
+    (quick / "d-other-labels" / "checkpoint.pt").write_bytes(b"x")
+    (quick / "e-torn").mkdir()
+    (quick / "e-torn" / "metrics.json").write_text('{"status": "compl')
+    (quick / "e-torn" / "checkpoint.pt").write_bytes(b"x")
+    assert find_finished_run(quick, config) is None
+    assert not is_finished(quick / "e-torn") and not is_finished(quick / "a-running")
+    _record(quick / "z-jtr", method="jtr", epochs=5)
+    (quick / "z-jtr" / "checkpoint.pt").write_bytes(b"x")
+    _record(quick / "y-jtr", method="jtr", epochs=5)
+    (quick / "y-jtr" / "checkpoint.pt").write_bytes(b"x")
+    assert find_finished_run(quick, config) == quick / "y-jtr"          # first by name: deterministic
+    assert find_finished_run(tmp_path / "missing", config) is None
+
+
+def test_train_or_load_uses_the_finished_run_and_trains_otherwise(tiny_config, tmp_path, capsys):
+    finished = tiny_config(train_samples=16, eval_samples=8, run_dir=str(tmp_path / "quick" / "run0"))
+    record = mtlwb.train(finished)
+    wanted = tiny_config(train_samples=8, eval_samples=8, run_dir=str(tmp_path / "mine"))
+
+    exp, loaded = train_or_load(wanted, reuse_from=tmp_path / "quick")
+    assert "loaded the finished run" in capsys.readouterr().out
+    assert loaded == record and not (tmp_path / "mine").exists()      # nothing trained
+    saved = torch.load(tmp_path / "quick" / "run0" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in exp.model.state_dict().items())
+    assert config_differences(loaded["config"], wanted) == {"train_samples": (16, 8)}
+
+    other = tiny_config(method="jtr", train_samples=8, eval_samples=8, run_dir=str(tmp_path / "mine"))
+    exp, trained = train_or_load(other, reuse_from=tmp_path / "quick")
+    assert "no finished run with" in capsys.readouterr().out
+    assert trained["run_id"] == other.run_id and (tmp_path / "mine" / "checkpoint.pt").is_file()
+
+
+# --- the notebooks opened in JupyterLab after `make run` --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def project_after_make_run(tiny_root, tmp_path_factory) -> Path:
+    """A copy of the project as ``make run`` leaves it: data/scenes-64x80 and a finished reports/sweeps/quick."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "pyproject.toml", root)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    (root / "mtlwb").symlink_to(ROOT / "mtlwb", target_is_directory=True)
+    (root / "data").mkdir()
+    (root / "data" / "scenes-64x80").symlink_to(tiny_root, target_is_directory=True)
+    quick = root / "reports" / "sweeps" / "quick"
+    config = mtlwb.ExperimentConfig(data_root=str(tiny_root), method="supervised", epochs=1, batch_size=8,
+                                    train_samples=16, eval_samples=8, progress=False, device="cpu",
+                                    run_dir=str(quick / "supervised-run"))
+    mtlwb.train(config)
+    state = {"name": "quick", "baseline": {"method": "supervised"},
+             "runs": {"supervised-run": {"params": {"method": "supervised", "seed": 0}, "status": "completed",
+                                         "error": None, "notebook": "supervised-run/train.ipynb"}}}
+    (quick / "state.json").write_text(json.dumps(state))
+    return root
+
+
+def _outputs(nb) -> str:
+    return "\n".join(o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+# per notebook: parameters, the words its output shows when its defaults found what they look for, and the file
+# (relative to the project root) that it reads or writes there
+FOUND = {"train": ({"reuse_finished_run": True}, "loaded the finished run 'reports/sweeps/quick/supervised-run'",
+                   "reports/sweeps/quick/supervised-run/metrics.json"),
+         "ablation_report": ({}, "sweep quick: 1 runs, baseline", "reports/sweeps/quick/state.json"),
+         "dataset_explorer": ({}, "24 training images", "data/scenes-64x80/meta.json"),
+         "task_affinity": ({}, "'method': 'tpkr'", "reports/runs/nb-task-affinity/checkpoint.pt"),
+         "joint_latent": ({}, "'method': 'jtr'", "reports/runs/nb-joint-latent/checkpoint.pt")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_started_in_notebooks_folder_finds_what_make_run_wrote(name, project_after_make_run, tmp_path):
+    import papermill as pm
+
+    root = project_after_make_run
+    params, expected, path = FOUND[name]
+    out = tmp_path / f"{name}.ipynb"
+    source = root / "notebooks" / f"{name}.ipynb"
+    # the names `papermill --inject-paths` adds pass the check
+    paths = {"PAPERMILL_INPUT_PATH": str(source), "PAPERMILL_OUTPUT_PATH": str(out)}
+    pm.execute_notebook(str(source), str(out), parameters={**params, **paths}, cwd=str(root / "notebooks"),
+                        progress_bar=False, kernel_name="python3")
+    text = _outputs(nbformat.read(out, as_version=4))
+    assert expected in text, text[-2000:]
+    assert (root / path).is_file()
+    assert not (root / "notebooks" / "reports").exists() and not (root / "notebooks" / "data").exists()
