@@ -218,3 +218,30 @@ def test_views_option_is_validated():
         JTROptions(views=2)
     with pytest.raises(ValueError, match="jtr.photometric='autoaugment'"):
         JTROptions(photometric="autoaugment")
+
+
+def test_reference_code_recon_targets_apply_phi_twice_to_y_hat_depth_only():
+    from mtlwb.methods.jtr import reconstruction_loss
+
+    tasks = [TaskSpec("d", "depth", 1, "abs_err", True)]
+    recon = torch.zeros(1, 1, 1, 2)                        # sigmoid(0) = 0.5 everywhere
+    y = torch.tensor([0.2, 0.9]).view(1, 1, 1, 2)          # already Φ-encoded depth
+    mask = torch.ones(1, 1, 1, 2)
+    paper = reconstruction_loss(tasks, recon, y, mask)
+    assert paper.item() == pytest.approx((0.3 + 0.4) / 2)
+    twice = torch.special.ndtr((y - 2.3618) / 1.5876)
+    quirk = reconstruction_loss(tasks, recon, y, mask, targets="reference_code", is_y_hat=True)
+    assert quirk.item() == pytest.approx((0.5 - twice).abs().mean().item())
+    assert reconstruction_loss(tasks, recon, y, mask, targets="reference_code").item() == pytest.approx(paper.item())
+
+
+def test_reference_code_recon_targets_batched_equals_per_sample():
+    tasks = mixed_tasks(4)
+    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding="soft", recon_targets="reference_code")).double()
+    step = make_step(tasks, LAB, dtype=torch.float64)
+    batched = m.losses(step).auxiliary
+    reference = per_sample_reference_losses(m, step)
+    torch.testing.assert_close(batched["jtr_recon"], reference["jtr_recon"])
+    paper = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding="soft")).double()
+    paper.load_state_dict(m.state_dict())
+    assert not torch.allclose(paper.losses(step).auxiliary["jtr_recon"], batched["jtr_recon"])

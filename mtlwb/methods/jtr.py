@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.views import PHOTOMETRIC, ViewSpec
-from ..ops import channel_cosine
+from ..ops import channel_cosine, channel_normalize
 from .arch import check_arch
 from .base import LossTerms, Method, Step, register
 from .encodings import (
@@ -153,16 +153,28 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1.0 - channel_cosine(a, b, eps=1e-12)).flatten(1).mean(dim=1)
 
 
-def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per sample [N]: Σ_t mean over valid pixels of the task's reconstruction error (target = encoded input)."""
+def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                        targets: str = "paper", is_y_hat: bool = False, mu: float = DEPTH_MU,
+                        sigma: float = DEPTH_SIGMA) -> torch.Tensor:
+    """Per sample [N]: Σ_t mean over valid pixels of the task's reconstruction error (target = encoded input).
+
+    ``targets="reference_code"`` reproduces two quirks of the JTR code's reconstruction targets for Ŷ (the
+    prediction stack): its depth target is Φ applied once more to the already Φ-encoded prediction, and its normal
+    target stays in the encoded [0, 1] range (compared unnormalized with the unit reconstruction) where Y's normals
+    are compared in [−1, 1]. ``"paper"`` (default) compares every input with exactly what went in.
+    """
     total = recon.new_zeros(recon.shape[0])
     denom = mask.flatten(1).sum(dim=1).clamp_min(1.0)
     widths = [t.channels for t in tasks]
+    quirks = targets == "reference_code" and is_y_hat
     for t, r, y in zip(tasks, recon.split(widths, dim=1), target.split(widths, dim=1)):
         if t.kind in ("segmentation", "edge"):
             err = F.binary_cross_entropy_with_logits(r, y, reduction="none").sum(dim=1, keepdim=True)
         elif t.kind == "depth":
-            err = (torch.sigmoid(r) - y).abs()
+            goal = torch.special.ndtr((y - mu) / sigma) if quirks else y
+            err = (torch.sigmoid(r) - goal).abs()
+        elif quirks:  # normals against the [0, 1] encoding, as the ref. code does for Ŷ
+            err = 1.0 - (channel_normalize(r, eps=1e-8) * y).sum(dim=1, keepdim=True)
         else:  # normals: compare directions in [-1, 1]
             err = 1.0 - channel_cosine(r, 2.0 * y - 1.0, eps=1e-8).unsqueeze(1)
         total = total + (err * mask).flatten(1).sum(dim=1) / denom
@@ -184,6 +196,7 @@ class JTROptions:
     detach_target: bool = False    # ref.: False (unlabelled predictions get gradient through Y as well)
     views: int = 1                 # ref. 3: view 0 supervised, view 1 model side, view 2 joint network
     photometric: str = "none"      # ref. "randaugment": photometric RandAugment on every view (data/randaugment.py)
+    recon_targets: str = "paper"   # "reference_code": Ŷ's depth target Φ(Φ(d)), Ŷ's normals compared in [0, 1]
     arch: str = "compact"          # "reference": the published SegNet_JTR layout (jtr_segnet.py); width and
     #                                input_stride then stay at their defaults (they shape "compact")
 
@@ -201,6 +214,8 @@ class JTROptions:
             raise ValueError(f"jtr.width={self.width}: must be >= 1")
         if self.views not in (1, 3):
             raise ValueError(f"jtr.views={self.views}: allowed 1 (one view) or 3 (ref.: supervised / model / joint)")
+        if self.recon_targets not in ("paper", "reference_code"):
+            raise ValueError(f"jtr.recon_targets={self.recon_targets!r}: allowed 'paper', 'reference_code'")
         if self.photometric not in PHOTOMETRIC:
             raise ValueError(f"jtr.photometric={self.photometric!r}: allowed {PHOTOMETRIC}")
         if self.input_stride not in STRIDES:
@@ -267,8 +282,10 @@ class JTR(Method):
         inputs = inputs.detach()
         if o.reconstruction:
             recon = self.decoder(codes, inputs.shape[-2:])
-            per_input = reconstruction_loss(self.tasks, recon, inputs, torch.cat([mask, mask]))
-            terms["jtr_recon"] = o.recon_weight * (per_input[:B] + per_input[B:])
+            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma}
+            rec_hat = reconstruction_loss(self.tasks, recon[:B], inputs[:B], mask, is_y_hat=True, **kw)
+            rec_y = reconstruction_loss(self.tasks, recon[B:], inputs[B:], mask, **kw)
+            terms["jtr_recon"] = o.recon_weight * (rec_hat + rec_y)
         return terms
 
     @property
@@ -322,9 +339,11 @@ def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.
         terms["jtr_joint"] = o.joint_weight * cosine_distance(code_hat, code_y)
         if o.reconstruction:
             size = y.shape[-2:]
+            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma}
             terms["jtr_recon"] = o.recon_weight * (
-                reconstruction_loss(method.tasks, method.decoder(code_y, size), y.detach(), mask)
-                + reconstruction_loss(method.tasks, method.decoder(code_hat, size), y_hat.detach(), mask))
+                reconstruction_loss(method.tasks, method.decoder(code_y, size), y.detach(), mask, **kw)
+                + reconstruction_loss(method.tasks, method.decoder(code_hat, size), y_hat.detach(), mask,
+                                      is_y_hat=True, **kw))
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v.sum() / B
     return totals
