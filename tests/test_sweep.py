@@ -292,3 +292,19 @@ def test_dask_local_cluster_one_run(tmp_path):
     rid = result.completed[0]
     assert sweep_runs(tmp_path / "dask")[rid]["status"] == "completed"
     assert (tmp_path / "dask" / rid / "metrics.json").is_file()
+
+
+def test_paper_configurations_use_the_published_layouts_and_protocols():
+    """sweeps/benchmarks/: MTPSL and JTR in their reference layouts and view protocols, PASCAL with MTL-PyTorch's
+    losses; every file names the published table it reproduces."""
+    from mtlwb.sweep import load_spec
+
+    for name in ("nyuv2", "nyuv2_jtr", "cityscapes"):
+        spec = load_spec(f"sweeps/benchmarks/{name}.yaml")
+        opts = {r.params["method"]: r.params.get("method_options", {}) for r in spec.runs()}
+        assert opts["mtpsl"]["arch"] == "reference" and opts["mtpsl"]["views"] == 2 and opts["mtpsl"]["film_lr_step"]
+        assert opts["jtr"] == {"arch": "reference", "views": 3, "photometric": "randaugment"}
+        assert spec.fixed["backbone"] == "segnet" and spec.fixed["loss_reduction"] == "batch"
+        assert "Table" in Path(f"sweeps/benchmarks/{name}.yaml").read_text()
+    pascal = load_spec("sweeps/benchmarks/pascal_context.yaml").fixed
+    assert (pascal["edge_loss"], pascal["normal_loss"], pascal["image_norm"]) == ("mtl_pytorch", "l1", "auto")
