@@ -17,7 +17,7 @@ from typing import Any
 
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
-from .losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, LossOptions
+from .losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, REGRESSION_LOSSES, LossOptions
 from .methods import METHODS, parse_options
 from .models import BACKBONES, IMAGE_NORMS
 from .tasks import TASK_NAMES
@@ -29,7 +29,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "poly")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
-                       "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1}
+                       "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
+                       "regression_loss": "l1"}
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ExperimentConfig:
     loss_reduction: str = "batch"
     edge_loss: str = "balanced"            # mtl_pytorch: BCE with fixed pos. weight 0.95, / pixels (PASCAL baseline)
     normal_loss: str = "cosine"            # l1: L1 of unit vectors (MTL-PyTorch PASCAL); cosine: 1 − cos
+    regression_loss: str = "l1"            # image-level regression tasks: l1 or smooth_l1 of standardized values
     task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
     # model
     backbone: str = "resnet_small"
@@ -90,6 +92,7 @@ class ExperimentConfig:
         _choice("loss_reduction", self.loss_reduction, REDUCTIONS)
         _choice("edge_loss", self.edge_loss, EDGE_LOSSES)
         _choice("normal_loss", self.normal_loss, NORMAL_LOSSES)
+        _choice("regression_loss", self.regression_loss, REGRESSION_LOSSES)
         _choice("image_norm", self.image_norm, IMAGE_NORMS)
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
@@ -149,7 +152,7 @@ class ExperimentConfig:
 
     @property
     def loss_options(self) -> LossOptions:
-        return LossOptions(self.loss_reduction, self.edge_loss, self.normal_loss)
+        return LossOptions(self.loss_reduction, self.edge_loss, self.normal_loss, regression=self.regression_loss)
 
     @property
     def resolved_image_norm(self) -> str:

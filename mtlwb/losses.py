@@ -16,6 +16,13 @@ edge density) or ``"mtl_pytorch"`` (Multi-Task-Learning-PyTorch's PASCAL-Context
 weight 0.95 and negative weight 0.05, averaged over pixels — the loss its task weight 50 was tuned for); normals
 ``"cosine"`` (1 − cos) or ``"l1"`` (MTL-PyTorch: L1 between the unit prediction and the label, mean over channels).
 
+Image-level tasks: classification is cross-entropy over the C logits (label −1 = undefined, no loss); regression
+(``LossOptions.regression``: ``"l1"`` or ``"smooth_l1"``, β = 1) compares standardized values (ŷ − y) / scale, the
+mean over the task's values, so a count, a height in metres and an angle in degrees weigh alike (NaN = undefined).
+Each sample's loss is its own term — the image is its only "pixel" — and the two reductions treat it exactly like
+a dense sample's mean over its valid pixels: zero where unlabelled or undefined, summed / B (``"batch"``) or
+averaged over the labelled defined samples (``"labelled"``).
+
 Under torchrun, ``"batch"`` is exactly data-parallel (each rank divides by its own B, gradients are averaged over
 equal-sized rank batches). ``"labelled"`` divides by the labelled-pixel weight summed over *all* ranks (``global
 denominator``), times the world size, so that the averaged gradient equals the single-process one too.
@@ -36,27 +43,40 @@ IGNORE_INDEX = -1
 REDUCTIONS = ("batch", "labelled")
 EDGE_LOSSES = ("balanced", "mtl_pytorch")
 NORMAL_LOSSES = ("cosine", "l1")
+REGRESSION_LOSSES = ("l1", "smooth_l1")
 
 
 @dataclass(frozen=True)
 class LossOptions:
-    """How the supervised losses are formed and normalized (config fields loss_reduction, edge_loss, normal_loss)."""
+    """How the supervised losses are formed and normalized (config fields loss_reduction, edge_loss, normal_loss,
+    regression_loss)."""
 
     reduction: str = "batch"
     edge: str = "balanced"
     normal: str = "cosine"
     edge_pos_weight: float = 0.95          # "mtl_pytorch" edges only
+    regression: str = "l1"                 # image-level regression: L1 or smooth-L1 of standardized values
 
     def __post_init__(self) -> None:
         checks = (("loss_reduction", self.reduction, REDUCTIONS), ("edge_loss", self.edge, EDGE_LOSSES),
-                  ("normal_loss", self.normal, NORMAL_LOSSES))
+                  ("normal_loss", self.normal, NORMAL_LOSSES), ("regression_loss", self.regression,
+                                                                 REGRESSION_LOSSES))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}: allowed {list(allowed)}")
 
 
+def valid_samples(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+    """Image-level task: [B] bool, samples whose label is defined (class != −1; every regression value finite)."""
+    if task.kind == "classification":
+        return target != IGNORE_INDEX
+    return torch.isfinite(target).all(dim=1)
+
+
 def valid_pixels(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
-    """[B, 1, H, W] bool: pixels where the ground truth is defined."""
+    """[B, 1, H, W] bool: pixels where the ground truth is defined (image-level tasks: [B, 1], see valid_samples)."""
+    if task.image_level:
+        return valid_samples(task, target).unsqueeze(1)
     if task.kind == "segmentation":
         return (target != IGNORE_INDEX).unsqueeze(1)
     if task.kind == "depth":
@@ -88,6 +108,8 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled
     """
     options = reduction if isinstance(reduction, LossOptions) else LossOptions(reduction=reduction)
     reduction = options.reduction
+    if task.image_level:
+        return image_level_loss(task, pred, target, labelled, options)
     sample_w = labelled.to(pred.dtype).view(-1, 1, 1, 1)
     # Unlabelled targets may hold anything (even NaN in a loader's placeholder):
     # replace them before they touch arithmetic so nothing leaks.
@@ -118,3 +140,23 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled
     w_pos, w_neg = neg / total, pos / total
     pix_w = (tgt * w_pos + (1 - tgt) * w_neg) * weight
     return _reduce(per_pixel, pix_w, reduction)
+
+
+def image_level_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
+                     options: LossOptions) -> torch.Tensor:
+    """pred [B, C] (logits / values in the task's unit), target [B] long (classification) or [B, C] (regression),
+    labelled [B] → scalar. One term per sample, reduced as a dense sample's pixel mean (module docstring)."""
+    keep = labelled.bool()
+    if task.kind == "classification":
+        tgt = torch.where(keep, target, torch.full_like(target, IGNORE_INDEX))
+        valid = tgt != IGNORE_INDEX
+        per_sample = F.cross_entropy(pred, tgt.clamp_min(0), reduction="none")                     # [B]
+    else:
+        valid = keep & torch.isfinite(target).all(dim=1)
+        tgt = torch.where(valid[:, None], target, pred.detach())             # NaN / unlabelled never touch arithmetic
+        diff = (pred - tgt) / task.scale                                                           # [B, C]
+        err = F.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=1.0) \
+            if options.regression == "smooth_l1" else diff.abs()
+        per_sample = err.mean(dim=1)                                                               # [B]
+    weight = valid.to(pred.dtype)
+    return _reduce(per_sample.view(-1, 1, 1, 1), weight.view(-1, 1, 1, 1), options.reduction)

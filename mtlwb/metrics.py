@@ -1,4 +1,4 @@
-"""Streaming evaluation metrics for dense tasks, and the Δ_MTL summary.
+"""Streaming evaluation metrics for dense and image-level tasks, and the Δ_MTL summary.
 
 Metrics are accumulated over every batch of a split and only turned into
 numbers at ``compute()``: averaging per-batch scores would weight batches
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .losses import IGNORE_INDEX, valid_pixels
+from .losses import IGNORE_INDEX, valid_pixels, valid_samples
 from .ops import channel_argmax
 from .tasks import TaskSpec
 
@@ -41,6 +41,8 @@ LOWER_IS_BETTER: dict[str, bool] = {
     "maxf": False,
     "max_miou": False,
     "ods_f": False,
+    "accuracy": False,
+    "mae": True,
 }
 
 
@@ -278,7 +280,47 @@ class SaliencyMeter(SegmentationMeter):
         return {**out, "maxf": float(f.max().item()), "max_miou": float((self._state["iou_sum"] / n).max().item())}
 
 
+class ClassificationMeter(TaskMeter):
+    """Image-level classification: ``accuracy`` = correct / images with a defined label (argmax of the logits;
+    label −1 = undefined, skipped) over the split."""
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        c = self.task.channels
+        if pred.dim() != 2 or pred.shape[1] != c:
+            raise ValueError(f"{self.task.name}: pred shape {tuple(pred.shape)}, expected [B, {c}]")
+        valid = valid_samples(self.task, target)
+        self._add("correct", (pred.argmax(dim=1)[valid] == target[valid]).sum().double())
+        self._add("count", valid.sum().double())
+
+    def compute(self) -> dict[str, float]:
+        n = self._get("count")
+        return {"accuracy": self._get("correct") / n if n else NAN}
+
+
+class RegressionMeter(TaskMeter):
+    """Image-level regression, in the task's unit: ``mae`` (mean absolute error; lower is better) and ``rmse``
+    over every value of the images with a defined label."""
+
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if pred.dim() != 2 or pred.shape != target.shape:
+            raise ValueError(f"{self.task.name}: pred shape {tuple(pred.shape)}, target {tuple(target.shape)}; "
+                             f"expected both [B, {self.task.channels}]")
+        valid = valid_samples(self.task, target)
+        err = (pred[valid].double() - target[valid].double())
+        self._add("count", torch.tensor(float(err.numel()), dtype=torch.float64, device=pred.device))
+        self._add("abs", err.abs().sum())
+        self._add("sq", (err * err).sum())
+
+    def compute(self) -> dict[str, float]:
+        n = self._get("count")
+        if n == 0:
+            return {"mae": NAN, "rmse": NAN}
+        return {"mae": self._get("abs") / n, "rmse": math.sqrt(self._get("sq") / n)}
+
+
 _METERS: dict[str, type[TaskMeter]] = {
+    "classification": ClassificationMeter,
+    "regression": RegressionMeter,
     "segmentation": SegmentationMeter,
     "depth": DepthMeter,
     "normal": NormalMeter,

@@ -1,23 +1,32 @@
-"""Dense prediction tasks: what each one predicts and how it is compared.
+"""Prediction tasks: what each one predicts and how it is compared.
 
 A task is described once here so that data loaders, heads, losses, metrics and
-the methods' label encoders all agree on channel counts and invalid-pixel rules.
+the methods' label encoders all agree on channel counts and invalid-value rules.
+
+Two levels of task. *Dense* tasks (segmentation, depth, normal, edge) predict a map [B, C, H, W].
+*Image-level* tasks predict one vector per image, [B, C]: ``classification`` (C class logits; the label is a class
+index, −1 = undefined) and ``regression`` (C real values in the task's unit; the label is [C], NaN = undefined).
+A regression task carries ``loc`` and ``scale`` (a typical value and spread of its label): heads predict
+(y − loc) / scale and return loc + scale · output, the losses compare standardized values, so tasks in metres,
+degrees or counts weigh alike, and the methods' encodings map (y − loc) / scale into (0, 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("segmentation", "depth", "normal", "edge")
+DENSE_KINDS = ("segmentation", "depth", "normal", "edge")
+IMAGE_LEVEL_KINDS = ("classification", "regression")
+KINDS = DENSE_KINDS + IMAGE_LEVEL_KINDS
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One dense task.
+    """One task.
 
-    ``channels`` is the width of the prediction: classes for segmentation,
-    1 for depth, 3 for normals, 1 (logit) for edges. ``primary_metric`` and
-    ``lower_is_better`` are the pair used by Δ_MTL.
+    ``channels`` is the width of the prediction: classes for segmentation and classification, 1 for depth,
+    3 for normals, 1 (logit) for edges, the number of values for regression. ``primary_metric`` and
+    ``lower_is_better`` are the pair used by Δ_MTL. ``loc``, ``scale``: regression only (see the module docstring).
     """
 
     name: str
@@ -25,12 +34,21 @@ class TaskSpec:
     channels: int
     primary_metric: str
     lower_is_better: bool
+    loc: float = 0.0
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"TaskSpec.kind={self.kind!r}: allowed {KINDS}")
         if self.channels < 1:
             raise ValueError(f"TaskSpec.channels={self.channels}: must be >= 1")
+        if not self.scale > 0:
+            raise ValueError(f"TaskSpec.scale={self.scale}: must be > 0")
+
+    @property
+    def image_level(self) -> bool:
+        """One prediction per image ([B, C]) rather than a map ([B, C, H, W])."""
+        return self.kind in IMAGE_LEVEL_KINDS
 
 
 def semantic(num_classes: int) -> TaskSpec:
@@ -45,13 +63,26 @@ EDGE = TaskSpec("edge", "edge", 1, "ods_f", False)
 PARTS = TaskSpec("parts", "segmentation", 7, "miou", False)
 SALIENCY = TaskSpec("saliency", "segmentation", 2, "maxf", False)
 
-TASK_NAMES = ("semantic", "depth", "normal", "edge", "parts", "saliency")
+# Image-level tasks of the built-in scenes (mtlwb.data.scenes._image_labels). loc / scale: the generator's
+# distribution — camera height U(1.0, 1.7) m, pitch U(−22.9°, 6.9°): mean and sd of the uniform; visible objects:
+# mean and sd over 200 scenes at 64×80 (3.3 ± 1.5).
+DOMINANT_CLASS_NAMES = ("furniture", "sphere", "cylinder", "picture")
+DOMINANT_CLASS = TaskSpec("dominant_class", "classification", len(DOMINANT_CLASS_NAMES), "accuracy", False)
+NUM_OBJECTS = TaskSpec("num_objects", "regression", 1, "mae", True, loc=3.3, scale=1.5)
+CAMERA_HEIGHT = TaskSpec("camera_height", "regression", 1, "mae", True, loc=1.35, scale=0.2)
+CAMERA_PITCH = TaskSpec("camera_pitch", "regression", 1, "mae", True, loc=-8.0, scale=8.6)
+IMAGE_LEVEL_TASKS = ("dominant_class", "num_objects", "camera_height", "camera_pitch")
+# class names of a classification task, for figures
+CLASS_NAMES = {"dominant_class": DOMINANT_CLASS_NAMES}
+
+TASK_NAMES = ("semantic", "depth", "normal", "edge", "parts", "saliency") + IMAGE_LEVEL_TASKS
 
 
 def make_tasks(names: tuple[str, ...] | list[str], num_classes: int) -> list[TaskSpec]:
     """Build task specs in the given order; unknown names are refused."""
     table = {"semantic": semantic(num_classes), "depth": DEPTH, "normal": NORMAL, "edge": EDGE,
-             "parts": PARTS, "saliency": SALIENCY}
+             "parts": PARTS, "saliency": SALIENCY, "dominant_class": DOMINANT_CLASS, "num_objects": NUM_OBJECTS,
+             "camera_height": CAMERA_HEIGHT, "camera_pitch": CAMERA_PITCH}
     bad = [n for n in names if n not in table]
     if bad:
         raise ValueError(f"tasks={list(names)}: unknown {bad}; allowed {list(TASK_NAMES)}")

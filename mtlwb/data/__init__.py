@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,28 +10,37 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ..tasks import TaskSpec
+from ..tasks import IMAGE_LEVEL_TASKS, TaskSpec
 from . import registry
 from .folder import MultiTaskFolder
-from .generate import dataset_is_complete, generate_dataset
+from .generate import add_image_labels, dataset_is_complete, generate_dataset, has_image_labels
 from .masks import check_every_task_labelled, label_mask, make_mask
 from .scenes import NUM_CLASSES, render_scene
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
 
-__all__ = ["MultiTaskFolder", "Splits", "build_datasets", "build_splits", "dataset_is_complete", "ensure_dataset",
-           "generate_dataset", "label_mask", "make_mask", "render_scene", "validation_ids", "NUM_CLASSES"]
+__all__ = ["MultiTaskFolder", "Splits", "add_image_labels", "build_datasets", "build_splits", "dataset_is_complete",
+           "ensure_dataset", "generate_dataset", "has_image_labels", "label_mask", "make_mask", "render_scene", "validation_ids", "NUM_CLASSES"]
 
 DEFAULT_SCENES = {"n_train": 2000, "n_val": 500, "height": 64, "width": 80}
 
 
-def ensure_dataset(root: str | Path = "data/scenes-64x80", **kwargs) -> Path:
-    """Generate the built-in scenes at ``root`` unless a complete copy is already there."""
+def ensure_dataset(root: str | Path = "data/scenes-64x80", tasks: Sequence[str] = (), image_labels: bool = False,
+                   progress: bool = True, **kwargs) -> Path:
+    """Generate the built-in scenes at ``root`` unless a complete copy is already there.
+
+    A copy generated before image-level labels existed is extended in place (``add_image_labels``: atomic, the
+    dense files untouched) when ``image_labels`` is set or ``tasks`` names an image-level task, and says so.
+    """
     root = Path(root)
-    if dataset_is_complete(root):
-        return root
-    return generate_dataset(root, **{**DEFAULT_SCENES, **kwargs})
+    if not dataset_is_complete(root):
+        return generate_dataset(root, progress=progress, **{**DEFAULT_SCENES, **kwargs})
+    wanted = image_labels or any(t in IMAGE_LEVEL_TASKS for t in tasks)
+    if wanted and not has_image_labels(root):
+        print(f"{root}: adding the image-level labels in place (the dense files stay as they are)")
+        add_image_labels(root, progress=progress)
+    return root
 
 
 @dataclass

@@ -12,6 +12,10 @@ Parameters are drawn per sample on the CPU generator (so a resumed epoch,
 reseeded from (seed, epoch), replays the same augmentations whatever the
 device) and applied to tensors where they live. Only the training path
 calls this; evaluation sees the data as stored.
+
+Image-level labels (classification, regression) pass through unchanged: a label of the whole scene, kept for the
+crop — an approximation where a crop cuts an object out of view (num_objects, dominant_class) or moves the
+optical axis off the crop's centre (camera_pitch, by at most a few degrees at s = 1.5).
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def augment_sample(item: dict, tasks: list[TaskSpec], gen: torch.Generator,
 
     out["image"] = _jitter(geometric(item["image"], "bilinear"), b, c, s)
     for t in tasks:
-        if t.name not in item:
+        if t.name not in item or t.image_level:
             continue
         x = geometric(item[t.name], "nearest")
         if t.kind == "depth":

@@ -4,6 +4,11 @@
 depth, normal, edge). Every file's header is checked when the dataset is
 opened, so a missing, truncated or wrong-shape file is reported by name
 before training starts rather than as a crash in epoch 7.
+
+Image-level tasks (classification, regression; built-in scenes only) are read from one table per split,
+``<root>/<split>/image_labels.json`` (``{task name: [value per image]}``), loaded once when the dataset is
+opened; a dataset without it (generated before image-level labels existed) is refused by name with the command
+that adds them in place.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..tasks import TaskSpec
+from .generate import IMAGE_LABELS_FILE
 
 # task name -> (folder on disk, channels on disk or 0 for HW)
 TASK_FOLDERS = {"semantic": ("label", 0), "depth": ("depth", 1), "normal": ("normal", 3), "edge": ("edge", 1)}
@@ -60,7 +66,8 @@ class MultiTaskFolder(Dataset):
     """One split of a folder-of-npy multi-task dataset.
 
     Items: {'image': [3,H,W] float32, 'semantic': [H,W] int64 (-1 ignore),
-    'depth': [1,H,W], 'normal': [3,H,W], 'edge': [1,H,W], 'index': int}.
+    'depth': [1,H,W], 'normal': [3,H,W], 'edge': [1,H,W], 'index': int}; image-level tasks:
+    classification [] int64 (-1 undefined), regression [C] float32.
     """
 
     layout = "<root>/{train,val}/{image,label,depth,normal}/<i>.npy; see data/README.md"
@@ -80,8 +87,43 @@ class MultiTaskFolder(Dataset):
         if n == 0:
             raise FileNotFoundError(f"dataset folder {image_dir} holds no .npy files")
         self.size = n if limit is None else min(n, limit)
+        self.image_labels = self._read_image_labels()
         if check_files:
             self._check_headers()
+
+    def _read_image_labels(self) -> dict[str, np.ndarray]:
+        """{task: [size] int64 (classification, -1 = undefined) or [size, C] float32 (regression)}."""
+        wanted = [t for t in self.tasks if t.image_level]
+        if not wanted:
+            return {}
+        path = self.split_dir / IMAGE_LABELS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"tasks {[t.name for t in wanted]} need image-level labels, but {path} is missing: {self.root} was "
+                f"generated before they existed. Add them in place (the dense files stay as they are): "
+                f"`mtlwb generate --root {self.root}`, or mtlwb.data.ensure_dataset({str(self.root)!r}, image_labels=True)")
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"image-level label file {path} is unreadable ({e})") from e
+        out = {}
+        for t in wanted:
+            values = table.get(t.name) if isinstance(table, dict) else None
+            if not isinstance(values, list) or len(values) < self.size:
+                raise ValueError(f"image-level label file {path}: no list of >= {self.size} values for task "
+                                 f"{t.name!r} (has {sorted(table) if isinstance(table, dict) else type(table)})")
+            arr = np.asarray(values[:self.size], dtype=np.float64)
+            if t.kind == "classification":
+                if not np.isin(arr, np.arange(-1, t.channels)).all():
+                    raise ValueError(f"image-level label file {path}: {t.name!r} must hold class ids in "
+                                     f"[0, {t.channels}) or -1 (undefined)")
+                out[t.name] = arr.astype(np.int64)
+            else:
+                out[t.name] = arr.reshape(self.size, -1).astype(np.float32)
+                if out[t.name].shape[1] != t.channels:
+                    raise ValueError(f"image-level label file {path}: {t.name!r} has {out[t.name].shape[1]} values "
+                                     f"per image, expected {t.channels}")
+        return out
 
     def _files(self, folder: str) -> list[Path]:
         return [self.split_dir / folder / f"{i}.npy" for i in range(self.size)]
@@ -93,6 +135,8 @@ class MultiTaskFolder(Dataset):
         h, w = shape[:2]
         expected = {"image": ((h, w, 3), VALUE_KINDS)}
         for t in self.tasks:
+            if t.image_level:
+                continue
             folder, c = self.folders[t.name]
             kinds = LABEL_KINDS if t.name == "semantic" else VALUE_KINDS
             expected[folder] = ((h, w) if c == 0 else (h, w, c), kinds)
@@ -114,6 +158,9 @@ class MultiTaskFolder(Dataset):
         image = np.load(self.split_dir / "image" / f"{i}.npy")
         item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
         for t in self.tasks:
+            if t.image_level:                       # classification [] int64, regression [C] float32
+                item[t.name] = torch.from_numpy(np.array(self.image_labels[t.name][i]))
+                continue
             folder, _ = self.folders[t.name]
             arr = np.load(self.split_dir / folder / f"{i}.npy")
             if t.name == "semantic":

@@ -1,6 +1,8 @@
 """Write the procedural scenes to disk in the preprocessed NYUv2 layout (MTAN/MTPSL/JTR).
 
-Layout: ``<root>/{train,val}/{image,label,depth,normal,edge}/{i}.npy`` plus ``<root>/meta.json``.
+Layout: ``<root>/{train,val}/{image,label,depth,normal,edge}/{i}.npy``, the image-level labels of each split in
+``<root>/{train,val}/image_labels.json`` (one list per label, ``{"dominant_class": [...], "num_objects": [...],
+...}``, row i = scene i; read once by the loader) plus ``<root>/meta.json``.
 Generation happens in a sibling temp dir that is renamed into place only after
 ``meta.json`` (written last) is there, so a crash never leaves a half dataset at
 ``<root>``; readers can trust any ``<root>`` that :func:`dataset_is_complete` accepts.
@@ -17,11 +19,22 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .scenes import CLASS_NAMES, KEYS, NUM_CLASSES, render_scene
+from ..io import atomic_write_json
+from .scenes import (
+    CLASS_NAMES,
+    IMAGE_LABEL_NAMES,
+    KEYS,
+    NUM_CLASSES,
+    OBJECT_CLASS_NAMES,
+    render_scene_with_labels,
+    scene_image_labels,
+)
 
 SPLITS = ("train", "val")
 GENERATOR = "mtlwb.scenes"
-VERSION = 1
+VERSION = 2                 # 2: image-level labels (image_labels.json per split); 1 had the dense files only
+IMAGE_LABELS_FILE = "image_labels.json"
+IMAGE_LABELS_VERSION = 1
 _META_PARAMS = ("n_train", "n_val", "height", "width", "seed")
 
 
@@ -68,6 +81,54 @@ def dataset_is_complete(root: str | Path) -> bool:
         if not isinstance(n, int) or any(_count_npy(root / split / key) != n for key in KEYS):
             return False
     return True
+
+
+def image_labels_meta() -> dict:
+    """What ``meta.json`` says about the image-level labels (their names, version and class names)."""
+    return {"version": IMAGE_LABELS_VERSION, "file": f"{{train,val}}/{IMAGE_LABELS_FILE}",
+            "names": list(IMAGE_LABEL_NAMES), "dominant_class_names": list(OBJECT_CLASS_NAMES)}
+
+
+def has_image_labels(root: str | Path) -> bool:
+    """True when meta.json announces the image-level labels (written after their files) and every split has them."""
+    root = Path(root)
+    meta = _read_meta(root)
+    return (isinstance(meta, dict) and isinstance(meta.get("image_labels"), dict)
+            and all((root / split / IMAGE_LABELS_FILE).is_file() for split in SPLITS))
+
+
+def _label_columns(rows: list[dict[str, float]]) -> dict[str, list]:
+    return {name: [r[name] for r in rows] for name in IMAGE_LABEL_NAMES}
+
+
+def add_image_labels(root: str | Path, progress: bool = True) -> Path:
+    """Extend a complete dataset generated before image-level labels existed (version 1), in place.
+
+    The labels are recomputed from each scene's seed (geometry and primary rays only; the dense files are read
+    and written by nobody), each split's ``image_labels.json`` is written atomically, and ``meta.json`` is
+    rewritten atomically last, so a reader either sees no image-level labels or all of them.
+    """
+    root = Path(root)
+    if not dataset_is_complete(root):
+        raise FileNotFoundError(f"{root} is not a complete generated dataset; generate it with `mtlwb generate "
+                                f"--root {root}`")
+    if has_image_labels(root):
+        return root
+    meta = _read_meta(root) or {}
+    missing = [k for k in _META_PARAMS if not isinstance(meta.get(k), int)]
+    if meta.get("generator") != GENERATOR or missing:
+        raise ValueError(f"{root}/meta.json: not written by {GENERATOR} (or lacks {missing}); cannot recompute "
+                         "its image-level labels")
+    total = meta["n_train"] + meta["n_val"]
+    with tqdm(total=total, desc="image-level labels", disable=not progress) as bar:
+        for split in SPLITS:
+            rows = []
+            for i in range(meta[f"n_{split}"]):
+                rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"]))
+                bar.update(1)
+            atomic_write_json(root / split / IMAGE_LABELS_FILE, _label_columns(rows))
+    atomic_write_json(root / "meta.json", {**meta, "version": VERSION, "image_labels": image_labels_meta()})
+    return root
 
 
 def _write_scene(split_dir: Path, index: int, arrays: dict[str, np.ndarray]) -> None:
@@ -120,12 +181,16 @@ def _generate_into(tmp: Path, params: dict, progress: bool) -> None:
             split_dir = tmp / split
             for key in KEYS:
                 (split_dir / key).mkdir(parents=True, exist_ok=True)
+            rows = []
             for i in range(params[f"n_{split}"]):
                 sid = scene_seed(params["seed"], split, i)
-                _write_scene(split_dir, i, render_scene(sid, params["height"], params["width"]))
+                arrays, labels = render_scene_with_labels(sid, params["height"], params["width"])
+                _write_scene(split_dir, i, arrays)
+                rows.append(labels)
                 bar.update(1)
+            (split_dir / IMAGE_LABELS_FILE).write_text(json.dumps(_label_columns(rows)))
     meta = {"generator": GENERATOR, "version": VERSION, "num_classes": NUM_CLASSES,
-            "class_names": list(CLASS_NAMES), **params}  # fmt: skip
+            "class_names": list(CLASS_NAMES), **params, "image_labels": image_labels_meta()}  # fmt: skip
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..tasks import TaskSpec, make_tasks
+from ..tasks import IMAGE_LEVEL_TASKS, TaskSpec, make_tasks
 from .cityscapes import CityscapesFolder
 from .folder import MultiTaskFolder, dataset_num_classes
 from .id_masks import id_keyed_table, is_id_keyed, read_npy
@@ -115,7 +115,8 @@ PASCAL_MASK_KEYS = {"semseg": "semantic", "human_parts": "parts", "sal": "salien
                     "edge": "edge"}      # DiffusionMTL's get_task_mapping.ipynb / utils/config.py task order
 
 REGISTRY: dict[str, DatasetInfo] = {
-    "scenes": DatasetInfo("scenes", None, ("semantic", "depth", "normal", "edge"), ("semantic", "depth", "normal"),
+    "scenes": DatasetInfo("scenes", None, ("semantic", "depth", "normal", "edge", *IMAGE_LEVEL_TASKS),
+                          ("semantic", "depth", "normal"),
                           _folder_loader, layout=MTAN_LAYOUT + " + meta.json"),
     "nyuv2": DatasetInfo("nyuv2", 13, ("semantic", "depth", "normal"), ("semantic", "depth", "normal"),
                          _folder_loader, {"onelabel": "onelabel.pth", "randomlabel": "randomlabels.pth"},
@@ -144,8 +145,11 @@ def check_tasks(dataset: str, names: list[str]) -> None:
     info = get_dataset(dataset)
     bad = [n for n in names if n not in info.tasks]
     if bad:
+        level = [n for n in bad if n in IMAGE_LEVEL_TASKS]
+        note = (f" (image-level tasks {level} exist only for the built-in scenes, whose generator computes them "
+                "from the scene geometry)") if level else ""
         raise ValueError(f"tasks={list(names)}: {bad} not annotated in dataset {dataset!r}; "
-                         f"allowed {list(info.tasks)}")
+                         f"allowed {list(info.tasks)}{note}")
 
 
 def published_table(info: DatasetInfo, path: Path, obj: object, n: int, task_names: list[str], exact: bool = True,

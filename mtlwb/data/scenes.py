@@ -41,6 +41,9 @@ FLOOR, WALL, CEILING, FURNITURE, SPHERE, CYLINDER, PICTURE = range(NUM_CLASSES)
 IGNORE_LABEL = -1
 FOCAL_REL = 0.81  # fx / width, like NYUv2's Kinect (518.8 px at 640 px wide)
 KEYS = ("image", "label", "depth", "normal", "edge")
+OBJECT_CLASSES = (FURNITURE, SPHERE, CYLINDER, PICTURE)        # the classes of dominant_class, in this order
+OBJECT_CLASS_NAMES = tuple(CLASS_NAMES[c] for c in OBJECT_CLASSES)
+IMAGE_LABEL_NAMES = ("dominant_class", "num_objects", "num_objects_placed", "camera_height", "camera_pitch")
 
 _EPS = 1e-4
 _STRIPES, _CHECKER, _NOISE = 0, 1, 2
@@ -486,7 +489,8 @@ def _check_size(height: int, width: int) -> None:
             raise ValueError(f"{name}={value!r}: must be an integer >= 16 and divisible by 8")
 
 
-def _render(scene: _Scene, height: int, width: int, rng: np.random.Generator, shadows: bool) -> dict[str, np.ndarray]:
+def _instances(scene: _Scene, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Primary rays: (ray directions d, hit parameter t, valid, hit points p, instance id per ray, -1 = no hit)."""
     d = _pixel_dirs(height, width) @ scene.rot.T
     o = scene.cam[None]
     t, inst = _trace(scene, o, d)
@@ -494,6 +498,32 @@ def _render(scene: _Scene, height: int, width: int, rng: np.random.Generator, sh
     inst = np.where(valid, inst, -1)
     p = o + np.where(valid, t, 0.0)[:, None] * d
     inst = _apply_pictures(scene, p, inst)
+    return d, t, valid, p, inst
+
+
+def _image_labels(scene: _Scene, inst: np.ndarray) -> dict[str, float]:
+    """Image-level labels from the geometry and the instance map of the rendered view; draws nothing from the rng.
+
+    dominant_class: index into ``OBJECT_CLASS_NAMES`` of the object class (furniture, sphere, cylinder, picture)
+    covering the most pixels, the lowest index on ties, -1 when no object is visible; num_objects: objects with at
+    least one visible pixel; num_objects_placed: every object the scene holds, in view or not; camera_height: the
+    camera centre above the floor (m); camera_pitch: the optical axis above the horizon (degrees, < 0 = down).
+    """
+    obj = inst >= _N_ROOM
+    area = np.bincount(scene.inst_cls[inst[obj]], minlength=NUM_CLASSES)[list(OBJECT_CLASSES)]
+    return {
+        "dominant_class": int(np.argmax(area)) if area.sum() else IGNORE_LABEL,
+        "num_objects": int(np.unique(inst[obj]).size),
+        "num_objects_placed": int(len(scene.inst_cls) - _N_ROOM),
+        "camera_height": float(scene.cam[1]),
+        "camera_pitch": math.degrees(math.asin(float(np.clip(scene.rot[1, 2], -1.0, 1.0)))),
+    }
+
+
+def _render(scene: _Scene, height: int, width: int, rng: np.random.Generator,
+            shadows: bool) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    d, t, valid, p, inst = _instances(scene, height, width)
+    labels = _image_labels(scene, inst)
     safe = np.where(valid, inst, 0)
     n = _world_normals(scene, p, safe)
     color = _shade(scene, p, n, _albedo(scene, p, n, safe), shadows)
@@ -502,13 +532,14 @@ def _render(scene: _Scene, height: int, width: int, rng: np.random.Generator, sh
     n_cam = (n @ scene.rot) * valid[:, None]
     label = np.where(valid, scene.inst_cls[safe], IGNORE_LABEL)
     inst_img = inst.reshape(height, width)
-    return {
+    arrays = {
         "image": np.clip(color, 0.0, 1.0).reshape(height, width, 3).astype(np.float32),
         "label": label.reshape(height, width).astype(np.float32),
         "depth": np.where(valid, t, 0.0).reshape(height, width, 1).astype(np.float32),
         "normal": n_cam.reshape(height, width, 3).astype(np.float32),
         "edge": _edges(inst_img)[..., None].astype(np.float32),
     }
+    return arrays, labels
 
 
 def render_scene(seed: int, height: int = 64, width: int = 80, shadows: bool = True) -> dict[str, np.ndarray]:
@@ -518,9 +549,26 @@ def render_scene(seed: int, height: int = 64, width: int = 80, shadows: bool = T
     depth (H,W,1) z-depth in metres with 0 invalid, normal (H,W,3) camera frame,
     edge (H,W,1) in {0,1}.
     """
+    return render_scene_with_labels(seed, height, width, shadows)[0]
+
+
+def render_scene_with_labels(seed: int, height: int = 64, width: int = 80,
+                             shadows: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """``render_scene``'s arrays and the scene's image-level labels (``IMAGE_LABEL_NAMES``, see ``_image_labels``).
+
+    The labels are read off the sampled geometry and the rendered instance map without drawing from the rng, so
+    the dense arrays are exactly those of ``render_scene`` (they were before the labels existed).
+    """
     _check_size(height, width)
     rng = np.random.default_rng(seed)
     return _render(_sample_scene(rng), height, width, rng, shadows)
+
+
+def scene_image_labels(seed: int, height: int = 64, width: int = 80) -> dict[str, float]:
+    """The image-level labels of scene ``seed`` without shading it: primary rays only (adds them to old datasets)."""
+    _check_size(height, width)
+    scene = _sample_scene(np.random.default_rng(seed))
+    return _image_labels(scene, _instances(scene, height, width)[4])
 
 
 def render_batch(

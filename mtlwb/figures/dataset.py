@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data.masks import make_mask
 from ..tasks import TaskSpec
-from .predictions import task_to_rgb
+from .predictions import class_name, task_to_rgb
 from .widgets import figure_browser
 
 DEFAULT_SETTINGS = ("full", "onelabel", "randomlabel", "ratio:semantic=0.1")
@@ -41,12 +41,20 @@ def sample_grid(dataset, tasks: Sequence[TaskSpec], indices: Sequence[int], tabl
     """Rows = images; columns = image and each shown task's ground truth, faded where the setting leaves it unlabelled.
 
     ``table`` is the [N, T] label table of a setting (rows = dataset indices, columns in ``tasks`` order).
+    Image-level tasks have no map: their labels are written in the image's title (✗ = unlabelled in the setting).
     """
-    shown = [t for t in tasks if show is None or t.name in show]
+    names = [u.name for u in tasks]
+    level = [t for t in tasks if t.image_level and (show is None or t.name in show)]
+    shown = [t for t in tasks if not t.image_level and (show is None or t.name in show)]
     cols = ["image"] + [t.name for t in shown]
     titles = []
     for i in indices:
-        titles.append(f"#{i}")
+        item = dataset[i] if level else None
+        labels = []
+        for t in level:
+            mark = "" if table is None else ("" if table[i, names.index(t.name)] else " ✗")
+            labels.append(f"{t.name}={image_label_text(t, item[t.name])}{mark}")
+        titles.append(f"#{i}" + ("<br>" + "<br>".join(labels) if labels else ""))
         for t in shown:
             j = [u.name for u in tasks].index(t.name)
             mark = "" if table is None else (" ✓" if table[i, j] else " ✗ unlabelled")
@@ -66,8 +74,16 @@ def sample_grid(dataset, tasks: Sequence[TaskSpec], indices: Sequence[int], tabl
     fig.update_yaxes(visible=False)
     fig.update_annotations(font_size=11)
     title = "Samples and ground truth" + (f" — setting {setting!r} (faded = not labelled)" if setting else "")
-    return fig.update_layout(title=title, height=150 * len(indices) + 70, width=170 * len(cols) + 20,
-                             margin=dict(l=5, r=5, t=60, b=5))
+    extra = 14 * len(level)                         # title lines of the image-level labels
+    return fig.update_layout(title=title, height=(150 + extra) * len(indices) + 70, width=170 * len(cols) + 20,
+                             margin=dict(l=5, r=5, t=60 + extra, b=5))
+
+
+def image_label_text(task: TaskSpec, value) -> str:
+    """An image-level label as text: the class name, or the value(s) to 2 decimals."""
+    if task.kind == "classification":
+        return class_name(task, int(value))
+    return ", ".join(f"{float(v):.2f}" for v in np.asarray(value).reshape(-1))
 
 
 def class_histogram(dataset, class_names: Sequence[str] | None = None, limit: int | None = None,

@@ -1,4 +1,9 @@
-"""Prediction grids: image, ground truth, prediction and error, one row per (image, task)."""
+"""Prediction grids: image, ground truth, prediction and error, one row per (image, task).
+
+An image-level task's row shows values instead of maps: bars of the true one-hot and the predicted class
+probabilities (classification) or of the true and predicted value (regression), the error as a bar (1 − p(true
+class), or |ŷ − y| in the task's unit), and the numbers in the panel titles.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from ..losses import valid_pixels
 from ..methods import forward_step
-from ..tasks import TaskSpec
+from ..tasks import CLASS_NAMES, TaskSpec
 
 
 def _palette(n: int) -> np.ndarray:
@@ -50,7 +55,46 @@ def error_map(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> np.nd
 
 
 # what the error panel of each task kind measures (its title)
-ERROR_UNITS = {"segmentation": "wrong class", "depth": "|error|", "normal": "angle °", "edge": "|p − y|"}
+ERROR_UNITS = {"segmentation": "wrong class", "depth": "|error|", "normal": "angle °", "edge": "|p − y|",
+               "classification": "1 − p(true class)", "regression": "|ŷ − y|"}
+
+
+def class_name(task: TaskSpec, index: int) -> str:
+    """A classification task's class name (its index if the task names none; 'undefined' for −1)."""
+    names = CLASS_NAMES.get(task.name, ())
+    if index < 0:
+        return "undefined"
+    return names[index] if index < len(names) else str(index)
+
+
+def image_level_panels(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> tuple[list[str], list[go.Bar]]:
+    """Titles and bar traces of the ground truth, prediction and error panels of one image-level prediction.
+
+    pred [C] (logits or values in the task's unit), target [] (class id) or [C] (values).
+    """
+    if task.kind == "classification":
+        names = [class_name(task, c) for c in range(task.channels)]
+        prob = pred.float().softmax(0).numpy()
+        true = int(target)
+        onehot = np.eye(task.channels)[true] if true >= 0 else np.zeros(task.channels)
+        err = 1.0 - prob[true] if true >= 0 else float("nan")
+        guess = int(prob.argmax())
+        titles = [f"{task.name}: {class_name(task, true)}", f"predicted: {names[guess]} ({prob[guess]:.0%})",
+                  f"error ({ERROR_UNITS['classification']}): {err:.2f}"]
+        bars = [go.Bar(x=names, y=onehot, marker_color="seagreen"),
+                go.Bar(x=names, y=prob, marker_color="steelblue", text=[f"{p:.2f}" for p in prob]),
+                go.Bar(x=["1 − p"], y=[err], marker_color="indianred", text=[f"{err:.2f}"])]
+        return titles, bars
+    true, value = target.float().numpy().reshape(-1), pred.float().numpy().reshape(-1)
+    err = np.abs(value - true)
+    labels = [f"{task.name}[{c}]" if task.channels > 1 else task.name for c in range(task.channels)]
+    fmt = ", ".join
+    titles = [f"{task.name}: {fmt(f'{v:.2f}' for v in true)}", f"predicted: {fmt(f'{v:.2f}' for v in value)}",
+              f"error ({ERROR_UNITS['regression']}): {fmt(f'{v:.2f}' for v in err)}"]
+    bars = [go.Bar(x=labels, y=true, marker_color="seagreen", text=[f"{v:.2f}" for v in true]),
+            go.Bar(x=labels, y=value, marker_color="steelblue", text=[f"{v:.2f}" for v in value]),
+            go.Bar(x=labels, y=err, marker_color="indianred", text=[f"{v:.2f}" for v in err])]
+    return titles, bars
 GRID_COLUMNS = ("image", "ground truth", "prediction", "error")
 
 
@@ -69,9 +113,12 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
     _, _, preds = forward_step(model, method, images)
     h, w = items[0]["image"].shape[-2:]
     rows = [(r, t) for r in range(len(items)) for t in tasks]
+    level = {(r, t.name): image_level_panels(t, preds[t.name][r].cpu(), items[r][t.name])
+             for r, t in rows if t.image_level}
     titles = [title for r, t in rows
-              for title in (f"image {indices[r]}", f"{t.name} ground truth", f"{t.name} prediction",
-                            f"{t.name} error ({ERROR_UNITS.get(t.kind, '|error|')})")]
+              for title in ([f"image {indices[r]}", *level[(r, t.name)][0]] if t.image_level else
+                            (f"image {indices[r]}", f"{t.name} ground truth", f"{t.name} prediction",
+                             f"{t.name} error ({ERROR_UNITS.get(t.kind, '|error|')})"))]
     panel_height = panel_width * h / w
     title_px, gap_px = 22, 6
     height = len(rows) * (panel_height + title_px + gap_px) + 50
@@ -82,6 +129,10 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
         gt = item[t.name]
         pred = preds[t.name][r].float().cpu()
         fig.add_trace(go.Image(z=(item["image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)), row, 1)
+        if t.image_level:
+            for col, bar in enumerate(level[(r, t.name)][1], 2):
+                fig.add_trace(bar.update(showlegend=False, textposition="auto"), row, col)
+            continue
         fig.add_trace(go.Image(z=task_to_rgb(t, gt.numpy())), row, 2)
         fig.add_trace(go.Image(z=task_to_rgb(t, pred.numpy())), row, 3)
         err = error_map(t, pred, gt)                                        # [H, W]

@@ -26,6 +26,14 @@ multiply the encodings (the ref. masks depth before Φ and normals before (n+1)/
 exactly the detached inputs (the ref. redraws Gumbel noise, re-applies Φ to Ŷ's depth and compares Y's normals in
 [−1, 1]).
 
+Image-level tasks (classification, regression; ``image_level_encoding``, see ``encodings.py``): ``"broadcast"``
+(default) puts each one in Ŷ and Y as a C_t-channel map of the image size, constant over positions — the softmax
+or Gumbel one-hot of the logits (``seg_encoding`` applies to classification as to segmentation) or Φ((y − loc) /
+scale) — so E, D and both distances need no second branch. Its reconstruction term is that of a dense task on the
+constant map (BCE summed over classes / |Φ-error|, mean over the joint mask's positions), i.e. the error of
+reconstructing the one value everywhere. Its valid mask is the sample's (an undefined label masks every position,
+as an ignore pixel masks one). ``"none"`` keeps image-level tasks out of Ŷ, Y and the mask: supervised loss only.
+
 Cost (CPU default): E and D mirror the backbone's profile — stride-2 convs instead of full-resolution conv + max-pool,
 the decoder's last block at 1/2 resolution with its logits upsampled to the input size, width 16 —
 so the step costs ~2× the supervised one instead of ~7–9×. ``input_stride=1, width=32`` restores the former
@@ -48,11 +56,13 @@ from .base import LossTerms, Method, Step, register
 from .encodings import (
     DEPTH_MU,
     DEPTH_SIGMA,
+    IMAGE_LEVEL_ENCODINGS,
     SEG_ENCODINGS,
     clean_target,
     encode_label,
     encode_prediction,
     gumbel_noise,
+    joint_task_indices,
     joint_valid_mask,
 )
 from .jtr_segnet import reference_joint_network
@@ -156,7 +166,8 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                         targets: str = "paper", is_y_hat: bool = False, mu: float = DEPTH_MU,
                         sigma: float = DEPTH_SIGMA) -> torch.Tensor:
-    """Per sample [N]: Σ_t mean over valid pixels of the task's reconstruction error (target = encoded input).
+    """Per sample [N]: Σ_t mean over valid pixels of the task's reconstruction error (target = encoded input; an
+    image-level task's is its constant map, so its term is the error of reconstructing that value everywhere).
 
     ``targets="reference_code"`` reproduces two quirks of the JTR code's reconstruction targets for Ŷ (the
     prediction stack): its depth target is Φ applied once more to the already Φ-encoded prediction, and its normal
@@ -168,11 +179,13 @@ def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: 
     widths = [t.channels for t in tasks]
     quirks = targets == "reference_code" and is_y_hat
     for t, r, y in zip(tasks, recon.split(widths, dim=1), target.split(widths, dim=1)):
-        if t.kind in ("segmentation", "edge"):
+        if t.kind in ("segmentation", "edge", "classification"):
             err = F.binary_cross_entropy_with_logits(r, y, reduction="none").sum(dim=1, keepdim=True)
         elif t.kind == "depth":
             goal = torch.special.ndtr((y - mu) / sigma) if quirks else y
             err = (torch.sigmoid(r) - goal).abs()
+        elif t.kind == "regression":    # Φ-encoded values in (0, 1), constant maps: mean over the task's values
+            err = (torch.sigmoid(r) - y).abs().mean(dim=1, keepdim=True)
         elif quirks:  # normals against the [0, 1] encoding, as the ref. code does for Ŷ
             err = 1.0 - (channel_normalize(r, eps=1e-8) * y).sum(dim=1, keepdim=True)
         else:  # normals: compare directions in [-1, 1]
@@ -199,8 +212,11 @@ class JTROptions:
     recon_targets: str = "paper"   # "reference_code": Ŷ's depth target Φ(Φ(d)), Ŷ's normals compared in [0, 1]
     arch: str = "compact"          # "reference": the published SegNet_JTR layout (jtr_segnet.py); width and
     #                                input_stride then stay at their defaults (they shape "compact")
+    image_level_encoding: str = "broadcast"   # image-level tasks as constant maps in Ŷ, Y; "none": left out
 
     def __post_init__(self) -> None:
+        if self.image_level_encoding not in IMAGE_LEVEL_ENCODINGS:
+            raise ValueError(f"jtr.image_level_encoding={self.image_level_encoding!r}: allowed {IMAGE_LEVEL_ENCODINGS}")
         for name in ("model_weight", "joint_weight", "recon_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"jtr.{name}={getattr(self, name)}: must be >= 0")
@@ -230,8 +246,13 @@ class JTR(Method):
 
     def __init__(self, tasks, feature_channels: int, options: JTROptions | None = None) -> None:
         super().__init__(tasks, feature_channels, options)
-        self.in_channels = sum(t.channels for t in self.tasks)   # the only place T enters: linear cost
         o = self.options
+        self.joint_idx = joint_task_indices(self.tasks, o.image_level_encoding)   # tasks in Ŷ, Y (label columns)
+        self.joint_tasks = [self.tasks[i] for i in self.joint_idx]
+        if not self.joint_tasks:
+            raise ValueError(f"jtr: image_level_encoding='none' leaves no task in the joint space (tasks "
+                             f"{[t.name for t in self.tasks]} are all image-level); use 'broadcast'")
+        self.in_channels = sum(t.channels for t in self.joint_tasks)   # the only place T enters: linear cost
         if o.arch == "reference":
             self.encoder, self.decoder = reference_joint_network(self.in_channels)
         else:
@@ -242,23 +263,24 @@ class JTR(Method):
         """Gumbel noise per segmentation task (empty for soft encodings), so two code paths can share it."""
         if self.options.seg_encoding != "hard":
             return {}
-        return {t.name: gumbel_noise(step.predictions[t.name], generator) for t in self.tasks
-                if t.kind == "segmentation"}
+        return {t.name: gumbel_noise(step.predictions[t.name], generator) for t in self.joint_tasks
+                if t.kind in ("segmentation", "classification")}
 
     def views(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                         torch.Tensor]:
         """(Ŷ', Y', mask): [B, ΣC_t, H, W] × 2 with labelled tasks' predictions detached, mask [B, 1, H, W]."""
         o = self.options
         noise = self.draw_noise(step) if noise is None else noise
-        first = step.predictions[self.tasks[0].name]
-        mask = joint_valid_mask(self.tasks, step.targets, step.labelled, first)
+        labelled = step.labelled[:, self.joint_idx]                                           # [B, T_joint]
+        mask = joint_valid_mask(self.joint_tasks, step.targets, labelled, step.images)
+        size = tuple(mask.shape[-2:])
         y_hat, y = [], []
-        for i, t in enumerate(self.tasks):
-            lab = step.labelled[:, i].bool().view(-1, 1, 1, 1)
+        for i, t in enumerate(self.joint_tasks):
+            lab = labelled[:, i].bool().view(-1, 1, 1, 1)
             pred = encode_prediction(t, step.predictions[t.name], seg=o.seg_encoding, depth="cdf", tau=o.gumbel_tau,
-                                     mu=o.depth_mu, sigma=o.depth_sigma, noise=noise.get(t.name))
-            label = encode_label(t, clean_target(t, step.targets[t.name], step.labelled[:, i]), depth="cdf",
-                                 mu=o.depth_mu, sigma=o.depth_sigma)
+                                     mu=o.depth_mu, sigma=o.depth_sigma, noise=noise.get(t.name), size=size)
+            label = encode_label(t, clean_target(t, step.targets[t.name], labelled[:, i]), depth="cdf",
+                                 mu=o.depth_mu, sigma=o.depth_sigma, size=size)
             y_hat.append(torch.where(lab, pred.detach(), pred) * mask)
             y.append(torch.where(lab, label, pred.detach() if o.detach_target else pred) * mask)
         return torch.cat(y_hat, dim=1), torch.cat(y, dim=1), mask
@@ -283,8 +305,8 @@ class JTR(Method):
         if o.reconstruction:
             recon = self.decoder(codes, inputs.shape[-2:])
             kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma}
-            rec_hat = reconstruction_loss(self.tasks, recon[:B], inputs[:B], mask, is_y_hat=True, **kw)
-            rec_y = reconstruction_loss(self.tasks, recon[B:], inputs[B:], mask, **kw)
+            rec_hat = reconstruction_loss(self.joint_tasks, recon[:B], inputs[:B], mask, is_y_hat=True, **kw)
+            rec_y = reconstruction_loss(self.joint_tasks, recon[B:], inputs[B:], mask, **kw)
             terms["jtr_recon"] = o.recon_weight * (rec_hat + rec_y)
         return terms
 
@@ -341,8 +363,8 @@ def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.
             size = y.shape[-2:]
             kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma}
             terms["jtr_recon"] = o.recon_weight * (
-                reconstruction_loss(method.tasks, method.decoder(code_y, size), y.detach(), mask, **kw)
-                + reconstruction_loss(method.tasks, method.decoder(code_hat, size), y_hat.detach(), mask,
+                reconstruction_loss(method.joint_tasks, method.decoder(code_y, size), y.detach(), mask, **kw)
+                + reconstruction_loss(method.joint_tasks, method.decoder(code_hat, size), y_hat.detach(), mask,
                                       is_y_hat=True, **kw))
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v.sum() / B

@@ -23,6 +23,14 @@ rest of the mapping network with the model (lr 1e-4, StepLR(100, 0.5)). A segmen
 draw per sample, shared by its pairs (the ref. redraws per pair); the ref.'s optional linear ramp-up of the weight
 (``--rampup up``; off in its commands) is not reproduced.
 
+Image-level tasks (classification, regression; ``image_level_encoding``, see ``encodings.py``): ``"broadcast"``
+(default) makes each one a map like any other — the Gumbel one-hot of its logits (a label: one-hot) or Φ((y − loc)
+/ scale), constant over the image — with its own stem and its own FiLM pair columns, so an unlabelled dense task
+is checked against a labelled image-level one and the other way round, through the same mapping network. The
+stems see constant maps (their border padding is the only spatial structure), which is the price of needing no
+vector branch. ``"none"``: image-level tasks take part in no pair (T counts the dense tasks only; supervised loss
+for them), the ablation of the choice.
+
 Cost (CPU default): the stems have stride 2 and M downsamples with stride-2 convs (like the backbone), width 16;
 the stems and M's first conv run once per distinct (sample, task) map, not once per triple. ``input_stride=1,
 width=32`` restores the former full-resolution layout exactly.
@@ -40,7 +48,7 @@ from ..data.views import ViewSpec
 from ..ops import channel_cosine
 from .arch import check_arch
 from .base import LossTerms, Method, Step, register
-from .encodings import clean_target, encode_label, encode_prediction
+from .encodings import IMAGE_LEVEL_ENCODINGS, clean_target, encode_label, encode_prediction, joint_task_indices
 from .mtpsl_mapfns import ReferenceMappingNet, reference_anchor, reference_stems
 
 
@@ -121,8 +129,12 @@ class MTPSLOptions:
     views: int = 1                 # ref. 2: the consistency term on a further scale-crop of the supervised view
     arch: str = "compact"          # "reference": the published Mapfns layout (mtpsl_mapfns.py); width,
     #                                input_stride and norm then stay at their defaults (they shape "compact")
+    image_level_encoding: str = "broadcast"   # image-level tasks as constant maps in the pairs; "none": no pairs
 
     def __post_init__(self) -> None:
+        if self.image_level_encoding not in IMAGE_LEVEL_ENCODINGS:
+            raise ValueError(f"mtpsl.image_level_encoding={self.image_level_encoding!r}: allowed "
+                             f"{IMAGE_LEVEL_ENCODINGS}")
         for name in ("weight", "reg_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"mtpsl.{name}={getattr(self, name)}: must be >= 0")
@@ -154,16 +166,20 @@ class MTPSL(Method):
 
     def __init__(self, tasks, feature_channels: int, options: MTPSLOptions | None = None) -> None:
         super().__init__(tasks, feature_channels, options)
-        o, T = self.options, len(self.tasks)
+        o = self.options
+        self.joint_idx = joint_task_indices(self.tasks, o.image_level_encoding)     # tasks in the pairs
+        self.joint_tasks = [self.tasks[i] for i in self.joint_idx]
+        T = len(self.joint_tasks)
         if T < 2:
-            raise ValueError(f"mtpsl needs at least 2 tasks, got {T}")
+            raise ValueError(f"mtpsl needs at least 2 tasks in its pairs, got {T} of tasks "
+                             f"{[t.name for t in self.tasks]} (image_level_encoding={o.image_level_encoding!r})")
         if o.arch == "reference":
-            self.stems = reference_stems([t.channels for t in self.tasks])
+            self.stems = reference_stems([t.channels for t in self.joint_tasks])
             self.mapping = ReferenceMappingNet(T * (T - 1))
         else:
             self.stems = nn.ModuleList([nn.Sequential(nn.Conv2d(t.channels, o.width, 3, stride=o.input_stride,
                                                                 padding=1), _norm(o.norm, o.width), nn.ReLU())
-                                        for t in self.tasks])
+                                        for t in self.joint_tasks])
             self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm, o.input_stride)
 
     def pairs(self, labelled: torch.Tensor) -> torch.Tensor:
@@ -193,7 +209,7 @@ class MTPSL(Method):
         mapping net's first conv are pair-independent, so they run on the M distinct maps and the triples gather
         their rows afterwards (``MappingNet(rows=…)``): their cost grows with B·T, not with the pairs.
         """
-        T = len(self.tasks)
+        T = len(self.joint_tasks)
         keys, rows = (sample * T + task).unique(return_inverse=True)      # keys sorted: grouped by sample
         key_sample, key_task = keys // T, keys % T
         out, order = [], []
@@ -216,15 +232,17 @@ class MTPSL(Method):
     def losses(self, step: Step) -> LossTerms:
         supervised = self.supervised_losses(step)
         step = step.views[0] if self.options.views == 2 else step       # the ref.'s consistency view
-        o, T = self.options, len(self.tasks)
-        triples = self.pairs(step.labelled)
+        o, T = self.options, len(self.joint_tasks)
+        labelled = step.labelled[:, self.joint_idx]                                   # [B, T] pair columns
+        triples = self.pairs(labelled)
         if triples.shape[0] == 0:
             return LossTerms(supervised, {"mtpsl": step.features.sum() * 0.0})
         b, s, t = triples.unbind(dim=1)
-        pred_enc = [encode_prediction(k, step.predictions[k.name], seg="hard", depth="max", tau=o.gumbel_tau)
-                    for k in self.tasks]
-        label_enc = [encode_label(k, clean_target(k, step.targets[k.name], step.labelled[:, i]), depth="max")
-                     for i, k in enumerate(self.tasks)]
+        size = tuple(step.images.shape[-2:])                                          # dense predictions' size
+        pred_enc = [encode_prediction(k, step.predictions[k.name], seg="hard", depth="max", tau=o.gumbel_tau,
+                                      size=size) for k in self.joint_tasks]
+        label_enc = [encode_label(k, clean_target(k, step.targets[k.name], labelled[:, i]), depth="max", size=size)
+                     for i, k in enumerate(self.joint_tasks)]
         pair = self.pair_column(s, t, T)
         maps_s, rows_s = self._stems(pred_enc, s, b)                                  # [M_s, width, h, w], [P]
         maps_t, rows_t = self._stems(label_enc, t, b)
@@ -235,7 +253,7 @@ class MTPSL(Method):
             m_s = F.interpolate(m_s, size=f.shape[-2:], mode="bilinear", align_corners=False)
             m_t = F.interpolate(m_t, size=f.shape[-2:], mode="bilinear", align_corners=False)
         per_pair = cosine_distance(m_s, m_t) + o.reg_weight * (cosine_distance(m_s, f) + cosine_distance(m_t, f))
-        total = per_pair.mean() if o.reduction == "pairs" else per_pair.sum() / step.labelled.shape[0]
+        total = per_pair.mean() if o.reduction == "pairs" else per_pair.sum() / labelled.shape[0]
         return LossTerms(supervised, {"mtpsl": o.weight * total})
 
     def parameter_groups(self, lr: float) -> list[dict]:

@@ -30,6 +30,10 @@ equation numbers nor the exact forms of A, L_tke, L_tc, the transformer, nor λ1
     resolution: 110k at 288×384) is average-pooled by the smallest power-of-two stride s that fits, R runs there and
     f^tr = f^t + up_s(R(pool_s f^t) − pool_s f^t) (bilinear). Stride-8 backbones at NYUv2 size (36×48) stay exact.
   * I_r: conv-ReLU stages that upsample ×2 while below the image size, then a linear conv (any feature stride).
+  * Image-level tasks (classification, regression) need nothing of their own: their f^t is a map like every task's
+    (the projection, the pooled prototype affinity and the retrieval are per task, whatever it predicts), and their
+    head (``ImageLevelHead``) pools f^tr globally before its MLP. So the prototypes and the retrieval link a dense
+    task and an image-level one exactly as two dense ones, and no term uses an unlabelled task's prediction.
 """
 
 from __future__ import annotations

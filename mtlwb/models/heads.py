@@ -47,3 +47,21 @@ class ASPPHead(nn.Module):
         x = self.project(torch.cat([b(x) for b in self.branches] + [pooled], 1))
         x = self.out(self.refine(x))
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ImageLevelHead(nn.Module):
+    """Image-level task: global average pooling of the task's feature, then a two-layer MLP → [B, channels].
+
+    Pooling first makes the head independent of the feature's resolution (stride-8 ResNet or full-resolution
+    SegNet) and of where in the image the evidence lies. ``loc``, ``scale``: the output is loc + scale · MLP(x), so
+    a regression head learns standardized values while it returns the task's unit (classification: 0, 1 = logits).
+    """
+
+    def __init__(self, cin: int, cout: int, width: int = 64, loc: float = 0.0, scale: float = 1.0) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(cin, width), nn.ReLU(inplace=True), nn.Linear(width, cout))
+        self.loc, self.scale = float(loc), float(scale)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        pooled = x.mean(dim=(-2, -1))                                  # [B, C]
+        return self.mlp(pooled) * self.scale + self.loc                # [B, cout]

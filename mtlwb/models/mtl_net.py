@@ -1,7 +1,8 @@
 """Hard-parameter-sharing multi-task network: one encoder, one head per task.
 
-The forward pass is split in two (``encode`` then ``decode``) so that a method
-can sit between them and turn the shared feature into per-task features
+Dense tasks get a convolutional head (by backbone); image-level tasks (classification, regression) a pooled
+MLP head (``ImageLevelHead``) whatever the backbone. The forward pass is split in two (``encode`` then
+``decode``) so that a method can sit between them and turn the shared feature into per-task features
 (the task-prototype method does; the others pass the shared feature through).
 """
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..ops import channel_normalize
 from ..tasks import TaskSpec
-from .heads import ASPPHead, LightHead
+from .heads import ASPPHead, ImageLevelHead, LightHead
 from .resnet import load_backbone_weights, resnet18, resnet50, resnet_small
 from .segnet import SegNet, SegNetHead
 
@@ -54,7 +55,9 @@ class MultiTaskNet(nn.Module):
             load_backbone_weights(self.encoder, backbone_weights)
         self.feature_channels: int = self.encoder.out_channels
         head = {"resnet_small": LightHead, "segnet": SegNetHead}.get(backbone, ASPPHead)
-        self.heads = nn.ModuleDict({t.name: head(self.feature_channels, t.channels) for t in self.tasks})
+        self.heads = nn.ModuleDict({t.name: ImageLevelHead(self.feature_channels, t.channels, loc=t.loc, scale=t.scale)
+                                    if t.image_level else head(self.feature_channels, t.channels)
+                                    for t in self.tasks})
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> shared feature [B, C, H/8, W/8] (SegNet: [B, 64, H, W])."""
@@ -63,7 +66,7 @@ class MultiTaskNet(nn.Module):
         return self.encoder(images)
 
     def decode(self, task_features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """Per-task features -> predictions at ``size``; normals are unit vectors."""
+        """Per-task features -> predictions: dense tasks [B, C, *size] (normals unit vectors), image-level [B, C]."""
         preds = {}
         for t in self.tasks:
             out = self.heads[t.name](task_features[t.name], size)
