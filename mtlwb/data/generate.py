@@ -32,7 +32,7 @@ from .scenes import (
 
 SPLITS = ("train", "val")
 GENERATOR = "mtlwb.scenes"
-VERSION = 2                 # 2: image-level labels (image_labels.json per split); 1 had the dense files only
+VERSION = 1                 # of the dense layout; the image-level labels have their own ("image_labels" in meta)
 IMAGE_LABELS_FILE = "image_labels.json"
 IMAGE_LABELS_VERSION = 1
 _META_PARAMS = ("n_train", "n_val", "height", "width", "seed")
@@ -102,7 +102,7 @@ def _label_columns(rows: list[dict[str, float]]) -> dict[str, list]:
 
 
 def add_image_labels(root: str | Path, progress: bool = True) -> Path:
-    """Extend a complete dataset generated before image-level labels existed (version 1), in place.
+    """Extend a complete dataset generated before image-level labels existed (no "image_labels" in meta), in place.
 
     The labels are recomputed from each scene's seed (geometry and primary rays only; the dense files are read
     and written by nobody), each split's ``image_labels.json`` is written atomically, and ``meta.json`` is
@@ -127,7 +127,7 @@ def add_image_labels(root: str | Path, progress: bool = True) -> Path:
                 rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"]))
                 bar.update(1)
             atomic_write_json(root / split / IMAGE_LABELS_FILE, _label_columns(rows))
-    atomic_write_json(root / "meta.json", {**meta, "version": VERSION, "image_labels": image_labels_meta()})
+    atomic_write_json(root / "meta.json", {**meta, "image_labels": image_labels_meta()})
     return root
 
 
