@@ -26,8 +26,13 @@ def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0,
     B = labelled.shape[0]
     preds, targets = {}, {}
     for t in tasks:
-        preds[t.name] = torch.randn(B, t.channels, H, W, generator=g).to(dtype).requires_grad_()
-        if t.kind == "segmentation":
+        shape = (B, t.channels) if t.image_level else (B, t.channels, H, W)
+        preds[t.name] = (torch.randn(*shape, generator=g) * t.scale + t.loc).to(dtype).requires_grad_()
+        if t.kind == "classification":
+            tgt = torch.randint(-1, t.channels, (B,), generator=g)
+        elif t.kind == "regression":
+            tgt = torch.randn(B, t.channels, generator=g) * t.scale + t.loc
+        elif t.kind == "segmentation":
             tgt = torch.randint(-1, t.channels, (B, H, W), generator=g)
         elif t.kind == "depth":
             tgt = torch.rand(B, 1, H, W, generator=g) * 5 * (torch.rand(B, 1, H, W, generator=g) > 0.1)
@@ -37,7 +42,7 @@ def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0,
             tgt = (torch.rand(B, 1, H, W, generator=g) > 0.8).float()
         targets[t.name] = tgt.to(dtype) if tgt.is_floating_point() else tgt
     features = torch.randn(B, FEAT, H // 8, W // 8, generator=g).requires_grad_()
-    return Step(torch.zeros(B, 3, H, W), features, Refined({}), preds, targets, labelled)
+    return Step(torch.zeros(B, 3, H, W, dtype=dtype), features, Refined({}), preds, targets, labelled)
 
 
 def grads(tensors) -> list[torch.Tensor]:
@@ -98,6 +103,73 @@ def test_batched_equals_per_sample_reference(seg_encoding):
     for a, b in zip(g_batched, g_reference):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert any(g.abs().sum() > 0 for g in g_batched[:len(tasks)])
+
+
+# dense and image-level tasks mixed: a 4-class classification (labels may be −1, undefined), a 2-value regression;
+# the batch's rows label different subsets
+HETERO = [TaskSpec("seg", "segmentation", 5, "miou", False),
+          TaskSpec("cls", "classification", 4, "accuracy", False),
+          TaskSpec("dep", "depth", 1, "abs_err", True),
+          TaskSpec("reg", "regression", 2, "mae", True, loc=1.5, scale=0.3)]
+HETERO_LAB = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 0, 1], [1, 1, 1, 1]])
+
+
+@pytest.mark.parametrize("seg_encoding", ["soft", "hard"])
+def test_batched_equals_per_sample_reference_with_image_level_tasks(seg_encoding):
+    m = JTR(HETERO, FEAT, JTROptions(width=4, seg_encoding=seg_encoding)).double()
+    assert m.in_channels == 5 + 4 + 1 + 2                       # image-level tasks broadcast as C_t channels
+    step = make_step(HETERO, HETERO_LAB, dtype=torch.float64)
+    noise = m.draw_noise(step, torch.Generator().manual_seed(1))
+    if seg_encoding == "hard":
+        assert noise["cls"].shape == (4, 4)                     # one Gumbel draw per image for classification
+    leaves = list(step.predictions.values()) + list(m.parameters())
+    batched = m.losses(step, noise).auxiliary
+    sum(batched.values()).backward()
+    g_batched = grads(leaves)
+    zero(step, m)
+    reference = per_sample_reference_losses(m, step, noise)
+    sum(reference.values()).backward()
+    g_reference = grads(leaves)
+    assert batched.keys() == reference.keys() == {"jtr_model", "jtr_joint", "jtr_recon"}
+    for k in batched:
+        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_batched, g_reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_image_level_predictions_get_model_side_gradient_only_where_unlabelled():
+    m = JTR(HETERO, FEAT, JTROptions(width=4, seg_encoding="soft")).double()
+    step = make_step(HETERO, HETERO_LAB, dtype=torch.float64)
+    step.targets["cls"] = torch.tensor([2, 0, 3, 1])                   # all defined here (see the next test)
+    m.losses(step)["jtr_model"].backward()
+    for i, t in enumerate(HETERO):
+        g = step.predictions[t.name].grad
+        for b in range(4):
+            assert (g[b].abs().sum() > 0) == (not HETERO_LAB[b, i]), (t.name, b)
+
+
+def test_undefined_image_level_label_masks_the_whole_sample():
+    """A labelled classification with label −1 is an ignore 'pixel' covering the image: the joint mask is 0."""
+    from mtlwb.methods.encodings import joint_valid_mask
+    step = make_step(HETERO, HETERO_LAB)
+    step.targets["cls"] = torch.tensor([-1, -1, 0, 0])                 # sample 1 labels cls: undefined
+    step.targets["dep"] = torch.ones(4, 1, H, W)
+    step.targets["seg"] = torch.zeros(4, H, W, dtype=torch.long)
+    mask = joint_valid_mask(HETERO, step.targets, HETERO_LAB, step.images)
+    assert mask.shape == (4, 1, H, W)
+    assert mask[1].sum() == 0 and mask[0].sum() == H * W           # sample 0 does not label cls: unaffected
+
+
+def test_image_level_encoding_none_leaves_them_out_of_the_joint_space():
+    m = JTR(HETERO, FEAT, JTROptions(width=4, image_level_encoding="none"))
+    assert [t.name for t in m.joint_tasks] == ["seg", "dep"] and m.in_channels == 6
+    step = make_step(HETERO, HETERO_LAB)
+    m.losses(step)["jtr_model"].backward()
+    assert step.predictions["cls"].grad is None and step.predictions["reg"].grad is None
+    with pytest.raises(ValueError, match="image_level_encoding='none' leaves no task"):
+        JTR(HETERO[1::2], FEAT, JTROptions(image_level_encoding="none"))
+    with pytest.raises(ValueError, match="jtr.image_level_encoding='vector'"):
+        JTROptions(image_level_encoding="vector")
 
 
 @pytest.mark.parametrize("T", range(2, 7))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlwb.metrics import LOWER_IS_BETTER, MultiTaskMeter, delta_mtl, make_meter
-from mtlwb.tasks import DEPTH, EDGE, NORMAL, SALIENCY, semantic
+from mtlwb.tasks import DEPTH, DOMINANT_CLASS, EDGE, NORMAL, NUM_OBJECTS, SALIENCY, semantic
 
 
 def seg_logits(labels: list[list[int]], num_classes: int) -> torch.Tensor:
@@ -196,7 +196,9 @@ def test_lower_is_better_table_covers_every_emitted_key():
     for task, pred, gt in [(DEPTH, DEPTH_PRED, DEPTH_GT), (NORMAL, NORMAL_PRED, NORMAL_GT),
                            (EDGE, torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 2, 3)),
                            (semantic(4), seg_logits(SEG_PRED, 4), torch.tensor([SEG_GT])),
-                           (SALIENCY, torch.zeros(1, 2, 2, 3), torch.zeros(1, 2, 3, dtype=torch.long))]:
+                           (SALIENCY, torch.zeros(1, 2, 2, 3), torch.zeros(1, 2, 3, dtype=torch.long)),
+                           (DOMINANT_CLASS, torch.zeros(1, 4), torch.zeros(1, dtype=torch.long)),
+                           (NUM_OBJECTS, torch.zeros(1, 1), torch.ones(1, 1))]:
         meter = make_meter(task)
         meter.update(pred, gt)
         keys |= set(meter.compute())

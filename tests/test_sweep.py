@@ -77,7 +77,7 @@ def test_include_is_crossed_with_the_axes_it_leaves_open():
                     ("tpkr", 1, {"use_vq": False}), ("tpkr", 5, None)]
 
 
-@pytest.mark.parametrize("name", ["quick", "methods", "small_data", "tpkr_ablation", "jtr_ablation",
+@pytest.mark.parametrize("name", ["quick", "methods", "small_data", "tpkr_ablation", "jtr_ablation", "heterogeneous",
                                   "benchmarks/nyuv2", "benchmarks/nyuv2_jtr", "benchmarks/cityscapes",
                                   "benchmarks/pascal_context"])
 def test_shipped_sweeps_validate(name):

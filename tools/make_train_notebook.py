@@ -15,6 +15,8 @@ def tagged(src, *tags):
 
 PARAMETERS = ('dataset = "scenes"\n'
               'data_root = "data/scenes-64x80"\n'
+              '# tasks: dense semantic, depth, normal, edge; image-level (scenes) dominant_class, num_objects,\n'
+              '# camera_height, camera_pitch\n'
               'tasks = ["semantic", "depth", "normal"]\n'
               '# label_setting: full, onelabel, randomlabel, ratio:depth=1.0,semantic=0.1 or a mask file\n'
               'label_setting = "onelabel"\n'
@@ -31,6 +33,8 @@ PARAMETERS = ('dataset = "scenes"\n'
               '# edge_loss: balanced or mtl_pytorch; normal_loss: cosine or l1 (MTL-PyTorch PASCAL-Context)\n'
               'edge_loss = "balanced"\n'
               'normal_loss = "cosine"\n'
+              '# regression_loss (image-level regression tasks): l1 or smooth_l1 of standardized values\n'
+              'regression_loss = "l1"\n'
               '# backbone: resnet_small, resnet18, resnet50, segnet\n'
               '# backbone_weights: a local torchvision-layout file\n'
               'backbone = "resnet_small"\n'
@@ -96,6 +100,7 @@ cells = [
          "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"
          "    method=method, method_options=method_options, weighting=weighting, task_weights=task_weights,\n"
          "    loss_reduction=loss_reduction, edge_loss=edge_loss, normal_loss=normal_loss, image_norm=image_norm,\n"
+         "    regression_loss=regression_loss,\n"
          "    backbone=backbone, backbone_weights=backbone_weights, epochs=epochs, batch_size=batch_size, lr=lr,\n"
          "    weight_decay=weight_decay, lr_schedule=lr_schedule, lr_step=lr_step, lr_gamma=lr_gamma,\n"
          "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
@@ -103,7 +108,7 @@ cells = [
          "    run_dir=run_dir, progress=progress, val_fraction=val_fraction, val_seed=val_seed,\n"
          "    eval_every=eval_every)\n"
          "if dataset == \"scenes\":\n"
-         "    ensure_dataset(data_root)\n"
+         "    ensure_dataset(data_root, tasks=tasks)   # adds image-level labels to an older copy if asked for\n"
          "print(\"run id:\", config.run_id)"),
     tagged("experiment, record = train_or_load(config, finished_runs_dir if reuse_finished_run else None)",
            "nbval-ignore-output"),
