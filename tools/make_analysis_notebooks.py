@@ -78,6 +78,9 @@ write("notebooks/dataset_explorer.ipynb", [
     code("print({i: [t for j, t in enumerate(tasks) if table[i, j]] for i in indices})"),
     tagged("grid = figures.sample_grid(train_set, task_specs, indices, table, setting=label_setting)\ngrid.show()",
            IGNORE),
+    md("Image-level labels of the same images (built-in scenes; computed from each scene's geometry: add e.g. "
+       "`\"num_objects\"` to `tasks` to train on them)."),
+    code("figures.image_label_table(data_root, \"train\", indices)"),
     md("## Class content"),
     tagged("hist = figures.class_histogram(train_set, class_names, limit=hist_images)\nhist.show()", IGNORE),
     md("## Export\nInteractive HTML always; PNG when a Chromium is present (`figures.find_browser()`)."),

@@ -27,7 +27,14 @@ from .affinity import (  # noqa: E402
     prototype_similarity,
     record_affinity_heatmap,
 )
-from .dataset import class_histogram, label_count_figure, label_count_table, sample_browser, sample_grid  # noqa: E402
+from .dataset import (  # noqa: E402
+    class_histogram,
+    image_label_table,
+    label_count_figure,
+    label_count_table,
+    sample_browser,
+    sample_grid,
+)
 from .export import export_figure, find_browser, write_html, write_png  # noqa: E402
 from .gradients import gradient_affinity, gradient_affinity_heatmap  # noqa: E402
 from .latent import cached_tsne, joint_latent_figure, joint_latent_over_epochs, task_feature_figure  # noqa: E402
@@ -36,6 +43,7 @@ from .scaling import cost_vs_tasks  # noqa: E402
 __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_heatmap", "affinity_trajectories",
             "cached_tsne", "class_histogram", "cost_vs_tasks", "dataset", "export", "export_figure", "find_browser",
             "gradient_affinity", "gradient_affinity_heatmap", "gradients", "image_affinity_browser",
-            "image_affinity_figure", "joint_latent_figure", "joint_latent_over_epochs", "label_count_figure",
-            "label_count_table", "latent", "prototype_projection", "prototype_similarity", "record_affinity_heatmap",
-            "sample_browser", "sample_grid", "scaling", "task_feature_figure", "write_html", "write_png"]
+            "image_affinity_figure", "image_label_table", "joint_latent_figure", "joint_latent_over_epochs",
+            "label_count_figure", "label_count_table", "latent", "prototype_projection", "prototype_similarity",
+            "record_affinity_heatmap", "sample_browser", "sample_grid", "scaling", "task_feature_figure", "write_html",
+            "write_png"]

@@ -6,7 +6,9 @@ the label table of a setting next to the images it masks.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,8 +17,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
+from ..data.generate import IMAGE_LABELS_FILE, scene_seed
 from ..data.masks import make_mask
-from ..tasks import TaskSpec
+from ..data.scenes import IMAGE_LABEL_NAMES, scene_image_labels
+from ..tasks import DOMINANT_CLASS, TaskSpec
 from .predictions import class_name, task_to_rgb
 from .widgets import figure_browser
 
@@ -84,6 +88,28 @@ def image_label_text(task: TaskSpec, value) -> str:
     if task.kind == "classification":
         return class_name(task, int(value))
     return ", ".join(f"{float(v):.2f}" for v in np.asarray(value).reshape(-1))
+
+
+def image_label_table(data_root: str | Path, split: str, indices: Sequence[int]) -> pd.DataFrame | None:
+    """The built-in scenes' image-level labels of some images (rows = indices), class names spelled out.
+
+    Read from ``<split>/image_labels.json``; a dataset generated before those files existed gets them recomputed
+    from each scene's seed (geometry and primary rays only, nothing written). None for other datasets.
+    """
+    root = Path(data_root)
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        return None
+    path = root / split / IMAGE_LABELS_FILE
+    if path.is_file():
+        table = json.loads(path.read_text())
+        rows = [{k: table[k][i] for k in IMAGE_LABEL_NAMES} for i in indices]
+    else:
+        meta = json.loads(meta_path.read_text())
+        rows = [scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"]) for i in indices]
+    frame = pd.DataFrame(rows, index=pd.Index(list(indices), name="image"))
+    frame["dominant_class"] = [class_name(DOMINANT_CLASS, int(c)) for c in frame["dominant_class"]]
+    return frame.round(3)
 
 
 def class_histogram(dataset, class_names: Sequence[str] | None = None, limit: int | None = None,
