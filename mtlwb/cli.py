@@ -23,7 +23,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     # image_labels: a dataset generated before image-level labels existed gets them added in place
     root = ensure_dataset(args.root, image_labels=True, n_train=args.n_train, n_val=args.n_val, height=args.height,
-                          width=args.width, seed=args.seed)
+                          width=args.width, seed=args.seed, style=_value(args.style))
     print(f"dataset ready: {root}")
     return 0
 
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--height", type=int, default=64)
     g.add_argument("--width", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--style", default="default",
+                   help="rendering style: default, B, or a JSON dict of mtlwb.data.style.SceneStyle fields")
     sub.add_parser("train", help="train one experiment: any config field as --field value (JSON values)",
                    description="Train one experiment (or resume it from its run_dir). Every field of "
                    "mtlwb.ExperimentConfig is an option; values are JSON where they parse as JSON, e.g. "

@@ -29,6 +29,7 @@ from .scenes import (
     render_scene_with_labels,
     scene_image_labels,
 )
+from .style import DEFAULT_STYLE, SceneStyle, resolve_style, style_record
 
 SPLITS = ("train", "val")
 GENERATOR = "mtlwb.scenes"
@@ -124,7 +125,8 @@ def add_image_labels(root: str | Path, progress: bool = True) -> Path:
         for split in SPLITS:
             rows = []
             for i in range(meta[f"n_{split}"]):
-                rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"]))
+                rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"],
+                                               SceneStyle(**meta.get("style", style_record(DEFAULT_STYLE)))))
                 bar.update(1)
             atomic_write_json(root / split / IMAGE_LABELS_FILE, _label_columns(rows))
     atomic_write_json(root / "meta.json", {**meta, "image_labels": image_labels_meta()})
@@ -167,6 +169,7 @@ def _check_existing(root: Path, params: dict) -> bool:
             "remove it or choose another root"
         )
     meta = _read_meta(root) or {}
+    meta.setdefault("style", style_record(DEFAULT_STYLE))      # roots written before styles are default-style
     diff = {k: (meta.get(k), v) for k, v in params.items() if meta.get(k) != v}
     if diff:
         detail = ", ".join(f"{k}: on disk {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
@@ -184,7 +187,8 @@ def _generate_into(tmp: Path, params: dict, progress: bool) -> None:
             rows = []
             for i in range(params[f"n_{split}"]):
                 sid = scene_seed(params["seed"], split, i)
-                arrays, labels = render_scene_with_labels(sid, params["height"], params["width"])
+                arrays, labels = render_scene_with_labels(sid, params["height"], params["width"],
+                                                          style=SceneStyle(**params["style"]))
                 _write_scene(split_dir, i, arrays)
                 rows.append(labels)
                 bar.update(1)
@@ -202,11 +206,17 @@ def generate_dataset(
     width: int = 80,
     seed: int = 0,
     progress: bool = True,
+    style: str | dict | SceneStyle = "default",
 ) -> Path:
-    """Render and save the dataset at ``root`` atomically; a no-op when an identical one is there."""
+    """Render and save the dataset at ``root`` atomically; a no-op when an identical one is there.
+
+    ``style`` (``data/style.py``: a name or a dict of parameters) is recorded in meta.json with every parameter.
+    """
     _validate(n_train, n_val, height, width, seed)
+    look = resolve_style(style)
     root = Path(root)
     params = dict(zip(_META_PARAMS, (int(n_train), int(n_val), int(height), int(width), int(seed)), strict=True))
+    params["style"] = style_record(look)
     if _check_existing(root, params):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)

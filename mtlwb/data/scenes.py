@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .style import SceneStyle, resolve_style, restyle_scene
+
 CLASS_NAMES: tuple[str, ...] = ("floor", "wall", "ceiling", "furniture", "sphere", "cylinder", "picture")
 NUM_CLASSES: int = len(CLASS_NAMES)
 FLOOR, WALL, CEILING, FURNITURE, SPHERE, CYLINDER, PICTURE = range(NUM_CLASSES)
@@ -469,9 +471,9 @@ def _edges(inst: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _pixel_dirs(height: int, width: int) -> np.ndarray:
+def _pixel_dirs(height: int, width: int, focal_rel: float = FOCAL_REL) -> np.ndarray:
     """Camera-frame ray directions with z = 1, so the hit parameter t is the z-depth."""
-    f = FOCAL_REL * width
+    f = focal_rel * width
     x = (np.arange(width) + 0.5 - width / 2) / f
     y = (np.arange(height) + 0.5 - height / 2) / f
     dirs = np.stack(np.broadcast_arrays(x[None, :], y[:, None], np.ones((1, 1))), axis=-1).reshape(-1, 3)
@@ -489,9 +491,9 @@ def _check_size(height: int, width: int) -> None:
             raise ValueError(f"{name}={value!r}: must be an integer >= 16 and divisible by 8")
 
 
-def _instances(scene: _Scene, height: int, width: int) -> tuple[np.ndarray, ...]:
+def _instances(scene: _Scene, height: int, width: int, focal_rel: float = FOCAL_REL) -> tuple[np.ndarray, ...]:
     """Primary rays: (ray directions d, hit parameter t, valid, hit points p, instance id per ray, -1 = no hit)."""
-    d = _pixel_dirs(height, width) @ scene.rot.T
+    d = _pixel_dirs(height, width, focal_rel) @ scene.rot.T
     o = scene.cam[None]
     t, inst = _trace(scene, o, d)
     valid = np.isfinite(t)
@@ -521,8 +523,8 @@ def _image_labels(scene: _Scene, inst: np.ndarray) -> dict[str, float]:
 
 
 def _render(scene: _Scene, height: int, width: int, rng: np.random.Generator,
-            shadows: bool) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    d, t, valid, p, inst = _instances(scene, height, width)
+            shadows: bool, focal_rel: float = FOCAL_REL) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    d, t, valid, p, inst = _instances(scene, height, width, focal_rel)
     labels = _image_labels(scene, inst)
     safe = np.where(valid, inst, 0)
     n = _world_normals(scene, p, safe)
@@ -542,43 +544,51 @@ def _render(scene: _Scene, height: int, width: int, rng: np.random.Generator,
     return arrays, labels
 
 
-def render_scene(seed: int, height: int = 64, width: int = 80, shadows: bool = True) -> dict[str, np.ndarray]:
+def render_scene(seed: int, height: int = 64, width: int = 80, shadows: bool = True,
+                 style: str | dict | SceneStyle = "default") -> dict[str, np.ndarray]:
     """Render one scene; the same seed always gives identical arrays (and the same room at any size).
+
+    ``style`` (``data/style.py``): the look of the rendering; the same seed gives the same room in every style.
 
     Returns float32 arrays: image (H,W,3) in [0,1], label (H,W) with -1 ignore,
     depth (H,W,1) z-depth in metres with 0 invalid, normal (H,W,3) camera frame,
     edge (H,W,1) in {0,1}.
     """
-    return render_scene_with_labels(seed, height, width, shadows)[0]
+    return render_scene_with_labels(seed, height, width, shadows, style)[0]
 
 
-def render_scene_with_labels(seed: int, height: int = 64, width: int = 80,
-                             shadows: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def render_scene_with_labels(seed: int, height: int = 64, width: int = 80, shadows: bool = True,
+                             style: str | dict | SceneStyle = "default",
+                             ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """``render_scene``'s arrays and the scene's image-level labels (``IMAGE_LABEL_NAMES``, see ``_image_labels``).
 
     The labels are read off the sampled geometry and the rendered instance map without drawing from the rng, so
     the dense arrays are exactly those of ``render_scene`` (they were before the labels existed).
     """
     _check_size(height, width)
+    look = resolve_style(style)
     rng = np.random.default_rng(seed)
-    return _render(_sample_scene(rng), height, width, rng, shadows)
+    return _render(restyle_scene(_sample_scene(rng), look), height, width, rng, shadows, look.focal_rel)
 
 
-def scene_image_labels(seed: int, height: int = 64, width: int = 80) -> dict[str, float]:
-    """The image-level labels of scene ``seed`` without shading it: primary rays only (adds them to old datasets)."""
+def scene_image_labels(seed: int, height: int = 64, width: int = 80,
+                       style: str | dict | SceneStyle = "default") -> dict[str, float]:
+    """The image-level labels of scene ``seed`` without shading it: primary rays only (adds them to old datasets);
+    a style changes them only through its camera (``focal_rel``)."""
     _check_size(height, width)
     scene = _sample_scene(np.random.default_rng(seed))
-    return _image_labels(scene, _instances(scene, height, width)[4])
+    return _image_labels(scene, _instances(scene, height, width, resolve_style(style).focal_rel)[4])
 
 
 def render_batch(
-    seeds: Sequence[int], height: int = 64, width: int = 80, shadows: bool = True
+    seeds: Sequence[int], height: int = 64, width: int = 80, shadows: bool = True,
+    style: str | dict | SceneStyle = "default",
 ) -> dict[str, np.ndarray]:
     """Render several scenes stacked as [N, ...]; each equals ``render_scene(seed)`` for its seed."""
     _check_size(height, width)
     out = {k: [] for k in KEYS}
     for seed in seeds:
-        for k, v in render_scene(seed, height, width, shadows).items():
+        for k, v in render_scene(seed, height, width, shadows, style).items():
             out[k].append(v)
     if not out["image"]:
         raise ValueError("seeds: must contain at least one seed")
