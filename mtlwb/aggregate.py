@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from .data.sources import sources_text
 from .io import atomic_write_text, read_json
 from .metrics import delta_mtl
 from .records import label_split_text
@@ -74,11 +75,35 @@ def _value_text(values: dict[str, Any], key: str) -> str:
     """A run's value of a parameter as text: None (e.g. eval_samples = all images) is "null", a missing key ""."""
     if key not in values:
         return ""
+    if key == "sources" and isinstance(values[key], list):
+        return sources_text(values[key])
     return "null" if values[key] is None else _text(values[key])
 
 
 def metric_column(task: str, metric: str) -> str:
     return f"{task}/{metric}"
+
+
+def source_column(source: str, task: str, metric: str) -> str:
+    """A run's last-epoch metric on one training source's evaluation split (``final_by_source``)."""
+    return f"[{source}] {metric_column(task, metric)}"
+
+
+def source_table(table: SweepTable) -> pd.DataFrame:
+    """Per group and evaluated source: each task's primary metric (last epoch, mean ± std over seeds)."""
+    s = table.summary
+    names = sorted({c.split("]")[0][1:] for c in s.columns if c.startswith("[")}) if not s.empty else []
+    rows = []
+    for _, r in s.iterrows():
+        for name in names:
+            row = {"group": r["group"], "evaluated on": name}
+            for t in table.tasks:
+                col = source_column(name, t.name, t.primary_metric)
+                arrow = "↓" if t.lower_is_better else "↑"
+                row[f"{t.name} {t.primary_metric} {arrow}"] = _pm(r.get(f"{col} mean"), r.get(f"{col} std"))
+            if any(v != "–" for k, v in row.items() if k not in ("group", "evaluated on")):   # a run without it
+                rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
@@ -112,6 +137,8 @@ def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
             metrics, row["selected"] = _selected_metrics(record, select, rid)
             for task, values in metrics.items():
                 row.update({metric_column(task, m): v for m, v in values.items()})
+            for source, by_task in (record.get("final_by_source") or {}).items():   # several training sources
+                row.update({source_column(source, task, m): v for task, vs in by_task.items() for m, v in vs.items()})
         # a parameter a run did not set takes the value it ran with (from its record), so groups compare
         row.update({f"param:{k}": _value_text(config if k in config else params, k) for k in names})
         row["seed"] = params.get("seed", config.get("seed"))
@@ -367,6 +394,10 @@ def write_summary(sweep_dir: str | Path, select: str = "auto") -> Path:
            f"{CONFIDENCE:.0%} t-interval, paired t-test p; * = the interval excludes 0.", ""]
     shown = display_table(table)
     md += [to_markdown(shown) if not shown.empty else "_no completed runs_", ""]
+    by_source = source_table(table)
+    if not by_source.empty:
+        md += ["## Per evaluated source (last epoch)", "", "Runs with several training sources evaluate each "
+               "source's own split; main = the config's data_root (the table above).", "", to_markdown(by_source), ""]
     changes = change_table(table)
     if not changes.empty:
         md += ["## Change per task vs the baseline (paired by seed)", "",

@@ -17,6 +17,7 @@ from typing import Any
 
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
+from .data.sources import check_source_paths, parse_sources
 from .losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, REGRESSION_LOSSES, LossOptions
 from .methods import METHODS, parse_options
 from .models import BACKBONES, IMAGE_NORMS
@@ -30,7 +31,7 @@ LR_SCHEDULES = ("step", "poly")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
                        "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
-                       "regression_loss": "l1"}
+                       "regression_loss": "l1", "sources": []}
 
 
 @dataclass
@@ -44,6 +45,9 @@ class ExperimentConfig:
     train_samples: int | None = None      # use only the first N training images (tiny runs)
     eval_samples: int | None = None
     augment: bool = False                  # papers' scale-crop / flip / jitter on training batches (data/augment.py)
+    # extra training sources beside data_root (source 0): dicts {data_root, tasks, label_setting, weight, ...}
+    # (data/sources.py); each with its own labelled tasks and sampling weight, evaluated on its own split
+    sources: list[dict[str, Any]] = field(default_factory=list)
     # method
     method: str = "supervised"
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +102,7 @@ class ExperimentConfig:
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: give distinct task names from {list(TASK_NAMES)}")
         check_tasks(self.dataset, self.tasks)
+        self.sources = [spec.to_dict() for spec in parse_sources(self.sources, self.dataset, self.tasks)]
         for name in ("augment", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be true or false")
@@ -171,6 +176,7 @@ class ExperimentConfig:
         except FileNotFoundError as e:
             hint = " (run `mtlwb generate` or `make data`)" if self.dataset == "scenes" else ""
             raise FileNotFoundError(f"{e}{hint}") from None
+        check_source_paths(parse_sources(self.sources, self.dataset, self.tasks))
         if self.backbone_weights and not Path(self.backbone_weights).is_file():
             raise FileNotFoundError(f"backbone_weights={self.backbone_weights!r}: no such file")
 

@@ -12,6 +12,11 @@ Evaluation runs every ``eval_every`` epochs and after the last one, on the test
 the record keeps the last epoch's test metrics (``final``) and those of the
 epoch best on validation (``best_val``, see ``mtlwb.selection``), both derived
 from the checkpointed history so a resumed run reports the same.
+
+Several training sources (``config.sources``, ``mtlwb.data.sources``): the trainer reads the sources built there;
+with extra sources it trains on their mixture, drawn with their weights from the epoch seed, and evaluates every
+source that has an evaluation split (``eval_by_source`` per evaluated epoch, ``final_by_source``); ``eval`` and
+``final`` stay the main source's, so Δ_MTL and the tables read the same fields.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from .config import ExperimentConfig, identity_dict
-from .data import build_splits
+from .data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
 from .data.augment import AugmentOptions, augment_batch
 from .data.registry import get_dataset
 from .data.views import make_views
@@ -63,6 +68,7 @@ class Experiment:
     labelled: torch.Tensor       # [N_train, T]
     device: torch.device
     val_set: Any = None          # held-out training images (val_fraction > 0), never trained on
+    sources: list[TrainingSource] = field(default_factory=list)   # the main source first (data/sources.py)
 
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
@@ -70,15 +76,18 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     config.check_paths()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    splits = build_splits(config)
-    tasks, train_set, eval_set, labelled = splits.tasks, splits.train, splits.test, splits.labelled
+    tasks, sources = build_training_sources(config)
+    main = sources[0]
+    # one source: its training split as it is (shuffled below as always); several: their weighted mixture
+    train_set = SourceMixture(sources) if len(sources) > 1 else main.train
+    labelled = train_set.table if len(sources) > 1 else main.table
     model = MultiTaskNet(tasks, config.backbone, config.backbone_weights, config.resolved_image_norm)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
                           config.loss_options)
-    return Experiment(config, tasks, model.to(device), method.to(device), train_set, eval_set,
-                      torch.from_numpy(labelled), device, splits.val)
+    return Experiment(config, tasks, model.to(device), method.to(device), train_set, main.test,
+                      torch.from_numpy(labelled), device, main.val, sources)
 
 
 def _autocast(config: ExperimentConfig, device: torch.device):
@@ -163,7 +172,11 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
     scaler = scaler or torch.amp.GradScaler(exp.device.type, enabled=False)
     gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)
-    sampler = dist_utils.train_sampler(exp.train_set, epoch_seed(cfg.seed, epoch), drop_last=False)
+    if isinstance(exp.train_set, SourceMixture):    # several sources: weighted draws, seeded by (seed, epoch, rank)
+        rank = dist_utils.current()
+        sampler = exp.train_set.sampler(epoch_seed(cfg.seed, epoch), rank.rank, rank.world_size)
+    else:
+        sampler = dist_utils.train_sampler(exp.train_set, epoch_seed(cfg.seed, epoch), drop_last=False)
     loader = DataLoader(exp.train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         generator=gen, num_workers=cfg.num_workers,
                         drop_last=len(sampler if sampler is not None else exp.train_set) > cfg.batch_size)
@@ -284,6 +297,9 @@ def write_record(run_dir: Path, exp: Experiment, history: list, status: str, err
         record["num_val"] = len(exp.val_set)
         record["val_ids"] = list(exp.val_set.indices)
         record["best_val"] = best_on_validation(evaluated, exp.tasks)
+    if len(exp.sources) > 1:
+        record["sources"] = [s.summary() for s in exp.sources]
+        record["final_by_source"] = evaluated[-1].get("eval_by_source", {}) if evaluated else {}
     atomic_write_json(run_dir / METRICS, record)
     return record
 
@@ -309,6 +325,9 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
                              num_workers=config.num_workers)
     val_loader = None if exp.val_set is None else DataLoader(exp.val_set, batch_size=config.batch_size,
                                                              shuffle=False, num_workers=config.num_workers)
+    source_loaders = {s.name: DataLoader(s.test, batch_size=config.batch_size, shuffle=False,
+                                         num_workers=config.num_workers)
+                      for s in exp.sources[1:] if s.test is not None}
     epochs = tqdm(range(start, config.epochs), desc=config.run_id, disable=not config.progress or not dist_info.is_main,
                   initial=start, total=config.epochs)
     for epoch in epochs:
@@ -330,7 +349,7 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
             continue
         entry = {"epoch": epoch + 1, "lr": lr, "train": train_terms}
         if _evaluates(epoch + 1, config):
-            entry.update(_evaluations(exp, eval_loader, val_loader))
+            entry.update(_evaluations(exp, eval_loader, val_loader, source_loaders))
         entry.update(weights=weighting.weights(), seconds=time.perf_counter() - t0)
         history.append(entry)
         state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
@@ -339,17 +358,23 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
     if not dist_info.is_main:
         return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}
     if not history:   # epochs=0: record the untrained model's metrics
-        history = [{"epoch": 0, "lr": config.lr, "train": {}, **_evaluations(exp, eval_loader, val_loader),
+        history = [{"epoch": 0, "lr": config.lr, "train": {},
+                    **_evaluations(exp, eval_loader, val_loader, source_loaders),
                     "weights": weighting.weights(), "seconds": 0.0}]
     return write_record(run_dir, exp, history, "completed")
 
 
-def _evaluations(exp: Experiment, eval_loader: DataLoader, val_loader: DataLoader | None) -> dict:
-    """History fields of an evaluated epoch: test metrics (``eval``), method summaries, validation metrics."""
+def _evaluations(exp: Experiment, eval_loader: DataLoader, val_loader: DataLoader | None,
+                 source_loaders: dict[str, DataLoader] | None = None) -> dict:
+    """History fields of an evaluated epoch: test metrics (``eval``), method summaries, validation metrics, and
+    with extra sources the test metrics of every evaluated source (``eval_by_source``, the main one included)."""
     metrics, summaries = evaluate(exp, eval_loader)
     out = {"eval": metrics, "summaries": summaries}
     if val_loader is not None:
         out["val"], _ = evaluate(exp, val_loader)
+    if source_loaders:
+        out["eval_by_source"] = {MAIN_SOURCE: metrics, **{name: evaluate(exp, loader)[0]
+                                                          for name, loader in source_loaders.items()}}
     return out
 
 

@@ -61,6 +61,7 @@ PARAMETERS = ('dataset = "scenes"\n'
               'val_fraction = 0.0\n'
               'val_seed = 0\n'
               'eval_every = 1\n'
+              'sources = []\n'
               '# device: auto, cpu, cuda; precision: fp32, bf16, fp16 (autocast)\n'
               'device = "auto"\n'
               'precision = "fp32"\n'
@@ -92,7 +93,7 @@ cells = [
     code(check_cell_source(PARAMETERS)),
     code("import mtlwb\n"
          "from mtlwb import figures, records\n"
-         "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.data import ensure_dataset, ensure_sources\n"
          "from mtlwb.finished_runs import train_or_load\n\n"
          "mtlwb.enter_project_root()\n"
          "figures.use_offline_renderer()\n"
@@ -106,9 +107,10 @@ cells = [
          "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
          "    eval_samples=eval_samples, device=device, precision=precision, num_workers=num_workers,\n"
          "    run_dir=run_dir, progress=progress, val_fraction=val_fraction, val_seed=val_seed,\n"
-         "    eval_every=eval_every)\n"
+         "    eval_every=eval_every, sources=sources)\n"
          "if dataset == \"scenes\":\n"
          "    ensure_dataset(data_root, tasks=tasks)   # adds image-level labels to an older copy if asked for\n"
+         "ensure_sources(config)  # extra training sources of dataset scenes, with their style\n"
          "print(\"run id:\", config.run_id)"),
     tagged("experiment, record = train_or_load(config, finished_runs_dir if reuse_finished_run else None)",
            "nbval-ignore-output"),

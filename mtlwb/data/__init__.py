@@ -16,12 +16,15 @@ from .folder import MultiTaskFolder
 from .generate import add_image_labels, dataset_is_complete, generate_dataset, has_image_labels
 from .masks import check_every_task_labelled, label_mask, make_mask
 from .scenes import NUM_CLASSES, render_scene
+from .sources import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources, ensure_sources
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
 
-__all__ = ["MultiTaskFolder", "Splits", "add_image_labels", "build_datasets", "build_splits", "dataset_is_complete",
-           "ensure_dataset", "generate_dataset", "has_image_labels", "label_mask", "make_mask", "render_scene", "validation_ids", "NUM_CLASSES"]
+__all__ = ["MAIN_SOURCE", "MultiTaskFolder", "SourceMixture", "Splits", "TrainingSource", "add_image_labels",
+           "build_datasets", "build_splits", "build_training_sources", "dataset_is_complete", "ensure_dataset",
+           "ensure_sources", "generate_dataset", "has_image_labels", "label_mask", "make_mask", "render_scene",
+           "validation_ids", "NUM_CLASSES"]
 
 DEFAULT_SCENES = {"n_train": 2000, "n_val": 500, "height": 64, "width": 80}
 

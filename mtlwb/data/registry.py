@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -52,8 +52,20 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import scalar as _numpy_scalar
 
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+
+class SplitRequest(Protocol):
+    """What the registry reads to load a dataset and its label table: the data fields of an ``ExperimentConfig``,
+    or of one of its extra training sources (``data/sources.py``). A protocol, so that the registry never imports
+    the config (the config imports the registry)."""
+
+    dataset: str
+    data_root: str
+    tasks: list[str]
+    label_setting: str
+    mask_seed: int
+    train_samples: int | None
+    eval_samples: int | None
+
 
 SETTINGS_DIR = "settings"
 
@@ -198,7 +210,7 @@ def read_mask_object(path: Path, mask_tasks: list[str]) -> object:
                          f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}, or a dict keyed by image id") from e
 
 
-def build(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
+def build(config: SplitRequest) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
     """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting.
 
     The table's provenance (``resolve_label_split``) is set as ``train_set.label_split``.
@@ -214,11 +226,11 @@ def build(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, n
     return tasks, train_set, eval_set, table
 
 
-def label_table(info: DatasetInfo, config: ExperimentConfig, n: int, ids: list[str] | None = None) -> np.ndarray:
+def label_table(info: DatasetInfo, config: SplitRequest, n: int, ids: list[str] | None = None) -> np.ndarray:
     return resolve_label_split(info, config, n, ids)[0]
 
 
-def resolve_label_split(info: DatasetInfo, config: ExperimentConfig, n: int,
+def resolve_label_split(info: DatasetInfo, config: SplitRequest, n: int,
                         ids: list[str] | None = None) -> tuple[np.ndarray, dict]:
     """The [n, T] table of the config's label setting, and where it came from (JSON-ready, for the run record).
 
@@ -257,7 +269,7 @@ def resolve_label_split(info: DatasetInfo, config: ExperimentConfig, n: int,
     return table, source
 
 
-def _file_source(config: ExperimentConfig, path: Path, table: np.ndarray, published: bool) -> dict:
+def _file_source(config: SplitRequest, path: Path, table: np.ndarray, published: bool) -> dict:
     return {"source": "file", "setting": config.label_setting, "path": str(path), "sha256": file_sha256(path),
             "published": published, "table_sha256": _table_sha256(table), "fallback": False, "reason": None}
 
