@@ -51,6 +51,10 @@ write("notebooks/dataset_explorer.ipynb", [
            'indices = [0, 1, 2, 3]\n'
            '# images read for the class histogram (None = the whole split)\n'
            'hist_images = 300\n'
+           '# a second rendering style shown beside the default one (data/style.py: "B" or a dict of parameters)\n'
+           'style = "B"\n'
+           '# a second root to browse (e.g. a generated style-B training source); None = off\n'
+           'second_root = None\n'
            'export_dir = "reports/figures/dataset_explorer"', "parameters"),
     code(SETUP + "\n"
          "import mtlwb\n"
@@ -83,6 +87,35 @@ write("notebooks/dataset_explorer.ipynb", [
     code("figures.image_label_table(data_root, \"train\", indices)"),
     md("## Class content"),
     tagged("hist = figures.class_histogram(train_set, class_names, limit=hist_images)\nhist.show()", IGNORE),
+    md("## Two styles: the domain gap of a second source\n"
+       "The scenes of `indices` rendered in the default style and in `style`: the same rooms (same seeds), so "
+       "semantic, depth and normal maps are identical, while colours, textures, light and sensor noise differ. "
+       "A source in another style is what `config.sources` trains on beside the main one (README, *Several "
+       "training sources*)."),
+    code("import numpy as np\n"
+         "import pandas as pd\n"
+         "import plotly.express as px\n"
+         "from mtlwb.data.generate import scene_seed\n"
+         "from mtlwb.data.scenes import render_scene\n\n"
+         "h, w = train_set.image_size\n"
+         "seeds = [scene_seed(read_json(meta).get(\"seed\", 0), \"train\", i) for i in indices]\n"
+         "styled = {name: [render_scene(s, h, w, style=look) for s in seeds]\n"
+         "          for name, look in ((\"default\", \"default\"), (str(style), style))}\n"
+         "(a_name, a), (b_name, b) = styled.items()\n"
+         "print(\"labels identical across styles:\", all(np.array_equal(x[k], y[k]) for x, y in zip(a, b)\n"
+         "                                               for k in (\"label\", \"depth\", \"normal\")))\n"
+         "pd.DataFrame({name: {**{f\"mean {c}\": float(np.mean([r['image'][..., j].mean() for r in rs]))\n"
+         "                        for j, c in enumerate(\"RGB\")},\n"
+         "                     \"contrast (std)\": float(np.mean([r['image'].std() for r in rs]))}\n"
+         "              for name, rs in styled.items()}).T.round(3)"),
+    tagged("styles_fig = px.imshow(np.stack([r[\"image\"] for rs in styled.values() for r in rs]), facet_col=0,\n"
+           "                       facet_col_wrap=len(indices), title=f\"top: {a_name}, bottom: {b_name}\")\n"
+           "styles_fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False).show()", IGNORE),
+    tagged("if second_root:\n"
+           "    second = MultiTaskFolder(second_root, \"train\", task_specs)\n"
+           "    print(read_json(Path(second_root) / \"meta.json\").get(\"style\"))\n"
+           "    figures.sample_grid(second, task_specs, indices, make_mask(\"full\", len(second), tasks),\n"
+           "                        setting=\"full\").show()", IGNORE),
     md("## Export\nInteractive HTML always; PNG when a Chromium is present (`figures.find_browser()`)."),
     tagged("for name, fig in {\"samples\": grid, \"class_histogram\": hist,\n"
            "                  \"label_counts\": figures.label_count_figure(counts, tasks)}.items():\n"
