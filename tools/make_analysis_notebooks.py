@@ -94,7 +94,7 @@ write("notebooks/dataset_explorer.ipynb", [
        "training sources*)."),
     code("import numpy as np\n"
          "import pandas as pd\n"
-         "import plotly.express as px\n"
+         "import plotly.express as px\n\n"
          "from mtlwb.data.generate import scene_seed\n"
          "from mtlwb.data.scenes import render_scene\n\n"
          "h, w = train_set.image_size\n"
