@@ -189,3 +189,16 @@ def test_shipped_sources_sweep_validates():
     with_b = [r for r in runs if r.effective["sources"]]
     assert len(with_b) == len(runs) // 2
     assert with_b[0].effective["sources"][0]["generate"]["style"] == "B"
+
+
+def test_image_level_tasks_get_placeholders_too(tiny_config, root_b):
+    """An image-level task the extra source does not label collates as 'undefined' (classification) / zeros."""
+    cfg = tiny_config(tasks=["semantic", "depth", "dominant_class", "camera_height"], label_setting="onelabel",
+                      train_samples=16, sources=[_b(root_b, train_samples=4)])
+    exp = mtlwb.build_experiment(cfg)
+    item = exp.train_set[16]
+    assert item["dominant_class"].item() == -1 and item["dominant_class"].dtype == torch.int64
+    assert item["camera_height"].tolist() == [0.0] * exp.tasks[3].channels
+    batch = next(iter(DataLoader(exp.train_set, batch_size=20)))
+    assert batch["dominant_class"].shape == (20,)
+    assert mtlwb.train(cfg, exp)["status"] == "completed"

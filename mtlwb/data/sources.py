@@ -231,9 +231,16 @@ class _WithPlaceholders(Dataset):
         item = dict(self.base[i])
         h, w = item["image"].shape[-2:]
         for t in self.tasks:
-            if t.name not in self.labelled:
-                item[t.name] = (torch.full((h, w), -1, dtype=torch.int64) if t.kind == "segmentation"
-                                else torch.zeros(t.channels, h, w))
+            if t.name in self.labelled:
+                continue
+            if t.kind == "classification":                         # image-level: [] class, -1 = undefined
+                item[t.name] = torch.tensor(-1, dtype=torch.int64)
+            elif t.kind == "regression":                           # image-level: [C]
+                item[t.name] = torch.zeros(t.channels)
+            elif t.kind == "segmentation":                         # [H, W], -1 = ignore
+                item[t.name] = torch.full((h, w), -1, dtype=torch.int64)
+            else:                                                  # [C, H, W]
+                item[t.name] = torch.zeros(t.channels, h, w)
         return item
 
 
