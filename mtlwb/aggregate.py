@@ -206,7 +206,10 @@ def _summarize(table: SweepTable) -> pd.DataFrame:
 
 
 def _label(row: pd.Series, varying: list[str]) -> str:
-    return " · ".join(f"{k}={row[k]}" if k != "method" else str(row[k]) for k in varying) or "all runs"
+    """Group name from its varying parameters; the label split is left out where the label setting names it
+    (it still has its own column in the tables)."""
+    keys = [k for k in varying if not (k == "label_split" and "label_setting" in varying)]
+    return " · ".join(f"{k}={row[k]}" if k != "method" else str(row[k]) for k in keys) or "all runs"
 
 
 def _means(row: pd.Series, tasks: list[TaskSpec]) -> dict[str, dict[str, float]]:
