@@ -17,6 +17,7 @@ the epoch best on the validation split when the run has one (``val_fraction`` > 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -80,6 +81,23 @@ def _value_text(values: dict[str, Any], key: str) -> str:
     return "null" if values[key] is None else _text(values[key])
 
 
+# A field added to ExperimentConfig after a run was recorded: the run used what the code did then — the field's
+# default for every field added with a behaviour-preserving default, except these, whose default changed numbers.
+_BEFORE_FIELD = {"loss_reduction": "labelled"}
+
+
+def with_later_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config completed with the fields added since, at the values the run actually used, so that
+    runs recorded before and after a field existed group together when they ran the same experiment."""
+    if not config:
+        return config
+    from .config import ExperimentConfig
+
+    defaults = {f.name: _BEFORE_FIELD.get(f.name, getattr(ExperimentConfig(), f.name))
+                for f in dataclasses.fields(ExperimentConfig)}
+    return {**{k: v for k, v in defaults.items() if k not in config}, **config}
+
+
 def metric_column(task: str, metric: str) -> str:
     return f"{task}/{metric}"
 
@@ -131,7 +149,7 @@ def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
         params, config = entry["params"], {}
         if rid in records:
             record = records[rid]
-            config = record.get("config", {})
+            config = with_later_fields(record.get("config", {}))
             row["param:label_split"] = label_split_text(record.get("label_split"))
             tasks = tasks or [TaskSpec(**t) for t in record["tasks"]]
             metrics, row["selected"] = _selected_metrics(record, select, rid)

@@ -211,3 +211,16 @@ def test_report_html_hides_code_cells(tmp_path):
     shown = export_html(tmp_path / "r.ipynb", tmp_path / "shown.html").read_text()
     assert "secret_source_line" in shown and "secret_source_line" not in hidden
     assert "visible_result_42" in hidden and "Title" in hidden
+
+
+def test_records_from_before_a_field_existed_get_the_value_they_ran_with():
+    """A record without a later field groups with new records of the same experiment; loss_reduction, whose default
+    changed the numbers, is filled with what older runs used (the per-labelled mean)."""
+    from mtlwb.aggregate import with_later_fields
+    from mtlwb.config import ExperimentConfig
+
+    new = ExperimentConfig(loss_reduction="labelled").to_dict()
+    old = {k: v for k, v in new.items() if k not in ("loss_reduction", "sources", "regression_loss")}
+    assert with_later_fields(old) == new
+    assert with_later_fields({}) == {}
+    assert with_later_fields({**old, "loss_reduction": "batch"})["loss_reduction"] == "batch"
