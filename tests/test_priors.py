@@ -327,3 +327,20 @@ def test_shipped_task_prior_sweep_validates_and_fits_the_budget():
     priors = {json.dumps(r.params.get("task_prior"), sort_keys=True) for r in runs}
     assert len(priors) == 3                                      # none, sensible, wrong
     assert yaml.safe_load(path.read_text())["fixed"]["label_setting"] == "onelabel"
+
+
+def test_image_level_tasks_left_out_of_the_joint_space_take_their_prior_rows_with_them():
+    tasks = [TaskSpec("t0", "depth", 1, "m", True), TaskSpec("t1", "classification", 4, "accuracy", False),
+             TaskSpec("t2", "normal", 3, "m", True)]
+    names = [t.name for t in tasks]
+    prior = parse_task_prior({"t0-t2": 1.0, "t0-t1": 0.5}, names)
+    mtpsl = build_method("mtpsl", tasks, FEAT, {"width": 4, "image_level_encoding": "none"}, task_prior=prior)
+    assert torch.equal(mtpsl.joint_prior, torch.tensor([[1.0, 1.0], [1.0, 1.0]]))          # t0, t2 only
+    lab = torch.tensor([[1, 0]])                                                        # joint columns
+    assert {tuple(r) for r in mtpsl.pairs(lab).tolist()} == {(0, 1, 0)}
+    jtr = build_method("jtr", tasks, FEAT, {"width": 4, "image_level_encoding": "none", "prior_weighting": True},
+                       task_prior=prior)
+    assert torch.allclose(jtr.joint_task_weights, torch.ones(2))
+    with pytest.raises(ValueError, match=r"relates none of the tasks in the joint space \['t0', 't2'\]"):
+        build_method("jtr", tasks, FEAT, {"width": 4, "image_level_encoding": "none", "prior_weighting": True},
+                     task_prior=parse_task_prior({"t0-t1": 0.5}, names))
