@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
 from .data.sources import check_source_paths, parse_sources
 from .losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, REGRESSION_LOSSES, LossOptions
 from .methods import METHODS, parse_options
 from .models import BACKBONES, IMAGE_NORMS
+from .priors import parse_task_prior
 from .tasks import TASK_NAMES
 from .weighting import WEIGHTINGS
 
@@ -31,7 +34,7 @@ LR_SCHEDULES = ("step", "poly")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
                        "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
-                       "regression_loss": "l1", "sources": []}
+                       "regression_loss": "l1", "sources": [], "task_prior": None}
 
 
 @dataclass
@@ -59,6 +62,9 @@ class ExperimentConfig:
     normal_loss: str = "cosine"            # l1: L1 of unit vectors (MTL-PyTorch PASCAL); cosine: 1 − cos
     regression_loss: str = "l1"            # image-level regression tasks: l1 or smooth_l1 of standardized values
     task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
+    # prior knowledge of task relations (mtlwb/priors.py): a T×T matrix in tasks order, or related pairs with
+    # strengths in [0, 1], e.g. {"depth-normal": 1.0, "semantic-depth": 0.3}; None = no prior
+    task_prior: list[list[float]] | dict[str, float] | None = None
     # model
     backbone: str = "resnet_small"
     backbone_weights: str | None = None
@@ -108,7 +114,8 @@ class ExperimentConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be true or false")
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options={self.method_options!r}: must be a dict of the method's options")
-        parse_options(METHODS[self.method], self.method_options)
+        options = parse_options(METHODS[self.method], self.method_options)
+        METHODS[self.method].check_task_prior(options, self.task_prior_matrix)
         _task_weights(self.task_weights, self.tasks)
         check_setting(self.label_setting, self.tasks)
         _int("epochs", self.epochs, 0)
@@ -158,6 +165,11 @@ class ExperimentConfig:
     @property
     def loss_options(self) -> LossOptions:
         return LossOptions(self.loss_reduction, self.edge_loss, self.normal_loss, regression=self.regression_loss)
+
+    @property
+    def task_prior_matrix(self) -> torch.Tensor | None:
+        """The parsed prior P [T, T] (rows/columns in ``tasks`` order), or None; what the method receives."""
+        return parse_task_prior(self.task_prior, self.tasks)
 
     @property
     def resolved_image_norm(self) -> str:

@@ -85,7 +85,7 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
-                          config.loss_options)
+                          config.loss_options, config.task_prior_matrix)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, main.test,
                       torch.from_numpy(labelled), device, main.val, sources)
 

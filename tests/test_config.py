@@ -58,7 +58,7 @@ def test_options_added_later_keep_old_run_ids_at_their_defaults():
     """lr_schedule and task_weights came after runs were named: at their defaults they leave run_id as it was."""
     a = ExperimentConfig(seed=1)
     later = ("lr_schedule", "task_weights", "edge_loss", "normal_loss", "image_norm", "val_fraction", "val_seed",
-             "eval_every", "regression_loss", "sources")
+             "eval_every", "regression_loss", "sources", "task_prior")
     legacy = {k: v for k, v in a.to_dict().items() if k not in later}
     assert identity_dict(a.to_dict()) == legacy
     assert "loss_reduction" in identity_dict(a.to_dict())     # it changed the numbers: old ids must not be reused

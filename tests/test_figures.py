@@ -126,6 +126,27 @@ def test_gradient_affinity_any_method(tpkr_run, jtr_run):
     assert gradients.gradient_affinity_heatmap(g, ["a", "b", "c"]).layout.coloraxis.cmin == -1
 
 
+def test_prior_beside_the_learned_affinities():
+    from mtlwb.priors import parse_task_prior
+
+    names = ["a", "b", "c"]
+    prior = parse_task_prior({"b-c": 1.0, "a-b": 0.3}, names)
+    heat = affinity.prior_heatmap(prior, names)
+    assert np.allclose(np.asarray(heat.data[0].z, dtype=float), prior.numpy())
+    grad = np.array([[1.0, -0.5, 0.2], [-0.5, 1.0, 0.1], [0.2, 0.1, 1.0]])
+    fig = affinity.task_relations(names, prior=prior, prototype=np.full((3, 3), 1 / 3), gradient=grad)
+    assert [tr.name for tr in fig.data] == ["prior", "prototype", "gradient"]
+    assert np.allclose(np.asarray(fig.data[0].z, dtype=float), prior.numpy())
+    assert np.allclose(np.asarray(fig.data[2].z, dtype=float), grad) and fig.data[2].zmin == -1
+    assert [a.text for a in fig.layout.annotations][0].startswith("prior")
+    assert [tr.name for tr in affinity.task_relations(names, prior=prior, gradient=grad).data] == ["prior",
+                                                                                                  "gradient"]
+    with pytest.raises(ValueError, match=r"prototype has shape \(2, 2\), expected \(3, 3\)"):
+        affinity.task_relations(names, prototype=np.eye(2))
+    with pytest.raises(ValueError, match="at least one"):
+        affinity.task_relations(names)
+
+
 # -- latent spaces ------------------------------------------------------------------------------------------------
 
 def test_tsne_cache_hit_skips_recompute(tmp_path, monkeypatch):

@@ -126,8 +126,10 @@ write("notebooks/task_affinity.ipynb", [
     md("# Task affinity and prototypes\n\n"
        "For a **tpkr** run: the T×T affinity of each task's features to the prototype slots (test-averaged), how it "
        "formed over the epochs, the prototype slots themselves, and one image's own affinity. For **any** run: the "
-       "method-independent gradient-cosine affinity on the shared encoder, beside the prototype one.\n\n"
-       "If `run_dir` holds no run, a tiny one is trained first (so this notebook is self-contained)."),
+       "method-independent gradient-cosine affinity on the shared encoder, beside the prototype one. When the run "
+       "was given prior knowledge of task relations (`task_prior`), the prior is shown beside both.\n\n"
+       "If `run_dir` holds no run, a tiny one is trained first (so this notebook is self-contained), with "
+       "`task_prior`."),
     tagged('run_dir = "reports/runs/nb-task-affinity"\n'
            '# used only when run_dir holds no checkpoint yet (the tiny self-contained run)\n'
            'method = "tpkr"\n'
@@ -135,6 +137,8 @@ write("notebooks/task_affinity.ipynb", [
            'epochs = 3\n'
            'train_samples = 48\n'
            'eval_samples = 16\n'
+           '# known task relations given to the tiny run (None = no prior): normals are a function of depth\n'
+           'task_prior = {"depth-normal": 1.0, "semantic-depth": 0.3}\n'
            '# evaluation image for the per-image affinity\n'
            'image_index = 0\n'
            '# gradient affinity: batches of the evaluation split\n'
@@ -151,11 +155,13 @@ write("notebooks/task_affinity.ipynb", [
          "    ensure_dataset(\"data/scenes-64x80\")\n"
          "    mtlwb.train(mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs,\n"
          "                                       train_samples=train_samples, eval_samples=eval_samples,\n"
-         "                                       run_dir=run_dir, progress=False))\n"
+         "                                       task_prior=task_prior, run_dir=run_dir, progress=False))\n"
          "record = mtlwb.load_record(run_dir)\n"
          "exp = mtlwb.load_experiment(run_dir, device=\"cpu\")\n"
          "names = [t.name for t in exp.tasks]\n"
          "is_tpkr = record[\"config\"][\"method\"] == \"tpkr\"\n"
+         "prior = exp.config.task_prior_matrix  # the run's own prior (parsed), None without one\n"
+         "print(\"task prior:\", None if prior is None else prior.double().numpy().round(2).tolist())\n"
          "records.run_summary(record)"),
     md("## Test-averaged affinity\nRow *t*: how task *t*'s features distribute over the prototype slots "
        "(rows sum to 1). A strong diagonal = tasks keep their identity; off-diagonal mass = knowledge retrieved "
@@ -185,10 +191,10 @@ write("notebooks/task_affinity.ipynb", [
     tagged("grad = figures.gradient_affinity(exp, batches=grad_batches, batch_size=grad_batch_size)\n"
            "print(\"symmetric:\", bool((abs(grad - grad.T) < 1e-6).all()), \"| diagonal:\", grad.diagonal().round(3))",
            IGNORE),
-    tagged("if is_tpkr:\n"
-           "    side = figures.affinity_comparison(record[\"history\"][-1][\"summaries\"][\"affinity\"], grad, names)\n"
-           "else:\n"
-           "    side = figures.gradient_affinity_heatmap(grad, names)\n"
+    md("## Assumed and learned\nThe prior the run was given (if any) beside the prototype affinity (tpkr) and the "
+       "gradient cosine: did training find the relations the prior states, or others?"),
+    tagged("proto = record[\"history\"][-1][\"summaries\"][\"affinity\"] if is_tpkr else None\n"
+           "side = figures.task_relations(names, prior=prior, prototype=proto, gradient=grad)\n"
            "side.show()", IGNORE),
     md("## Export"),
     tagged("out = {\"affinity_comparison\": side}\n"

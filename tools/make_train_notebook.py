@@ -27,6 +27,8 @@ PARAMETERS = ('dataset = "scenes"\n'
               '# weighting: equal, uncertainty, dwa; task_weights: fixed factor per task loss, e.g. {"edge": 50.0}\n'
               'weighting = "equal"\n'
               'task_weights = {}\n'
+              '# task_prior: known task relations, e.g. {"depth-normal": 1.0, "semantic-depth": 0.3}; None = none\n'
+              'task_prior = None\n'
               '# loss_reduction: batch = per-sample losses, 0 where unlabelled, summed / B (MTPSL/JTR code);\n'
               '# labelled = mean over the labelled samples only (mtlwb <= 0.1)\n'
               'loss_reduction = "batch"\n'
@@ -107,7 +109,7 @@ cells = [
          "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
          "    eval_samples=eval_samples, device=device, precision=precision, num_workers=num_workers,\n"
          "    run_dir=run_dir, progress=progress, val_fraction=val_fraction, val_seed=val_seed,\n"
-         "    eval_every=eval_every, sources=sources)\n"
+         "    eval_every=eval_every, sources=sources, task_prior=task_prior)\n"
          "if dataset == \"scenes\":\n"
          "    ensure_dataset(data_root, tasks=tasks)   # adds image-level labels to an older copy if asked for\n"
          "ensure_sources(config)  # extra training sources of dataset scenes, with their style\n"

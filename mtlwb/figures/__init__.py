@@ -23,9 +23,11 @@ from .affinity import (  # noqa: E402
     affinity_trajectories,
     image_affinity_browser,
     image_affinity_figure,
+    prior_heatmap,
     prototype_projection,
     prototype_similarity,
     record_affinity_heatmap,
+    task_relations,
 )
 from .dataset import (  # noqa: E402
     class_histogram,
@@ -44,6 +46,6 @@ __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_h
             "cached_tsne", "class_histogram", "cost_vs_tasks", "dataset", "export", "export_figure", "find_browser",
             "gradient_affinity", "gradient_affinity_heatmap", "gradients", "image_affinity_browser",
             "image_affinity_figure", "image_label_table", "joint_latent_figure", "joint_latent_over_epochs",
-            "label_count_figure", "label_count_table", "latent", "prototype_projection", "prototype_similarity",
-            "record_affinity_heatmap", "sample_browser", "sample_grid", "scaling", "task_feature_figure", "write_html",
-            "write_png"]
+            "label_count_figure", "label_count_table", "latent", "prior_heatmap", "prototype_projection",
+            "prototype_similarity", "record_affinity_heatmap", "sample_browser", "sample_grid", "scaling",
+            "task_feature_figure", "task_relations", "write_html", "write_png"]

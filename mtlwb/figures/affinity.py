@@ -174,6 +174,42 @@ def affinity_comparison(prototype: np.ndarray, gradient: np.ndarray, names: Sequ
     return fig.update_layout(height=380, width=860, title="Two task affinities side by side")
 
 
+def prior_heatmap(prior: np.ndarray | torch.Tensor, names: Sequence[str]) -> go.Figure:
+    """The configured ``task_prior`` (parsed, P[s, t] = how task s relates to task t) as a heatmap."""
+    return affinity_heatmap(np.asarray(prior, dtype=float), names, title="Prior task relations (task_prior)",
+                            xlabel="task t", ylabel="task s", colorscale="Greens")
+
+
+# (title, colour scale, lowest value) of each panel of task_relations, in display order
+_RELATION_PANELS = {"prior": ("prior (task_prior)", "Greens", 0.0),
+                    "prototype": ("prototype affinity (rows sum to 1)", "Blues", 0.0),
+                    "gradient": ("gradient cosine on the shared encoder", "RdBu", -1.0)}
+
+
+def task_relations(names: Sequence[str], prior: np.ndarray | torch.Tensor | None = None,
+                   prototype: np.ndarray | None = None, gradient: np.ndarray | None = None) -> go.Figure:
+    """What was assumed beside what was learned: the prior, TPKR's prototype affinity and the gradient cosine,
+    one panel each for those given (at least one), in that order, on a shared task order."""
+    given = {k: np.asarray(m, dtype=float) for k, m in
+             (("prior", prior), ("prototype", prototype), ("gradient", gradient)) if m is not None}
+    if not given:
+        raise ValueError("task_relations: give at least one of prior, prototype, gradient")
+    T = len(names)
+    for key, m in given.items():
+        if m.shape != (T, T):
+            raise ValueError(f"task_relations: {key} has shape {m.shape}, expected ({T}, {T}) for tasks {list(names)}")
+    n = len(given)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[_RELATION_PANELS[k][0] for k in given],
+                        horizontal_spacing=0.12)
+    for col, (key, m) in enumerate(given.items(), 1):
+        _, scale, zmin = _RELATION_PANELS[key]
+        fig.add_trace(go.Heatmap(z=m, x=list(names), y=list(names), zmin=zmin, zmax=1, colorscale=scale,
+                                 text=np.round(m, 2), texttemplate="%{text}", name=key,
+                                 colorbar=dict(x=col / n - 0.02, len=0.9, thickness=12)), 1, col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    return fig.update_layout(height=380, width=430 * n, title="Task relations: assumed and learned")
+
+
 def mean_affinity(exp, limit: int | None = None) -> np.ndarray:
     """The T×T affinity averaged over (the first ``limit``) evaluation images, recomputed from the model."""
     total, count = 0.0, 0

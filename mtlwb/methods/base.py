@@ -6,6 +6,10 @@ optimizer through ``parameter_groups``) and may turn the shared feature into
 per-task features before the heads (``refine``). The trainer only ever calls
 these methods, so adding a method never touches the trainer.
 
+Prior knowledge of task relations (``ExperimentConfig.task_prior``, parsed by ``mtlwb.priors``) reaches a method
+as ``task_prior``, a [T, T] tensor (rows/columns in task order) or None, set by ``build_method`` through
+``use_task_prior``; each method documents what it does with it (nothing, by default).
+
 Loss-term contract: ``losses`` returns ``LossTerms`` with two fields, the
 per-task supervised losses (combined by the loss-weighting scheme and the
 fixed ``task_weights``) and the auxiliary terms (already multiplied by their
@@ -111,6 +115,20 @@ class Method(nn.Module):
         self.tasks = list(tasks)
         self.feature_channels = feature_channels
         self.options = options if options is not None else self.Options()
+        # P [T, T] or None; a non-persistent buffer: moves with .to(device), never enters a checkpoint
+        self.register_buffer("task_prior", None, persistent=False)
+
+    @classmethod
+    def check_task_prior(cls, options: Any, prior: torch.Tensor | None) -> None:
+        """Refuse a prior the method cannot use with these options (called by the config, before any work)."""
+
+    def use_task_prior(self, prior: torch.Tensor | None) -> None:
+        """Take the parsed prior P [T, T] (or None); a method that builds something from it overrides this."""
+        T = len(self.tasks)
+        if prior is not None and tuple(prior.shape) != (T, T):
+            raise ValueError(f"task_prior: shape {tuple(prior.shape)} does not match the {T} tasks")
+        self.check_task_prior(self.options, prior)
+        self.task_prior = None if prior is None else prior.detach().clone().float()
 
     @property
     def view_spec(self) -> ViewSpec:
@@ -165,12 +183,15 @@ def parse_options(cls: type[Method], options: dict | None) -> Any:
 
 
 def build_method(name: str, tasks: Sequence[TaskSpec], feature_channels: int,
-                 options: dict | None = None, loss_options: LossOptions | None = None) -> Method:
+                 options: dict | None = None, loss_options: LossOptions | None = None,
+                 task_prior: torch.Tensor | None = None) -> Method:
+    """``task_prior``: the parsed P [T, T] (``ExperimentConfig.task_prior_matrix``) or None."""
     if name not in METHODS:
         raise ValueError(f"method={name!r}: allowed {sorted(METHODS)}")
     cls = METHODS[name]
     method = cls(tasks, feature_channels, parse_options(cls, options))
     method.loss_options = loss_options or LossOptions()
+    method.use_task_prior(task_prior)
     return method
 
 

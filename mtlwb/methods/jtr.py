@@ -34,6 +34,14 @@ constant map (BCE summed over classes / |Φ-error|, mean over the joint mask's p
 reconstructing the one value everywhere. Its valid mask is the sample's (an undefined label masks every position,
 as an ignore pixel masks one). ``"none"`` keeps image-level tasks out of Ŷ, Y and the mask: supervised loss only.
 
+Prior knowledge of task relations (``ExperimentConfig.task_prior``, P [T, T], not in the paper): with
+``prior_weighting``, task t's channels of Ŷ and Y are multiplied by w_t = m_t / max_s m_s before E (both sides, both
+terms), m_t = the mean prior strength between t and the other tasks (P and Pᵀ averaged); D still reconstructs the
+unweighted encodings, task t's reconstruction error weighted by w_t. Why: E then measures agreement mostly on the
+tasks the prior calls related, and a task the prior relates to none (w_t = 0) leaves the joint space (its prediction
+gets no JTR gradient); dividing by the max keeps the most related task at its usual scale. Without a prior, or with
+``prior_weighting`` false, nothing changes.
+
 Cost (CPU default): E and D mirror the backbone's profile — stride-2 convs instead of full-resolution conv + max-pool,
 the decoder's last block at 1/2 resolution with its logits upsampled to the input size, width 16 —
 so the step costs ~2× the supervised one instead of ~7–9×. ``input_stride=1, width=32`` restores the former
@@ -51,6 +59,7 @@ from torch import nn
 
 from ..data.views import PHOTOMETRIC, ViewSpec
 from ..ops import channel_cosine, channel_normalize
+from ..priors import related_strength, restricted
 from .arch import check_arch
 from .base import LossTerms, Method, Step, register
 from .encodings import (
@@ -165,9 +174,10 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                         targets: str = "paper", is_y_hat: bool = False, mu: float = DEPTH_MU,
-                        sigma: float = DEPTH_SIGMA) -> torch.Tensor:
-    """Per sample [N]: Σ_t mean over valid pixels of the task's reconstruction error (target = encoded input; an
-    image-level task's is its constant map, so its term is the error of reconstructing that value everywhere).
+                        sigma: float = DEPTH_SIGMA, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample [N]: Σ_t w_t · mean over valid pixels of the task's reconstruction error (target = encoded input;
+    an image-level task's is its constant map, so its term is the error of reconstructing that value everywhere;
+    ``weights`` [T], default all 1).
 
     ``targets="reference_code"`` reproduces two quirks of the JTR code's reconstruction targets for Ŷ (the
     prediction stack): its depth target is Φ applied once more to the already Φ-encoded prediction, and its normal
@@ -178,7 +188,9 @@ def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: 
     denom = mask.flatten(1).sum(dim=1).clamp_min(1.0)
     widths = [t.channels for t in tasks]
     quirks = targets == "reference_code" and is_y_hat
-    for t, r, y in zip(tasks, recon.split(widths, dim=1), target.split(widths, dim=1)):
+    for k, (t, r, y) in enumerate(zip(tasks, recon.split(widths, dim=1), target.split(widths, dim=1))):
+        if weights is not None and weights[k] == 0:
+            continue
         if t.kind in ("segmentation", "edge", "classification"):
             err = F.binary_cross_entropy_with_logits(r, y, reduction="none").sum(dim=1, keepdim=True)
         elif t.kind == "depth":
@@ -190,7 +202,8 @@ def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: 
             err = 1.0 - (channel_normalize(r, eps=1e-8) * y).sum(dim=1, keepdim=True)
         else:  # normals: compare directions in [-1, 1]
             err = 1.0 - channel_cosine(r, 2.0 * y - 1.0, eps=1e-8).unsqueeze(1)
-        total = total + (err * mask).flatten(1).sum(dim=1) / denom
+        term = (err * mask).flatten(1).sum(dim=1) / denom
+        total = total + (term if weights is None else weights[k] * term)
     return total
 
 
@@ -213,6 +226,7 @@ class JTROptions:
     arch: str = "compact"          # "reference": the published SegNet_JTR layout (jtr_segnet.py); width and
     #                                input_stride then stay at their defaults (they shape "compact")
     image_level_encoding: str = "broadcast"   # image-level tasks as constant maps in Ŷ, Y; "none": left out
+    prior_weighting: bool = False  # with a task_prior: task t's channels in the joint space × w_t (see header)
 
     def __post_init__(self) -> None:
         if self.image_level_encoding not in IMAGE_LEVEL_ENCODINGS:
@@ -237,6 +251,14 @@ class JTROptions:
         if self.input_stride not in STRIDES:
             raise ValueError(f"jtr.input_stride={self.input_stride}: allowed {STRIDES}")
         check_arch("jtr", self, {"width": 16, "input_stride": 2})
+        if not isinstance(self.prior_weighting, bool):
+            raise ValueError(f"jtr.prior_weighting={self.prior_weighting!r}: must be true or false")
+
+
+def prior_task_weights(prior: torch.Tensor) -> torch.Tensor:
+    """P [T, T] -> w [T] = m / max(m), m_t the mean prior strength between task t and the others."""
+    m = related_strength(prior)
+    return m / m.max()
 
 
 @register
@@ -258,6 +280,35 @@ class JTR(Method):
         else:
             self.encoder = JointEncoder(self.in_channels, o.width, feature_channels, o.input_stride)
             self.decoder = JointDecoder(self.in_channels, o.width, feature_channels, o.input_stride)
+
+    @classmethod
+    def check_task_prior(cls, options: JTROptions, prior: torch.Tensor | None) -> None:
+        if prior is not None and options.prior_weighting and not (related_strength(prior) > 0).any():
+            raise ValueError("jtr.prior_weighting: the task_prior relates no two tasks, so every task's weight in "
+                             "the joint space would be 0")
+
+    @property
+    def joint_task_weights(self) -> torch.Tensor | None:
+        """w [T_joint] of the joint space, in ``joint_tasks`` order (``prior_weighting`` with a prior), else None."""
+        if self.task_prior is None or not self.options.prior_weighting:
+            return None
+        return prior_task_weights(restricted(self.task_prior, self.joint_idx))
+
+    def use_task_prior(self, prior: torch.Tensor | None) -> None:
+        super().use_task_prior(prior)
+        if self.task_prior is not None and self.options.prior_weighting:
+            if not (related_strength(restricted(self.task_prior, self.joint_idx)) > 0).any():
+                raise ValueError("jtr.prior_weighting: the task_prior relates none of the tasks in the joint space "
+                                 f"{[t.name for t in self.joint_tasks]} to another")
+
+    def weigh_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ΣC_t, H, W] -> task t's channels × w_t (unchanged without prior weighting)."""
+        w = self.joint_task_weights
+        if w is None:
+            return x
+        per_channel = torch.repeat_interleave(w.to(x), torch.tensor([t.channels for t in self.joint_tasks],
+                                                                    device=x.device))
+        return x * per_channel.view(1, -1, 1, 1)
 
     def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Gumbel noise per segmentation task (empty for soft encodings), so two code paths can share it."""
@@ -294,17 +345,18 @@ class JTR(Method):
         """
         o, B = self.options, y_hat.shape[0]
         inputs = torch.cat([y_hat, y])                                                         # [2B, ΣC, H, W]
-        frozen_codes, codes = two_routes(self.encoder, inputs)                                  # [2B, F, h, w]
+        frozen_codes, codes = two_routes(self.encoder, self.weigh_channels(inputs))             # [2B, F, h, w]
         if joint_view is not None:
             mask = joint_view[2]
             inputs = torch.cat(joint_view[:2]).detach()
-            codes = self.encoder(inputs)                                                        # second pass
+            codes = self.encoder(self.weigh_channels(inputs))                                   # second pass
         terms = {"jtr_model": o.model_weight * cosine_distance(*frozen_codes.chunk(2)),
                  "jtr_joint": o.joint_weight * cosine_distance(*codes.chunk(2))}
         inputs = inputs.detach()
         if o.reconstruction:
             recon = self.decoder(codes, inputs.shape[-2:])
-            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma}
+            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma,
+                  "weights": self.joint_task_weights}
             rec_hat = reconstruction_loss(self.joint_tasks, recon[:B], inputs[:B], mask, is_y_hat=True, **kw)
             rec_y = reconstruction_loss(self.joint_tasks, recon[B:], inputs[B:], mask, **kw)
             terms["jtr_recon"] = o.recon_weight * (rec_hat + rec_y)
@@ -328,7 +380,7 @@ class JTR(Method):
     def joint_codes(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
         """(code(Ŷ), code(Y)) [B, F, h, w] each, for visualization."""
         y_hat, y, _ = self.views(step)
-        return self.encoder(y_hat), self.encoder(y)
+        return self.encoder(self.weigh_channels(y_hat)), self.encoder(self.weigh_channels(y))
 
 
 def _sample(step: Step, b: int) -> Step:
@@ -355,13 +407,15 @@ def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.
     for b in range(B):
         y_hat, y, mask = method.views(_sample(model_step, b), {k: v[b:b + 1] for k, v in noise.items()})
         copied = copy.deepcopy(nn.ModuleList([method.encoder, method.decoder]))   # its gradients are discarded
-        terms = {"jtr_model": o.model_weight * cosine_distance(copied[0](y_hat), copied[0](y))}
+        weigh = method.weigh_channels
+        terms = {"jtr_model": o.model_weight * cosine_distance(copied[0](weigh(y_hat)), copied[0](weigh(y)))}
         y_hat, y, mask = method.views(_sample(joint_step, b), {k: v[b:b + 1] for k, v in joint_noise.items()})
-        code_hat, code_y = method.encoder(y_hat.detach()), method.encoder(y.detach())
+        code_hat, code_y = method.encoder(weigh(y_hat.detach())), method.encoder(weigh(y.detach()))
         terms["jtr_joint"] = o.joint_weight * cosine_distance(code_hat, code_y)
         if o.reconstruction:
             size = y.shape[-2:]
-            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma}
+            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma,
+                  "weights": method.joint_task_weights}
             terms["jtr_recon"] = o.recon_weight * (
                 reconstruction_loss(method.joint_tasks, method.decoder(code_y, size), y.detach(), mask, **kw)
                 + reconstruction_loss(method.joint_tasks, method.decoder(code_hat, size), y_hat.detach(), mask,

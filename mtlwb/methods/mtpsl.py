@@ -31,6 +31,13 @@ stems see constant maps (their border padding is the only spatial structure), wh
 vector branch. ``"none"``: image-level tasks take part in no pair (T counts the dense tasks only; supervised loss
 for them), the ablation of the choice.
 
+Prior knowledge of task relations (``ExperimentConfig.task_prior``, P [T, T], not in the paper): only the ordered
+pairs the prior marks as related, P[s, t] > ``prior_threshold`` (default 0: any stated relation), enter the loss,
+so a sparse prior also cuts the quadratic cost (a chain prior, each task related to its neighbours, leaves
+2(T−1) of the T(T−1) pairs of a fully labelled sample). With ``prior_weighting`` each pair's term L_st is multiplied
+by P[s, t]; the "batch" reduction then sums the weighted terms / B, "pairs" takes their weighted mean (Σ w L / Σ w).
+Without a prior, nothing changes.
+
 Cost (CPU default): the stems have stride 2 and M downsamples with stride-2 convs (like the backbone), width 16;
 the stems and M's first conv run once per distinct (sample, task) map, not once per triple. ``input_stride=1,
 width=32`` restores the former full-resolution layout exactly.
@@ -46,6 +53,7 @@ from torch import nn
 
 from ..data.views import ViewSpec
 from ..ops import channel_cosine
+from ..priors import restricted
 from .arch import check_arch
 from .base import LossTerms, Method, Step, register
 from .encodings import IMAGE_LEVEL_ENCODINGS, clean_target, encode_label, encode_prediction, joint_task_indices
@@ -130,6 +138,8 @@ class MTPSLOptions:
     arch: str = "compact"          # "reference": the published Mapfns layout (mtpsl_mapfns.py); width,
     #                                input_stride and norm then stay at their defaults (they shape "compact")
     image_level_encoding: str = "broadcast"   # image-level tasks as constant maps in the pairs; "none": no pairs
+    prior_threshold: float = 0.0   # with a task_prior: only pairs with P[s, t] > threshold enter the loss
+    prior_weighting: bool = False  # with a task_prior: each pair's term × P[s, t]
 
     def __post_init__(self) -> None:
         if self.image_level_encoding not in IMAGE_LEVEL_ENCODINGS:
@@ -157,6 +167,10 @@ class MTPSLOptions:
         if self.reduction not in ("pairs", "batch"):
             raise ValueError(f"mtpsl.reduction={self.reduction!r}: allowed 'pairs', 'batch'")
         check_arch("mtpsl", self, {"width": 16, "input_stride": 2, "norm": "instance"})
+        if isinstance(self.prior_threshold, bool) or not 0 <= self.prior_threshold < 1:
+            raise ValueError(f"mtpsl.prior_threshold={self.prior_threshold}: must be a number in [0, 1)")
+        if not isinstance(self.prior_weighting, bool):
+            raise ValueError(f"mtpsl.prior_weighting={self.prior_weighting!r}: must be true or false")
 
 
 @register
@@ -182,11 +196,26 @@ class MTPSL(Method):
                                         for t in self.joint_tasks])
             self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm, o.input_stride)
 
+    @classmethod
+    def check_task_prior(cls, options: MTPSLOptions, prior: torch.Tensor | None) -> None:
+        if prior is None:
+            return
+        off = prior.masked_fill(torch.eye(prior.shape[0], dtype=torch.bool), 0.0)
+        if not (off > options.prior_threshold).any():
+            raise ValueError(f"task_prior relates no pair of tasks above mtpsl.prior_threshold="
+                             f"{options.prior_threshold}: the consistency term would never run")
+
+    @property
+    def joint_prior(self) -> torch.Tensor | None:
+        """The task_prior over the tasks in the pairs ([T, T] in ``joint_tasks`` order), None without one."""
+        return None if self.task_prior is None else restricted(self.task_prior, self.joint_idx)
+
     def pairs(self, labelled: torch.Tensor) -> torch.Tensor:
         """labelled [B, T] → [P, 3] long (sample, source s, target t): s unlabelled, t labelled, s ≠ t.
 
         A fully labelled sample contributes all T(T−1) pairs when ``full_label_pairs`` (every source is then a
-        prediction checked against another task's label); a sample with no label contributes none.
+        prediction checked against another task's label); a sample with no label contributes none. With a
+        ``task_prior``, only pairs with P[s, t] > ``prior_threshold`` remain.
         """
         lab = labelled.bool()
         B, T = lab.shape
@@ -194,6 +223,8 @@ class MTPSL(Method):
         if self.options.full_label_pairs:
             source = source | lab.all(dim=1, keepdim=True)
         ok = source[:, :, None] & lab[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=lab.device)
+        if self.joint_prior is not None:
+            ok = ok & (self.joint_prior > self.options.prior_threshold).to(lab.device)[None]
         return ok.nonzero()                                           # [P, 3], row-major: sample, s, t
 
     @staticmethod
@@ -253,7 +284,11 @@ class MTPSL(Method):
             m_s = F.interpolate(m_s, size=f.shape[-2:], mode="bilinear", align_corners=False)
             m_t = F.interpolate(m_t, size=f.shape[-2:], mode="bilinear", align_corners=False)
         per_pair = cosine_distance(m_s, m_t) + o.reg_weight * (cosine_distance(m_s, f) + cosine_distance(m_t, f))
-        total = per_pair.mean() if o.reduction == "pairs" else per_pair.sum() / labelled.shape[0]
+        if self.joint_prior is not None and o.prior_weighting:
+            w = self.joint_prior[s, t].to(per_pair.dtype)                             # [P], > threshold >= 0
+            total = (w * per_pair).sum() / (w.sum() if o.reduction == "pairs" else labelled.shape[0])
+        else:
+            total = per_pair.mean() if o.reduction == "pairs" else per_pair.sum() / labelled.shape[0]
         return LossTerms(supervised, {"mtpsl": o.weight * total})
 
     def parameter_groups(self, lr: float) -> list[dict]:

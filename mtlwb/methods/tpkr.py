@@ -34,6 +34,22 @@ equation numbers nor the exact forms of A, L_tke, L_tc, the transformer, nor λ1
     (the projection, the pooled prototype affinity and the retrieval are per task, whatever it predicts), and their
     head (``ImageLevelHead``) pools f^tr globally before its MLP. So the prototypes and the retrieval link a dense
     task and an image-level one exactly as two dense ones, and no term uses an unlabelled task's prediction.
+
+Prior knowledge of task relations (``ExperimentConfig.task_prior``, P [T, T], not in the paper): A is the
+method's own statement of how tasks relate, so a known relation can steer it (``prior_mode``, used only when a prior
+is given; default "regularize"):
+  * "regularize": L_prior = mean_t KL(P̃_t || Ā_t), P̃ = P with rows normalized to sum 1, Ā the batch-mean affinity
+    (weighted as the AKG terms, ``akg_on``; the gradient flows through Ā into every image's A). Weight
+    ``prior_weight``, logged as the auxiliary term "prior". It pulls the test-averaged affinity toward the prior
+    while L_tke still asks for the whole row on the diagonal; ``prior_weight`` against ``lambda_akg`` sets the balance.
+  * "init": the slots start with cosine similarities that follow the prior: the Gram target G = I + c·(S − I),
+    S = (P + Pᵀ)/2 and c = ``prior_init_cosine`` < 1 (so related slots stay distinguishable), is factored as
+    X Xᵀ (eigendecomposition, negative eigenvalues clipped to 0 when S is not positive semi-definite, rows of X
+    renormalized to unit length), and the slots are X placed in a random T-dimensional subspace of R^d (an
+    orthonormal basis from the random initial slots, which keeps their scale), so cos(v_s, v_t) = G_st exactly
+    when G is PSD. A task whose features pick its own slot then gives A_t ∝ exp(G_t / τ): more mass on the tasks
+    the prior relates it to, from the first step. Needs ``proto_dim`` >= T.
+  * "both": both; "none": the prior is ignored.
 """
 
 from __future__ import annotations
@@ -45,12 +61,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..priors import row_normalized
 from ..tasks import TaskSpec
 from .base import LossTerms, Method, Refined, Step, register
 from .vq import VectorQuantizer
 
 _CHOICES = {"affinity_pool": ("mean", "position"), "akg_on": ("all", "labelled"), "tc_mode": ("batch", "refined"),
-            "query_from": ("task", "knowledge")}
+            "query_from": ("task", "knowledge"), "prior_mode": ("none", "regularize", "init", "both")}
 
 
 @dataclass
@@ -78,12 +95,15 @@ class TPKROptions:
     use_akg: bool = True
     use_tc: bool = True
     use_retrieval: bool = True
+    prior_mode: str = "regularize"    # with a task_prior: "regularize" the affinity, "init" the slots, "both", "none"
+    prior_weight: float = 1.0         # weight of the prior term (logged as "prior")
+    prior_init_cosine: float = 0.9    # slot cosine given to a pair of prior strength 1 (mode "init" / "both")
 
     def __post_init__(self) -> None:
         for name in ("codebook_size", "proto_dim", "heads", "layers", "ffn_mult", "attention_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TPKROptions.{name}={getattr(self, name)}: must be an integer >= 1")
-        for name in ("commitment", "lambda_vq", "lambda_tae", "lambda_akg"):
+        for name in ("commitment", "lambda_vq", "lambda_tae", "lambda_akg", "prior_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TPKROptions.{name}={getattr(self, name)}: must be >= 0")
         if self.temperature <= 0:
@@ -95,6 +115,16 @@ class TPKROptions:
             raise ValueError(f"TPKROptions.proj_kernel={self.proj_kernel}: allowed (1, 3)")
         if self.decoder_width < 4:
             raise ValueError(f"TPKROptions.decoder_width={self.decoder_width}: must be >= 4")
+        if not 0 <= self.prior_init_cosine < 1:
+            raise ValueError(f"TPKROptions.prior_init_cosine={self.prior_init_cosine}: must be in [0, 1)")
+
+    @property
+    def prior_regularizes(self) -> bool:
+        return self.prior_mode in ("regularize", "both")
+
+    @property
+    def prior_initializes(self) -> bool:
+        return self.prior_mode in ("init", "both")
 
 
 def prototype_affinity(keys: torch.Tensor, slots: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -123,6 +153,38 @@ def tc_batch_loss(affinity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     target = target.clamp_min(1e-8)
     kl = (target * (target.log() - affinity.clamp_min(1e-8).log())).sum(-1)      # [B, T]
     return _weighted_mean(kl, weight)
+
+
+def prior_loss(affinity: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """affinity [B, T, T], weight [B, T], target P̃ [T, T] (rows sum to 1) -> mean_t KL(P̃_t || Ā_t).
+
+    Ā is the weighted batch mean of the affinity rows (not detached: the gradient reaches every image's A); rows
+    without weight in the batch are left out. 0 exactly when Ā = P̃.
+    """
+    w = weight.unsqueeze(-1)                                                     # [B, T, 1]
+    count = w.sum(0)                                                             # [T, 1]
+    mean = (affinity * w).sum(0) / count.clamp_min(1e-12)                        # Ā [T, T]
+    kl = (torch.xlogy(target, target) - target * mean.clamp_min(1e-8).log()).sum(-1)   # [T]
+    present = (count.squeeze(-1) > 0).to(kl.dtype)
+    return _weighted_mean(kl, present)
+
+
+def slots_from_prior(prior: torch.Tensor, basis: torch.Tensor, max_cosine: float) -> torch.Tensor:
+    """P [T, T], basis [T, d] (random slots, d >= T) -> slots [T, d] whose cosine matrix is G = I + c·(S − I).
+
+    S = (P + Pᵀ)/2; G is factored as X Xᵀ with negative eigenvalues clipped (the nearest PSD matrix), X's rows
+    renormalized to unit length, then placed in the span of ``basis`` by an orthonormal basis Q [d, T] of it:
+    slots = X Qᵀ, scaled to the basis' mean row norm. Exact when G is PSD (e.g. a chain or a block prior with c < 1).
+    """
+    T, d = basis.shape
+    sym = (prior + prior.t()) / 2
+    eye = torch.eye(T, dtype=basis.dtype, device=basis.device)
+    gram = eye + max_cosine * (sym.to(basis.dtype) - eye)
+    values, vectors = torch.linalg.eigh(gram.double())
+    x = (vectors * values.clamp_min(0).sqrt()).to(basis.dtype)                  # [T, T], x xᵀ ≈ G
+    x = F.normalize(x, dim=1)
+    q, _ = torch.linalg.qr(basis.t())                                            # [d, T], orthonormal columns
+    return (x @ q.t()) * basis.norm(dim=1).mean()
 
 
 class RetrievalLayer(nn.Module):
@@ -194,6 +256,19 @@ class TaskPrototypeRetrieval(Method):
         self.retrieval = nn.ModuleList(
             nn.ModuleList(RetrievalLayer(c, o.heads, o.ffn_mult) for _ in range(o.layers)) for _ in range(stacks)
         ) if o.use_retrieval else None
+
+    @classmethod
+    def check_task_prior(cls, options: TPKROptions, prior: torch.Tensor | None) -> None:
+        if prior is not None and options.prior_initializes and options.proto_dim < prior.shape[0]:
+            raise ValueError(f"TPKROptions.prior_mode={options.prior_mode!r}: slots built from the task_prior need "
+                             f"proto_dim >= {prior.shape[0]} tasks, got proto_dim={options.proto_dim}")
+
+    def use_task_prior(self, prior: torch.Tensor | None) -> None:
+        """With ``prior_mode`` "init" / "both", the slots start from the prior (see the module docstring)."""
+        super().use_task_prior(prior)
+        if self.task_prior is not None and self.options.prior_initializes:
+            with torch.no_grad():
+                self.slots.copy_(slots_from_prior(self.task_prior, self.slots, self.options.prior_init_cosine))
 
     # -- pieces -----------------------------------------------------------------------------------------------
 
@@ -279,6 +354,10 @@ class TaskPrototypeRetrieval(Method):
                 tc = tc_batch_loss(affinity, weight) if o.tc_mode == "batch" else tke_loss(ex["affinity_refined"],
                                                                                           weight)
                 out["tc"] = o.lambda_akg * tc
+        if self.task_prior is not None and o.prior_regularizes:
+            affinity = ex["affinity"]
+            weight = torch.ones_like(affinity[..., 0]) if o.akg_on == "all" else step.labelled.to(affinity.dtype)
+            out["prior"] = o.prior_weight * prior_loss(affinity, weight, row_normalized(self.task_prior))
         return LossTerms(self.supervised_losses(step), out)
 
     def eval_summary(self, refined: Refined) -> dict[str, torch.Tensor]:
