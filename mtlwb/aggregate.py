@@ -17,7 +17,9 @@ the epoch best on the validation split when the run has one (``val_fraction`` > 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -91,11 +93,17 @@ def with_later_fields(config: dict[str, Any]) -> dict[str, Any]:
     runs recorded before and after a field existed group together when they ran the same experiment."""
     if not config:
         return config
+    defaults = _values_before_fields()
+    return {**{k: copy.deepcopy(v) for k, v in defaults.items() if k not in config}, **config}
+
+
+@functools.cache
+def _values_before_fields() -> dict[str, Any]:
+    """Every config field at the value a run recorded without it used (one default config, built once)."""
     from .config import ExperimentConfig
 
-    defaults = {f.name: _BEFORE_FIELD.get(f.name, getattr(ExperimentConfig(), f.name))
-                for f in dataclasses.fields(ExperimentConfig)}
-    return {**{k: v for k, v in defaults.items() if k not in config}, **config}
+    default = ExperimentConfig()
+    return {f.name: _BEFORE_FIELD.get(f.name, getattr(default, f.name)) for f in dataclasses.fields(ExperimentConfig)}
 
 
 def metric_column(task: str, metric: str) -> str:
