@@ -1,4 +1,5 @@
-"""Load a finished sweep run instead of training again (the training notebook's ``reuse_finished_run``).
+"""Load a finished run instead of training again: the training notebook's ``reuse_finished_run`` and the analysis
+notebooks' own tiny runs (``notebook_run``).
 
 Why: opened by a person, ``notebooks/train.ipynb`` keeps CI's tiny defaults (nbval re-executes it), so its figures
 show an untrained 1-epoch model. After ``make run``, ``reports/sweeps/quick/<run_id>/`` holds a real run of every
@@ -7,6 +8,7 @@ method; showing one of those costs a checkpoint load instead of minutes of train
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,4 +78,36 @@ def train_or_load(config: ExperimentConfig, reuse_from: str | Path | None = None
     return experiment, record
 
 
-__all__ = ["MATCH_KEYS", "config_differences", "find_finished_run", "is_finished", "train_or_load"]
+def notebook_run(run_dir: str | Path | None, config: ExperimentConfig,
+                 train_fn: Callable[[ExperimentConfig], Any] = train) -> Path:
+    """The run an analysis notebook shows: ``run_dir`` if given (a finished run of any config), else the notebook's
+    own tiny run of ``config`` in ``config.run_dir``, trained with ``train_fn`` unless a finished run of this very
+    config is already there.
+
+    Why: the notebooks' own runs live in fixed folders; one left there by other parameters (or by an older mtlwb) must
+    not be shown as if the parameters cell had made it. It is moved aside to ``<folder>.stale-<n>`` (nothing is
+    deleted) and ``config`` trained.
+    """
+    if run_dir is not None:
+        if not is_finished(run_dir):
+            raise ValueError(f"run_dir={str(run_dir)!r}: no finished run there (a metrics.json that says completed "
+                             "and a checkpoint.pt); run_dir=None trains the notebook's own tiny run")
+        return Path(run_dir)
+    own = Path(config.run_dir)
+    if own.exists():
+        diff = (config_differences(read_json(own / METRICS).get("config", {}), config) if is_finished(own)
+                else {"status": ("unfinished", "finished")})
+        if not diff:
+            return own
+        n = 1
+        while own.with_name(f"{own.name}.stale-{n}").exists():
+            n += 1
+        aside = own.rename(own.with_name(f"{own.name}.stale-{n}"))
+        print(f"{str(own)!r} held a run of other parameters ("
+              + ", ".join(f"{k}={a!r}, wanted {b!r}" for k, (a, b) in diff.items())
+              + f"): moved to {str(aside)!r}, training this notebook's run")
+    train_fn(config)
+    return own
+
+
+__all__ = ["MATCH_KEYS", "config_differences", "find_finished_run", "is_finished", "notebook_run", "train_or_load"]

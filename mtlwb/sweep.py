@@ -55,6 +55,14 @@ reused: the sweep re-runs that point under its new id and says so
 (``SweepResult.stale``, printed by ``report()``), as it does for every run
 whose record says its label split was a fallback (``SweepResult.fallbacks``).
 
+Frozen inputs: a sweep executes a snapshot of its notebook taken when it starts
+(``<sweep>/.notebook-<hash>.ipynb``), so saving the notebook in JupyterLab while a
+sweep runs changes nothing in it; and each run first checks that mtlwb's source
+is the one the sweep started with (``code_fingerprint``). A run whose code
+changed under it is not executed: it fails at once with that reason (nothing of
+it is lost; running the sweep again resumes it with the new code), since its
+numbers would come from another program than its neighbours'.
+
 Failure isolation: a failing run is recorded (status, error, path of its
 partial notebook) and the sweep goes on; ``SweepResult.ok`` is False and the
 CLI exits non-zero.
@@ -314,17 +322,45 @@ class _KernelStartLock:
             self._fd = None
 
 
+def code_fingerprint(package: Path | None = None) -> str:
+    """A hash of every source file of the imported mtlwb package (or of ``package``; relative path and bytes): equal
+    in the sweep's client and in its workers exactly when both run the same code."""
+    package = package or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def snapshot_notebook(notebook: str | Path, sweep_dir: Path) -> Path:
+    """A copy of ``notebook`` in the sweep folder, named by its content hash (written atomically): the sweep runs
+    the copy, so an edit of the notebook while the sweep runs does not reach its later runs."""
+    from .io import atomic_write_bytes
+
+    data = Path(notebook).read_bytes()
+    path = sweep_dir / f".notebook-{hashlib.sha256(data).hexdigest()[:12]}.ipynb"
+    if not path.is_file():
+        atomic_write_bytes(path, data)
+    return path
+
+
 def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
                 threads: int | None = None, own_process: bool = False,
-                expected_config: dict[str, Any] | None = None) -> dict[str, Any]:
+                expected_config: dict[str, Any] | None = None, code: str | None = None) -> dict[str, Any]:
     """Execute one run's notebook into ``run_dir``; never raises (the error is the result).
 
     ``own_process``: this process exists for this run (local pool), so its stderr, which the
     kernel inherits, goes to ``<run_dir>/kernel.log`` instead of interleaving with the progress bar.
     ``expected_config``: the effective config the run was given; a record that holds another one (a notebook
     that overrides a parameter) makes the run fail, naming the fields, since its numbers are not the ones asked for.
+    ``code``: the sweep's ``code_fingerprint()`` at its start; another one here fails the run before it starts.
     """
     from .notebook_runner import execute
+
+    if code is not None and code != code_fingerprint():
+        return {"status": "failed", "notebook": None, "seconds": 0.0,
+                "error": ("not run: mtlwb's source code changed after this sweep started (its finished runs used the "
+                          "old code); run the sweep again to resume the remaining runs with the new code")}
 
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -489,7 +525,8 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
     state = SweepState(sweep_dir, spec, runs)
     todo, stale = plan_runs(state, runs, sweep_dir)
     skipped = [r.run_id for r in runs if r not in todo]
-    notebook = str(Path(spec.notebook).resolve())
+    notebook = str(snapshot_notebook(spec.notebook, sweep_dir))   # runs cannot see later edits of the notebook
+    code = code_fingerprint()
     started = time.time()
     completed: list[str] = []
     failed: dict[str, dict] = {}
@@ -502,7 +539,7 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
             failed[rid] = {"error": result["error"], "notebook": result["notebook"]}
 
     jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.effective, **override}, str(cwd)),
-             {"expected_config": _expected_config(r)}) for r in todo]
+             {"expected_config": _expected_config(r), "code": code}) for r in todo]
     for rid, _, _ in jobs:
         state.update(rid, status="running", error=None)
     bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
@@ -658,6 +695,6 @@ def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
     return read_json(Path(sweep_dir) / STATE)["runs"]
 
 
-__all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "config_differences", "default_workers",
-           "effective_params", "execute_run", "load_spec", "params_run_id", "plan_runs", "run_id", "run_sweep",
-           "sweep_runs", "validate"]
+__all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "code_fingerprint", "config_differences",
+           "default_workers", "effective_params", "execute_run", "load_spec", "params_run_id", "plan_runs", "run_id",
+           "run_sweep", "snapshot_notebook", "sweep_runs", "validate"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mtlwb
-from mtlwb.finished_runs import config_differences, find_finished_run, is_finished, train_or_load
+from mtlwb.finished_runs import config_differences, find_finished_run, is_finished, notebook_run, train_or_load
 from mtlwb.notebook_params import TRAIN_NOTEBOOK_ONLY, check_cell_source, check_injected, injected_names
 from mtlwb.notebook_runner import check_parameters, notebook_parameters
 
@@ -155,6 +155,31 @@ def test_train_or_load_uses_the_finished_run_and_trains_otherwise(tiny_config, t
     exp, trained = train_or_load(other, reuse_from=tmp_path / "quick")
     assert "no finished run with" in capsys.readouterr().out
     assert trained["run_id"] == other.run_id and (tmp_path / "mine" / "checkpoint.pt").is_file()
+
+
+def test_notebook_run_reuses_only_a_run_of_the_same_parameters(tiny_config, tmp_path, capsys):
+    own = tmp_path / "nb-own"
+    calls = []
+
+    def counting_train(config):
+        calls.append(config)
+        return mtlwb.train(config)
+
+    first = tiny_config(train_samples=8, eval_samples=8, run_dir=str(own))
+    assert notebook_run(None, first, counting_train) == own and len(calls) == 1
+    assert notebook_run(None, first, counting_train) == own and len(calls) == 1      # same parameters: reused
+    stamp = (own / "metrics.json").read_bytes()
+
+    other = tiny_config(train_samples=8, eval_samples=8, epochs=2, run_dir=str(own))   # a stale run in the folder
+    assert notebook_run(None, other, counting_train) == own and len(calls) == 2
+    assert "held a run of other parameters (epochs=1, wanted 2)" in capsys.readouterr().out
+    assert (tmp_path / "nb-own.stale-1" / "metrics.json").read_bytes() == stamp     # moved aside, not deleted
+    assert mtlwb.load_record(own)["config"]["epochs"] == 2
+
+    assert notebook_run(str(tmp_path / "nb-own.stale-1"), other, counting_train) == tmp_path / "nb-own.stale-1"
+    assert len(calls) == 2                                                            # a given run: shown as it is
+    with pytest.raises(ValueError, match="run_dir='.*missing': no finished run there"):
+        notebook_run(str(tmp_path / "missing"), other, counting_train)
 
 
 # --- the notebooks opened in JupyterLab after `make run` --------------------------------------------------------

@@ -308,3 +308,48 @@ def test_paper_configurations_use_the_published_layouts_and_protocols():
         assert "Table" in Path(f"sweeps/benchmarks/{name}.yaml").read_text()
     pascal = load_spec("sweeps/benchmarks/pascal_context.yaml").fixed
     assert (pascal["edge_loss"], pascal["normal_loss"], pascal["image_norm"]) == ("mtl_pytorch", "l1", "auto")
+
+
+# --- frozen inputs: the notebook is snapshotted, a code change under a running sweep stops its later runs -----
+def test_code_fingerprint_follows_every_source_file(tmp_path):
+    from mtlwb.sweep import code_fingerprint
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    before = code_fingerprint(tmp_path)
+    assert code_fingerprint(tmp_path) == before
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(tmp_path) != before
+    assert code_fingerprint() == code_fingerprint(Path(run_sweep.__code__.co_filename).parent)
+
+
+def test_a_run_whose_code_changed_since_the_sweep_started_is_not_executed(tmp_path):
+    from mtlwb.sweep import execute_run
+
+    run_dir = tmp_path / "run"
+    result = execute_run(str(REPO / "notebooks" / "train.ipynb"), str(run_dir), {}, str(REPO), code="0" * 16)
+    assert result["status"] == "failed" and "source code changed" in result["error"]
+    assert "run the sweep again" in result["error"] and not run_dir.exists()   # nothing was started
+
+
+def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerprint(tmp_path, monkeypatch):
+    import mtlwb.sweep as sweep_module
+
+    notebook = tmp_path / "train.ipynb"
+    notebook.write_bytes((REPO / "notebooks" / "train.ipynb").read_bytes())
+    seen = []
+
+    def fake_run_local(jobs, workers, record, bar):
+        notebook.write_text("edited while the sweep runs")        # a save in JupyterLab mid-sweep
+        for rid, args, kw in jobs:
+            seen.append((Path(args[0]), kw["code"]))
+            record(rid, {"status": "completed", "error": None, "notebook": None, "seconds": 0.0})
+
+    monkeypatch.setattr(sweep_module, "_run_local", fake_run_local)
+    run_sweep(_spec(notebook=str(notebook)), root=tmp_path, summarize=False)
+    assert len(seen) == 2
+    for path, code in seen:
+        assert path.parent == tmp_path / "t" and path != notebook
+        assert path.read_bytes() == (REPO / "notebooks" / "train.ipynb").read_bytes()
+        assert code == sweep_module.code_fingerprint()

@@ -128,10 +128,11 @@ write("notebooks/task_affinity.ipynb", [
        "formed over the epochs, the prototype slots themselves, and one image's own affinity. For **any** run: the "
        "method-independent gradient-cosine affinity on the shared encoder, beside the prototype one. When the run "
        "was given prior knowledge of task relations (`task_prior`), the prior is shown beside both.\n\n"
-       "If `run_dir` holds no run, a tiny one is trained first (so this notebook is self-contained), with "
-       "`task_prior`."),
-    tagged('run_dir = "reports/runs/nb-task-affinity"\n'
-           '# used only when run_dir holds no checkpoint yet (the tiny self-contained run)\n'
+       "With `run_dir = None` the notebook shows its own tiny run (so it is self-contained), with `task_prior`, "
+       "trained into `reports/runs/nb-task-affinity` unless a finished run of exactly these parameters is there "
+       "(a run of other parameters is moved aside, never shown). Set `run_dir` to a finished run to show that one."),
+    tagged('# a finished run to show (any method), or None: the tiny run of the parameters below\n'
+           'run_dir = None\n'
            'method = "tpkr"\n'
            'label_setting = "onelabel"\n'
            'epochs = 3\n'
@@ -145,17 +146,19 @@ write("notebooks/task_affinity.ipynb", [
            'grad_batches = 2\n'
            'grad_batch_size = 8\n'
            'export_dir = "reports/figures/task_affinity"', "parameters"),
-    code(SETUP + "\n"
+    code(
          "import mtlwb\n"
          "from mtlwb import figures, records\n"
          "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.finished_runs import notebook_run\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
-         "if not (Path(run_dir) / \"checkpoint.pt\").is_file():\n"
+         "if run_dir is None:\n"
          "    ensure_dataset(\"data/scenes-64x80\")\n"
-         "    mtlwb.train(mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs,\n"
-         "                                       train_samples=train_samples, eval_samples=eval_samples,\n"
-         "                                       task_prior=task_prior, run_dir=run_dir, progress=False))\n"
+         "own = mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs,\n"
+         "                             train_samples=train_samples, eval_samples=eval_samples, task_prior=task_prior,\n"
+         "                             run_dir=\"reports/runs/nb-task-affinity\", progress=False)\n"
+         "run_dir = notebook_run(run_dir, own)\n"
          "record = mtlwb.load_record(run_dir)\n"
          "exp = mtlwb.load_experiment(run_dir, device=\"cpu\")\n"
          "names = [t.name for t in exp.tasks]\n"
@@ -211,9 +214,11 @@ write("notebooks/joint_latent.ipynb", [
        "dominant class, and by epoch when the run kept epoch snapshots. For **any** run: t-SNE of the per-task "
        "features the heads read, coloured by task. Embeddings are cached in `<run_dir>/tsne/` keyed by a hash of "
        "the inputs, so re-running is instant.\n\n"
-       "If `run_dir` holds no run, a tiny JTR run with epoch snapshots is trained first."),
-    tagged('run_dir = "reports/runs/nb-joint-latent"\n'
-           '# used only when run_dir holds no checkpoint yet (the tiny self-contained run, with epoch snapshots)\n'
+       "With `run_dir = None` the notebook shows its own tiny JTR run with epoch snapshots, trained into "
+       "`reports/runs/nb-joint-latent` unless a finished run of exactly these parameters is there (a run of other "
+       "parameters is moved aside, never shown). Set `run_dir` to a finished run to show that one."),
+    tagged('# a finished run to show (any method), or None: the tiny run of the parameters below (epoch snapshots)\n'
+           'run_dir = None\n'
            'method = "jtr"\n'
            'label_setting = "onelabel"\n'
            'epochs = 2\n'
@@ -229,15 +234,16 @@ write("notebooks/joint_latent.ipynb", [
          "import mtlwb\n"
          "from mtlwb import figures, records\n"
          "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.finished_runs import notebook_run\n"
          "from mtlwb.io import read_json\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
-         "if not (Path(run_dir) / \"checkpoint.pt\").is_file():\n"
+         "if run_dir is None:\n"
          "    ensure_dataset(\"data/scenes-64x80\")\n"
-         "    config = mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs,\n"
-         "                                    lr_step=epochs, train_samples=train_samples,\n"
-         "                                    eval_samples=eval_samples, run_dir=run_dir, progress=False)\n"
-         "    figures.latent.train_with_snapshots(config)\n"
+         "own = mtlwb.ExperimentConfig(method=method, label_setting=label_setting, epochs=epochs, lr_step=epochs,\n"
+         "                             train_samples=train_samples, eval_samples=eval_samples,\n"
+         "                             run_dir=\"reports/runs/nb-joint-latent\", progress=False)\n"
+         "run_dir = notebook_run(run_dir, own, figures.latent.train_with_snapshots)\n"
          "record = mtlwb.load_record(run_dir)\n"
          "exp = mtlwb.load_experiment(run_dir, device=\"cpu\")\n"
          "meta = Path(exp.config.data_root) / \"meta.json\"\n"
