@@ -103,7 +103,7 @@ DEFAULT_ROOT = Path("reports/sweeps")
 STATE = "state.json"
 RUN_NOTEBOOK = "train.ipynb"
 METRICS = "metrics.json"
-SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include")
+SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include", "reuse_from")
 SET_BY_SWEEP = ("run_dir", "progress")          # the sweep owns these; a spec may not set them
 NOT_IN_ID = ("run_dir", "progress", "device")   # do not change the numbers, so not in the run id
 EXECUTION_ONLY = ("run_dir", "progress", "device", "num_workers")   # not compared when a run is reused
@@ -133,6 +133,7 @@ class SweepSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
     include: list[dict[str, Any]] = field(default_factory=list)
+    reuse_from: list[str] = field(default_factory=list)   # other sweeps (names under the same root) to copy runs from
 
     def runs(self) -> list[RunSpec]:
         """Grid product (over ``fixed``), then each ``include`` entry; duplicates collapse to one."""
@@ -270,6 +271,11 @@ def validate(spec: SweepSpec) -> None:
     for i, extra in enumerate(spec.include):
         if not isinstance(extra, dict) or not extra:
             raise ValueError(f"sweep include[{i}]={extra!r}: must be a non-empty mapping of parameters")
+    if not isinstance(spec.reuse_from, list) or not all(
+            isinstance(n, str) and n and n != spec.name and all(c.isalnum() or c in "-_." for c in n)
+            for n in spec.reuse_from):
+        raise ValueError(f"sweep reuse_from={spec.reuse_from!r}: must be a list of other sweeps' names "
+                         "(folders beside this sweep's, e.g. [regime])")
     if not spec.grid and not spec.include:
         raise ValueError("sweep grid is empty and there is no include: nothing to run")
     for section, params in (("fixed", spec.fixed), ("baseline", spec.baseline),
@@ -524,6 +530,9 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
     cwd = Path.cwd().resolve()
     state = SweepState(sweep_dir, spec, runs)
     todo, stale = plan_runs(state, runs, sweep_dir)
+    if spec.reuse_from:
+        todo, copied = reuse_runs(state, todo, sweep_dir, [sweep_dir.parent / n for n in spec.reuse_from])
+        stale += copied
     skipped = [r.run_id for r in runs if r not in todo]
     notebook = str(snapshot_notebook(spec.notebook, sweep_dir))   # runs cannot see later edits of the notebook
     code = code_fingerprint()
@@ -617,6 +626,47 @@ def plan_runs(state: SweepState, runs: list[RunSpec], sweep_dir: Path) -> tuple[
     return todo, notes
 
 
+def reuse_runs(state: SweepState, todo: list[RunSpec], sweep_dir: Path,
+               others: list[Path]) -> tuple[list[RunSpec], list[str]]:
+    """Copy into ``sweep_dir`` every run of ``todo`` that another sweep (``reuse_from``) finished under the same id
+    with the same effective config: a shared baseline is trained once. Returns the runs still to do and a line per
+    copied run. A run is copied, never moved (the other sweep keeps it), through a temporary folder renamed into
+    place, so an interruption leaves no half-copied run; a partial run of this sweep in its place is moved aside.
+    """
+    import shutil
+
+    left, notes = [], []
+    for run in todo:
+        wanted = _expected_config(run)
+        source = next((d / run.run_id for d in others
+                       if wanted is not None and _finished_with(d / run.run_id, wanted)), None)
+        if source is None:
+            left.append(run)
+            continue
+        run_dir = sweep_dir / run.run_id
+        tmp = sweep_dir / f".{run.run_id}.copy-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        if run_dir.exists():
+            run_dir.rename(_free_name(run_dir))
+        tmp.rename(run_dir)
+        other = read_json(source.parent / STATE)["runs"].get(run.run_id, {}) if (source.parent / STATE).is_file() \
+            else {}
+        state.update(run.run_id, status="completed", error=None, seconds=other.get("seconds"),
+                     finished=other.get("finished"), notebook=str(run_dir / RUN_NOTEBOOK), reused_from=str(source))
+        notes.append(f"REUSED {run.run_id} from {str(source.parent)!r}: finished there with the same effective config")
+    return left, notes
+
+
+def _finished_with(run_dir: Path, wanted: dict[str, Any]) -> bool:
+    """``run_dir`` holds a completed run (notebook and record) whose record holds exactly ``wanted``."""
+    metrics = run_dir / METRICS
+    if not (run_dir / RUN_NOTEBOOK).is_file() or not metrics.is_file():
+        return False
+    record = read_json(metrics)
+    return record.get("status") == "completed" and not config_differences(record.get("config", {}), wanted)
+
+
 def _free_name(run_dir: Path) -> Path:
     n = 1
     while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
@@ -697,4 +747,4 @@ def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
 
 __all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "code_fingerprint", "config_differences",
            "default_workers", "effective_params", "execute_run", "load_spec", "params_run_id", "plan_runs", "run_id",
-           "run_sweep", "snapshot_notebook", "sweep_runs", "validate"]
+           "reuse_runs", "run_sweep", "snapshot_notebook", "sweep_runs", "validate"]

@@ -178,6 +178,44 @@ def test_a_record_under_the_same_id_with_another_config_is_moved_aside(tmp_path)
     assert (sweep / f"{run.run_id}.stale-1" / "metrics.json").is_file() and not (sweep / run.run_id).exists()
 
 
+def test_reuse_from_copies_only_finished_runs_of_the_same_config_from_the_other_sweep(tmp_path, monkeypatch):
+    import mtlwb.sweep as sweep_module
+
+    fixed = {"train_samples": 16, "eval_samples": 8, "data_root": TINY["data_root"]}
+    shared, own = load_spec(_spec(name="other", fixed=fixed, grid={"method": ["supervised", "tpkr"]})).runs()
+    other = tmp_path / "other"
+    _fake_completed_run(other, shared.run_id, shared.params, ExperimentConfig(**shared.effective).to_dict())
+    _fake_completed_run(other, own.run_id, own.params,              # same id, but its record holds another config
+                        {**ExperimentConfig(**own.effective).to_dict(), "epochs": 3})
+    (tmp_path / "t" / shared.run_id).mkdir(parents=True)            # a partial run of this sweep in its place
+    jobs_seen = []
+
+    def fake_run_local(jobs, workers, record, bar):
+        for rid, _, _ in jobs:
+            jobs_seen.append(rid)
+            record(rid, {"status": "completed", "error": None, "notebook": None, "seconds": 0.0})
+
+    monkeypatch.setattr(sweep_module, "_run_local", fake_run_local)
+    result = run_sweep(_spec(fixed=fixed, grid={"method": ["supervised", "tpkr"]}, reuse_from=["other"]),
+                       root=tmp_path, summarize=False)
+    assert jobs_seen == [own.run_id]                                # the shared run is not trained again
+    assert result.skipped == [shared.run_id]
+    assert any(n.startswith(f"REUSED {shared.run_id}") for n in result.stale)
+    copied = tmp_path / "t" / shared.run_id
+    assert (copied / "metrics.json").read_text() == (other / shared.run_id / "metrics.json").read_text()
+    assert (other / shared.run_id / "metrics.json").is_file()       # copied, not moved
+    assert (tmp_path / "t" / f"{shared.run_id}.stale-1").is_dir()   # the partial run was moved aside
+    entry = sweep_runs(tmp_path / "t")[shared.run_id]
+    assert entry["status"] == "completed" and entry["notebook"] == str(copied / "train.ipynb")
+    assert not list((tmp_path / "t").glob(".*.copy-*"))
+
+
+@pytest.mark.parametrize("bad", ["regime", [1], ["t"], ["../x"]])
+def test_reuse_from_must_name_other_sweeps(bad):
+    with pytest.raises(ValueError, match="sweep reuse_from="):
+        load_spec(_spec(reuse_from=bad))
+
+
 def test_report_prints_a_line_per_label_split_fallback(tmp_path):
     result = SweepResult("t", tmp_path, ["a"], [], {}, 1.0, stale=["NOT REUSED x: why"],
                          fallbacks={"a": "published file data/nyuv2/settings/onelabel.pth not found"})
