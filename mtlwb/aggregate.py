@@ -32,7 +32,7 @@ from .data.sources import sources_text
 from .io import atomic_write_text, read_json
 from .metrics import delta_mtl
 from .records import label_split_text
-from .stats import CONFIDENCE, DELTA, Comparison, compare, verdict_line
+from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, verdict_line
 from .tasks import TaskSpec
 
 NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
@@ -54,6 +54,7 @@ class SweepTable:
     notes: list[str] = field(default_factory=list)
     select: str = "auto"
     comparisons: dict[str, tuple[str, Comparison]] = field(default_factory=dict)  # group -> (its baseline, stats)
+    claims: list[ClaimResult] = field(default_factory=list)    # the sweep file's claims, evaluated
 
     @property
     def baseline_name(self) -> str:
@@ -181,6 +182,7 @@ def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
         table.notes.append(f"LABEL SPLIT FALLBACK in {len(fallbacks)} run(s) ({', '.join(fallbacks)}): the published "
                            f"split file was missing, a generated split was used (not the papers')")
     table.summary = _summarize(table)
+    table.claims = evaluate_claims(table, (state.get("spec") or {}).get("claims") or [])
     return table
 
 
@@ -342,8 +344,71 @@ def _add_paired(summary: pd.DataFrame, table: SweepTable, done: pd.DataFrame) ->
 
 
 def verdicts(table: SweepTable) -> list[str]:
-    """One line per compared group: ``jtr vs supervised: Δ_MTL +1.2 % [-0.5, +2.9] (n=5, p=0.14): ...``."""
-    return [verdict_line(group, base, c) for group, (base, c) in table.comparisons.items()]
+    """One line per claim of the sweep file (first), then per group compared with the baseline:
+    ``jtr vs supervised: Δ_MTL +1.2 % [-0.5, +2.9] (n=5, p=0.14): ...``."""
+    return [c.line() for c in table.claims] + [verdict_line(group, base, c)
+                                               for group, (base, c) in table.comparisons.items()]
+
+
+# --- claims: a published statement "A is better than B", tested on paired seeds -------------------------
+
+
+@dataclass
+class ClaimResult:
+    """One claim for one pair of groups (one per value of what the selectors leave open, e.g. label_setting)."""
+
+    claim: str
+    relation: str               # ">": A better than B; ">=": A at least as good as B
+    group: str
+    vs: str
+    comparison: Comparison
+
+    @property
+    def verdict(self) -> str:
+        """From the paired interval of Δ_MTL(A vs B): above 0 supports both relations, below 0 contradicts them; an
+        interval across 0 leaves ">" not shown and ">=" consistent (level)."""
+        d = self.comparison.delta
+        if not d.enough:
+            return f"undecided ({TOO_FEW})"
+        if d.low > 0:
+            return "supported (significantly better)"
+        if d.high < 0:
+            return "contradicted (significantly worse)"
+        return "consistent (level, interval includes 0)" if self.relation == ">=" else "not shown (interval includes 0)"
+
+    def line(self) -> str:
+        return f"claim {self.claim}: {self.verdict} — {verdict_line(self.group, self.vs, self.comparison)}"
+
+
+def _selects(row: pd.Series, selector: dict[str, Any]) -> bool:
+    return all(k in row and row[k] == _value_text(selector, k) for k in selector)
+
+
+def evaluate_claims(table: SweepTable, claims: list[dict[str, Any]]) -> list[ClaimResult]:
+    """Each claim ``{name, group: {...}, vs: {...}, relation}``: every summary group the ``group`` selector picks,
+    paired by seed with the group ``vs`` picks that agrees with it on every other parameter (so one result per
+    label setting when the selectors leave it open). A selector picking no completed group gives a note."""
+    s = table.summary
+    if s.empty or not table.tasks:
+        return []
+    done = table.runs[table.runs["status"] == "completed"]
+    out = []
+    for claim in claims:
+        name, relation = claim["name"], claim.get("relation", ">")
+        chosen = set(claim["group"]) | set(claim["vs"])
+        others = [k for k in table.group_keys if k not in chosen]
+        found = False
+        for _, a in s[[_selects(r, claim["group"]) for _, r in s.iterrows()]].iterrows():
+            for _, b in s[[_selects(r, claim["vs"]) and all(r[k] == a[k] for k in others)
+                           for _, r in s.iterrows()]].iterrows():
+                found = True
+                out.append(ClaimResult(name, relation, a["group"], b["group"],
+                                       compare(_seed_metrics(done, a, table), _seed_metrics(done, b, table),
+                                               table.tasks)))
+        if not found:
+            table.notes.append(f"claim {name}: no completed pair of groups matches group={claim['group']} "
+                               f"vs={claim['vs']}")
+    return out
 
 
 def change_table(table: SweepTable) -> pd.DataFrame:
@@ -416,7 +481,7 @@ def write_summary(sweep_dir: str | Path, select: str = "auto") -> Path:
     table = load_table(sweep_dir, select)
     atomic_write_text(sweep_dir / "summary.csv", table.summary.to_csv(index=False))
     md = [f"# Sweep `{table.name}`", ""]
-    md += [f"**{line}**  " for line in verdicts(table)] + ([""] if table.comparisons else [])
+    md += [f"**{line}**  " for line in verdicts(table)] + ([""] if table.comparisons or table.claims else [])
     md += [f"{selection_caption(table)} Mean ± std over seeds (sample std). Δ_MTL (%) relative to the baseline "
            f"**{table.baseline_name}**, from the seed-averaged primary metrics; positive = better than the "
            f"baseline. *Paired*: mean of the per-seed Δ_MTL over the seeds both groups ran (n_pairs), "

@@ -30,6 +30,7 @@ MIN_PAIRS = 3
 CONFIDENCE = 0.95
 DELTA = "delta_mtl"          # key of the per-seed Δ_MTL among the per-task keys
 TOO_FEW = "n too small"
+CLAIM_RELATIONS = (">", ">=")  # a sweep claim: A better than B, or A at least as good as B
 
 # seed -> {task name -> value of the task's primary metric}
 SeedMetrics = Mapping[int, Mapping[str, float]]

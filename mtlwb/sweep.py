@@ -103,7 +103,7 @@ DEFAULT_ROOT = Path("reports/sweeps")
 STATE = "state.json"
 RUN_NOTEBOOK = "train.ipynb"
 METRICS = "metrics.json"
-SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include", "reuse_from")
+SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include", "reuse_from", "claims")
 SET_BY_SWEEP = ("run_dir", "progress")          # the sweep owns these; a spec may not set them
 NOT_IN_ID = ("run_dir", "progress", "device")   # do not change the numbers, so not in the run id
 EXECUTION_ONLY = ("run_dir", "progress", "device", "num_workers")   # not compared when a run is reused
@@ -134,6 +134,7 @@ class SweepSpec:
     grid: dict[str, list] = field(default_factory=dict)
     include: list[dict[str, Any]] = field(default_factory=list)
     reuse_from: list[str] = field(default_factory=list)   # other sweeps (names under the same root) to copy runs from
+    claims: list[dict[str, Any]] = field(default_factory=list)   # {name, group, vs, relation}: tested in the summary
 
     def runs(self) -> list[RunSpec]:
         """Grid product (over ``fixed``), then each ``include`` entry; duplicates collapse to one."""
@@ -291,6 +292,35 @@ def validate(spec: SweepSpec) -> None:
     runs = spec.runs()   # a training run's parameters must build an ExperimentConfig (the error names them)
     if spec.baseline and not any(spec.is_baseline(r.params) for r in runs):
         raise ValueError(f"sweep baseline={spec.baseline!r} matches none of the {len(runs)} runs")
+    _validate_claims(spec, runs)
+
+
+def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
+    """Each claim names itself, a relation and two selectors of notebook parameters that each pick some run."""
+    from .notebook_runner import check_parameters
+    from .stats import CLAIM_RELATIONS
+
+    if not isinstance(spec.claims, list):
+        raise ValueError(f"sweep claims={spec.claims!r}: must be a list of {{name, group, vs, relation}}")
+    for i, claim in enumerate(spec.claims):
+        where = f"sweep claims[{i}]"
+        if not isinstance(claim, dict) or set(claim) - {"name", "group", "vs", "relation"} or \
+                not isinstance(claim.get("name"), str) or not claim["name"]:
+            raise ValueError(f"{where}={claim!r}: must be a mapping with a non-empty name, group, vs and optional "
+                             f"relation ({' or '.join(CLAIM_RELATIONS)})")
+        if claim.get("relation", ">") not in CLAIM_RELATIONS:
+            raise ValueError(f"{where}.relation={claim['relation']!r}: allowed {list(CLAIM_RELATIONS)}")
+        for side in ("group", "vs"):
+            selector = claim.get(side)
+            if not isinstance(selector, dict) or not selector:
+                raise ValueError(f"{where}.{side}={selector!r}: must be a non-empty mapping of parameters")
+            try:
+                check_parameters(spec.notebook, selector)
+            except ValueError as e:
+                raise ValueError(f"{where}.{side}: {e}") from None
+            if not any(all(_canon(r.effective.get(k, r.params.get(k))) == _canon(v) for k, v in selector.items())
+                       for r in runs):
+                raise ValueError(f"{where}.{side}={selector!r} matches none of the {len(runs)} runs")
 
 
 def _is_training_notebook(defaults: dict[str, Any]) -> bool:

@@ -224,3 +224,60 @@ def test_records_from_before_a_field_existed_get_the_value_they_ran_with():
     assert with_later_fields(old) == new
     assert with_later_fields({}) == {}
     assert with_later_fields({**old, "loss_reduction": "batch"})["loss_reduction"] == "batch"
+
+
+# --- claims of a sweep file: A vs B paired by seed, one verdict per value the selectors leave open -------------
+def _write_claims_sweep(root: Path, claims: list[dict]) -> Path:
+    base = [0.50, 0.52, 0.48]
+    miou = {("a", "onelabel"): base, ("b", "onelabel"): [m * 1.1 for m in base],
+            ("c", "onelabel"): [m * 1.1 * 0.9 for m in base],          # 10 % below b on every seed
+            ("a", "randomlabel"): base, ("b", "randomlabel"): [m * 1.1 for m in base],
+            ("c", "randomlabel"): [m * 1.1 * f for m, f in zip(base, (1.02, 0.98, 1.01))]}   # level with b
+    runs = {}
+    for (method, setting), values in miou.items():
+        for seed, v in enumerate(values):
+            rid = f"{method}-{setting}-{seed}"
+            params = {"method": method, "label_setting": setting, "seed": seed}
+            runs[rid] = {"params": params, "status": "completed", "error": None, "notebook": ""}
+            (root / rid).mkdir(parents=True)
+            (root / rid / "metrics.json").write_text(json.dumps(
+                {"run_id": rid, "status": "completed", "config": params, "tasks": TASKS,
+                 "final": {"semantic": {"miou": v}, "depth": {"abs_err": 1.0}}}))
+    (root / "state.json").write_text(json.dumps({"name": "claims", "baseline": {"method": "a"}, "runs": runs,
+                                                 "spec": {"claims": claims}}))
+    return root
+
+
+def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_path):
+    claims = [{"name": "B > A", "group": {"method": "b"}, "vs": {"method": "a"}},
+              {"name": "C ≥ B", "group": {"method": "c"}, "vs": {"method": "b"}, "relation": ">="},
+              {"name": "C > B", "group": {"method": "c"}, "vs": {"method": "b"}},
+              {"name": "D > A", "group": {"method": "d"}, "vs": {"method": "a"}}]
+    table = aggregate.load_table(_write_claims_sweep(tmp_path / "c", claims))
+    got = {(c.claim, c.group.split("=")[-1]): c for c in table.claims}
+    assert len(table.claims) == 6                        # 3 claims × 2 label settings; D has no runs
+    b_a = got[("B > A", "onelabel")]
+    assert b_a.vs == "a · label_setting=onelabel" and b_a.comparison.n == 3
+    assert b_a.comparison.delta.mean == pytest.approx(5.0)      # semantic +10 %, depth 0 on every seed
+    assert b_a.verdict.startswith("supported") and got[("B > A", "randomlabel")].verdict.startswith("supported")
+    assert got[("C ≥ B", "onelabel")].verdict.startswith("contradicted")
+    assert got[("C ≥ B", "onelabel")].comparison.delta.mean == pytest.approx(-5.0)
+    # randomlabel: per-seed Δ_MTL +1, −1, +0.5 -> the interval includes 0
+    assert got[("C ≥ B", "randomlabel")].comparison.delta.mean == pytest.approx(0.5 / 3)
+    assert got[("C ≥ B", "randomlabel")].verdict.startswith("consistent")
+    assert got[("C > B", "randomlabel")].verdict.startswith("not shown")
+    assert any(n.startswith("claim D > A: no completed pair") for n in table.notes)
+    lines = aggregate.verdicts(table)
+    assert lines[0].startswith("claim B > A: supported (significantly better) — b · label_setting=onelabel vs a")
+    assert (tmp_path / "c" / "summary.md").exists() is False
+    text = aggregate.write_summary(tmp_path / "c").read_text()
+    assert "**claim C ≥ B: contradicted (significantly worse)" in text
+
+
+def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):
+    sweep = _write_claims_sweep(tmp_path / "c", [{"name": "B > A", "group": {"method": "b"}, "vs": {"method": "a"}}])
+    state = json.loads((sweep / "state.json").read_text())
+    state["runs"] = {k: v for k, v in state["runs"].items() if not k.endswith("-2")}
+    (sweep / "state.json").write_text(json.dumps(state))
+    (claim, _) = aggregate.load_table(sweep).claims
+    assert claim.comparison.n == 2 and claim.verdict == "undecided (n too small)"

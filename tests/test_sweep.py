@@ -391,3 +391,22 @@ def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerpri
         assert path.parent == tmp_path / "t" and path != notebook
         assert path.read_bytes() == (REPO / "notebooks" / "train.ipynb").read_bytes()
         assert code == sweep_module.code_fingerprint()
+
+
+@pytest.mark.parametrize("claims, key", [
+    ("B > A", "sweep claims="),
+    ([{"name": "x", "group": {"method": "tpkr"}}], r"claims\[0\].vs="),
+    ([{"name": "x", "group": {"method": "tpkr"}, "vs": {"method": "supervised"}, "relation": "<"}],
+     r"claims\[0\].relation='<'"),
+    ([{"name": "x", "group": {"methd": "tpkr"}, "vs": {"method": "supervised"}}], r"claims\[0\].group"),
+    ([{"name": "x", "group": {"method": "jtr"}, "vs": {"method": "supervised"}}], "matches none of the 2 runs"),
+    ([{"group": {"method": "tpkr"}, "vs": {"method": "supervised"}}], "non-empty name"),
+])
+def test_claims_are_validated_before_any_run(claims, key):
+    with pytest.raises(ValueError, match=key):
+        load_spec(_spec(claims=claims))
+
+
+def test_shipped_regime_claims_pick_runs():
+    spec = load_spec(REPO / "sweeps" / "regime.yaml")
+    assert {c["name"] for c in spec.claims} >= {"MTPSL > supervised", "JTR ≥ MTPSL", "TPKR ≥ JTR"}
