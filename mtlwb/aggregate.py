@@ -507,6 +507,27 @@ def write_summary(sweep_dir: str | Path, select: str = "auto") -> Path:
 
 
 # --- figures --------------------------------------------------------------------------------------------
+def learning_curves(sweep_dir: str | Path, table: SweepTable) -> pd.DataFrame:
+    """Long frame (group, seed, epoch, split, task, value) of every completed run's history: its training loss
+    (split "train": each task's supervised term, and "total") and, at each evaluated epoch, every task's primary
+    metric on the validation ("val") and test ("test") splits — what shows whether a group over-fits (validation
+    peaks, then falls)."""
+    sweep_dir = Path(sweep_dir)
+    primary = {t.name: t.primary_metric for t in table.tasks}
+    rows = []
+    for _, run in table.runs[table.runs["status"] == "completed"].iterrows():
+        group = _label(pd.Series({k: run[f"param:{k}"] for k in table.varying}), table.varying)
+        for h in read_json(sweep_dir / run["run_id"] / "metrics.json").get("history", []):
+            for task, value in h.get("train", {}).items():   # each task's supervised term, and "total"
+                if task in primary or task == "total":
+                    rows.append((group, run["seed"], h["epoch"], "train", task, value))
+            for key, split in (("val", "val"), ("eval", "test")):
+                for task, metrics in h.get(key, {}).items():
+                    if task in primary and primary[task] in metrics:
+                        rows.append((group, run["seed"], h["epoch"], split, task, metrics[primary[task]]))
+    return pd.DataFrame(rows, columns=["group", "seed", "epoch", "split", "task", "value"])
+
+
 def metrics_long(table: SweepTable) -> pd.DataFrame:
     """One row per (group, task): primary metric mean and std, for plotting."""
     rows = []

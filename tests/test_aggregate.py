@@ -281,3 +281,35 @@ def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):
     (sweep / "state.json").write_text(json.dumps(state))
     (claim, _) = aggregate.load_table(sweep).claims
     assert claim.comparison.n == 2 and claim.verdict == "undecided (n too small)"
+
+
+def test_learning_curves_per_group_and_seed_and_their_figure(tmp_path):
+    from mtlwb import figures
+
+    sweep = _write_paired(tmp_path / "p")
+    for rid in ("p0", "p1"):                                  # supervised seeds 0 and 1 get a history
+        record = json.loads((sweep / rid / "metrics.json").read_text())
+        seed = record["config"]["seed"]
+        record["history"] = [
+            {"epoch": e, "train": {"semantic": 1.0 / e, "depth": 2.0 / e, "total": 3.0 / e + seed},
+             **({"val": {"semantic": {"miou": 0.1 * e + seed}, "depth": {"abs_err": 1.0}},
+                 "eval": {"semantic": {"miou": 0.2 * e}}} if e % 2 == 0 else {})}
+            for e in (1, 2, 3, 4)]
+        (sweep / rid / "metrics.json").write_text(json.dumps(record))
+    table = aggregate.load_table(sweep)
+    curves = aggregate.learning_curves(sweep, table)
+    sup = curves[curves["group"] == "supervised"]
+    val = sup[(sup["split"] == "val") & (sup["task"] == "semantic")].sort_values(["seed", "epoch"])
+    assert val["epoch"].tolist() == [2, 4, 2, 4]                       # evaluated epochs only
+    assert val["value"].tolist() == pytest.approx([0.2, 0.4, 1.2, 1.4])
+    train = sup[(sup["split"] == "train") & (sup["task"] == "depth")]
+    assert len(train) == 8 and train["value"].max() == pytest.approx(2.0)
+    assert set(sup["split"]) == {"train", "val", "test"} and set(curves["group"]) == {"supervised"}
+    fig = figures.sweep_learning_curves(curves, "semantic", "miou")
+    means = [tr for tr in fig.data if tr.showlegend]
+    assert [tr.name for tr in means] == ["supervised"]
+    assert list(means[0].y) == pytest.approx([0.7, 0.9])               # mean over the two seeds per epoch
+    with pytest.raises(ValueError, match="no val curve of task='normal'"):
+        figures.sweep_learning_curves(curves, "normal")
+    with pytest.raises(ValueError, match="split='train'"):
+        figures.sweep_learning_curves(curves, "semantic", split="train")

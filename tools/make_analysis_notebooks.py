@@ -319,6 +319,14 @@ write("notebooks/ablation_report.ipynb", [
     tagged("for fig in (figures.change_charts(table) if table and table.comparisons else []):\n"
            "    fig.show()", IGNORE),
     tagged("aggregate.change_table(table) if table else None", IGNORE),
+    md("## Learning curves\nPer group, each task's training loss (its supervised term) and its validation metric per "
+       "evaluated epoch (the test split where the runs have no validation split); thick = mean over seeds, thin = "
+       "seeds. A validation curve that peaks and falls, or plateaus, while the training loss keeps falling is the "
+       "over-fitting regime in which the papers' cross-task terms are meant to help."),
+    tagged("curves = aggregate.learning_curves(sweep_dir, table) if table else None\n"
+           "split = \"val\" if curves is not None and (curves[\"split\"] == \"val\").any() else \"test\"\n"
+           "for task in table.tasks if table and not curves.empty else []:\n"
+           "    figures.sweep_learning_curves(curves, task.name, task.primary_metric, split).show()", IGNORE),
     md("## Summary\nRows are run groups (every parameter except the seed); primary metric per task as mean ± std "
        "over seeds (↑ higher / ↓ lower is better); Δ_MTL (%) of the seed-averaged metrics relative to the baseline "
        "named in the column header, then its paired estimate over the seeds both groups ran."),

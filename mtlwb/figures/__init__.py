@@ -41,6 +41,7 @@ from .export import export_figure, find_browser, write_html, write_png  # noqa: 
 from .gradients import gradient_affinity, gradient_affinity_heatmap  # noqa: E402
 from .latent import cached_tsne, joint_latent_figure, joint_latent_over_epochs, task_feature_figure  # noqa: E402
 from .scaling import cost_vs_tasks  # noqa: E402
+from .sweep_curves import sweep_learning_curves  # noqa: E402
 
 __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_heatmap", "affinity_trajectories",
             "cached_tsne", "class_histogram", "cost_vs_tasks", "dataset", "export", "export_figure", "find_browser",
@@ -48,4 +49,4 @@ __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_h
             "image_affinity_figure", "image_label_table", "joint_latent_figure", "joint_latent_over_epochs",
             "label_count_figure", "label_count_table", "latent", "prior_heatmap", "prototype_projection",
             "prototype_similarity", "record_affinity_heatmap", "sample_browser", "sample_grid", "scaling",
-            "task_feature_figure", "task_relations", "write_html", "write_png"]
+            "sweep_learning_curves", "task_feature_figure", "task_relations", "write_html", "write_png"]
