@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import steps
 import torch
+from steps import FEAT, H, W, mixed_tasks
 
 import mtlwb.methods.jtr  # noqa: F401  (registers)
-from mtlwb.methods.base import Refined, Step, build_method, forward_step
+from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.jtr import JTR, JTROptions, per_sample_reference_losses, two_routes
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
 
-H = W = 16
-FEAT = 16
 
-
-def mixed_tasks(T: int) -> list[TaskSpec]:
-    kinds = [("segmentation", 5), ("depth", 1), ("normal", 3), ("edge", 1), ("segmentation", 2), ("depth", 1)]
-    return [TaskSpec(f"t{i}", k, c, "m", False) for i, (k, c) in enumerate(kinds[:T])]
-
-
-def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0,
-              dtype: torch.dtype = torch.float32) -> Step:
-    g = torch.Generator().manual_seed(seed)
-    B = labelled.shape[0]
-    preds, targets = {}, {}
-    for t in tasks:
-        shape = (B, t.channels) if t.image_level else (B, t.channels, H, W)
-        preds[t.name] = (torch.randn(*shape, generator=g) * t.scale + t.loc).to(dtype).requires_grad_()
-        if t.kind == "classification":
-            tgt = torch.randint(-1, t.channels, (B,), generator=g)
-        elif t.kind == "regression":
-            tgt = torch.randn(B, t.channels, generator=g) * t.scale + t.loc
-        elif t.kind == "segmentation":
-            tgt = torch.randint(-1, t.channels, (B, H, W), generator=g)
-        elif t.kind == "depth":
-            tgt = torch.rand(B, 1, H, W, generator=g) * 5 * (torch.rand(B, 1, H, W, generator=g) > 0.1)
-        elif t.kind == "normal":
-            tgt = torch.nn.functional.normalize(torch.randn(B, 3, H, W, generator=g), dim=1)
-        else:
-            tgt = (torch.rand(B, 1, H, W, generator=g) > 0.8).float()
-        targets[t.name] = tgt.to(dtype) if tgt.is_floating_point() else tgt
-    features = torch.randn(B, FEAT, H // 8, W // 8, generator=g).requires_grad_()
-    return Step(torch.zeros(B, 3, H, W, dtype=dtype), features, Refined({}), preds, targets, labelled)
+def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, **options) -> Step:
+    """The shared random batch, with invalid (zero) depth pixels: the joint valid mask has holes to respect."""
+    return steps.make_step(tasks, labelled, depth_holes=True, **options)
 
 
 def grads(tensors) -> list[torch.Tensor]:
@@ -54,7 +28,34 @@ def zero(step: Step, method: JTR) -> None:
         t.grad = None
 
 
+def assert_batched_equals_reference(m: JTR, step: Step, leaves: list[torch.Tensor], noise: dict[str, torch.Tensor],
+                                    joint_noise: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """The batched JTR terms, and their gradients on ``leaves``, equal the per-sample reference's (float64: the same
+    math; float32 only reorders the batch reductions, ~1e-5 apart). Returns the batched gradients."""
+    batched = m.losses(step, noise, joint_noise).auxiliary
+    sum(batched.values()).backward()
+    g_batched = grads(leaves)
+    for t in leaves:
+        t.grad = None
+    reference = per_sample_reference_losses(m, step, noise, joint_noise)
+    sum(reference.values()).backward()
+    g_reference = grads(leaves)
+    assert batched.keys() == reference.keys() == {"jtr_model", "jtr_joint", "jtr_recon"}
+    for k in batched:
+        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_batched, g_reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    return g_batched
+
+
 LAB = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1]])
+
+
+def _with_views(tasks, labelled, n_views: int) -> Step:
+    """A Step whose further views are independent random batches (what the trainer's scale-crops give)."""
+    first = make_step(tasks, labelled, seed=0, dtype=torch.float64)
+    first.views = [make_step(tasks, labelled, seed=10 + v, dtype=torch.float64) for v in range(n_views - 1)]
+    return first
 
 
 def test_model_side_moves_only_unlabelled_predictions():
@@ -82,27 +83,24 @@ def test_joint_side_trains_only_the_joint_network():
     assert all(p.grad is None for p in m.decoder.parameters())
 
 
+@pytest.mark.parametrize("views", [1, 3])
 @pytest.mark.parametrize("seg_encoding", ["soft", "hard"])
-def test_batched_equals_per_sample_reference(seg_encoding):
-    # float64: the two formulations are the same math, float32 only reorders the batch reductions (~1e-5 apart)
+def test_batched_equals_per_sample_reference(seg_encoding, views):
+    # views=3: the model side reads view 1 and the joint side view 2, each with its own noise; view 0 supervises only
     tasks = mixed_tasks(4)
-    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding)).double()
-    step = make_step(tasks, LAB, dtype=torch.float64)
-    noise = m.draw_noise(step, torch.Generator().manual_seed(1))
-    leaves = list(step.predictions.values()) + list(m.parameters())
-    batched = {k: v for k, v in m.losses(step, noise).items() if k.startswith("jtr")}
-    sum(batched.values()).backward()
-    g_batched = grads(leaves)
-    zero(step, m)
-    reference = per_sample_reference_losses(m, step, noise)
-    sum(reference.values()).backward()
-    g_reference = grads(leaves)
-    assert batched.keys() == reference.keys()
-    for k in batched:
-        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
-    for a, b in zip(g_batched, g_reference):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding, views=views)).double()
+    step = _with_views(tasks, LAB, views)
+    sides = step.views or [step]                                  # what the JTR terms read, model side first
+    noise = m.draw_noise(sides[0], torch.Generator().manual_seed(1))
+    joint_noise = m.draw_noise(sides[1], torch.Generator().manual_seed(2)) if views == 3 else None
+    side_preds = [p for v in sides for p in v.predictions.values()]
+    leaves = side_preds + list(m.parameters())
+    g_batched = assert_batched_equals_reference(m, step, leaves, noise, joint_noise)
+    # the model side moved the predictions of its view (view 1 with 3 views)
     assert any(g.abs().sum() > 0 for g in g_batched[:len(tasks)])
+    if views == 3:
+        assert all(g.abs().sum() == 0 for g in g_batched[len(tasks):len(side_preds)])   # view 2: detached inputs
+        assert all(p.grad is None for p in step.predictions.values())        # view 0: supervised losses only
 
 
 # dense and image-level tasks mixed: a 4-class classification (labels may be −1, undefined), a 2-value regression;
@@ -123,18 +121,7 @@ def test_batched_equals_per_sample_reference_with_image_level_tasks(seg_encoding
     if seg_encoding == "hard":
         assert noise["cls"].shape == (4, 4)                     # one Gumbel draw per image for classification
     leaves = list(step.predictions.values()) + list(m.parameters())
-    batched = m.losses(step, noise).auxiliary
-    sum(batched.values()).backward()
-    g_batched = grads(leaves)
-    zero(step, m)
-    reference = per_sample_reference_losses(m, step, noise)
-    sum(reference.values()).backward()
-    g_reference = grads(leaves)
-    assert batched.keys() == reference.keys() == {"jtr_model", "jtr_joint", "jtr_recon"}
-    for k in batched:
-        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
-    for a, b in zip(g_batched, g_reference):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert_batched_equals_reference(m, step, leaves, noise)
 
 
 def test_image_level_predictions_get_model_side_gradient_only_where_unlabelled():
@@ -235,42 +222,6 @@ def test_two_routes_equals_a_frozen_and_a_detached_pass():
     net.zero_grad()
     for_x.sum().backward()
     assert all(p.grad is None for p in net.parameters())
-
-
-def _with_views(tasks, labelled, n_views: int) -> Step:
-    """A Step whose further views are independent random batches (what the trainer's scale-crops give)."""
-    first = make_step(tasks, labelled, seed=0, dtype=torch.float64)
-    first.views = [make_step(tasks, labelled, seed=10 + v, dtype=torch.float64) for v in range(n_views - 1)]
-    return first
-
-
-@pytest.mark.parametrize("seg_encoding", ["soft", "hard"])
-def test_three_views_batched_equals_per_sample_reference(seg_encoding):
-    tasks = mixed_tasks(4)
-    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding, views=3)).double()
-    step = _with_views(tasks, LAB, 3)
-    noise = m.draw_noise(step.views[0], torch.Generator().manual_seed(1))
-    joint_noise = m.draw_noise(step.views[1], torch.Generator().manual_seed(2))
-    view_preds = [p for v in step.views for p in v.predictions.values()]
-    leaves = view_preds + list(m.parameters())
-    batched = m.losses(step, noise, joint_noise).auxiliary
-    sum(batched.values()).backward()
-    g_batched = grads(leaves)
-    for t in leaves:
-        t.grad = None
-    reference = per_sample_reference_losses(m, step, noise, joint_noise)
-    sum(reference.values()).backward()
-    g_reference = grads(leaves)
-    assert batched.keys() == reference.keys()
-    for k in batched:
-        torch.testing.assert_close(batched[k], reference[k], atol=1e-5, rtol=1e-5)
-    for a, b in zip(g_batched, g_reference):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    # the model side moved view 1's predictions only; view 2 (joint side) sees detached inputs
-    n1 = len(step.views[0].predictions)
-    assert any(g.abs().sum() > 0 for g in g_batched[:n1])
-    assert all(g.abs().sum() == 0 for g in g_batched[n1:len(view_preds)])
-    assert all(p.grad is None for p in step.predictions.values())        # view 0: supervised losses only
 
 
 def test_three_views_read_the_views_not_view_zero():

@@ -4,41 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from steps import FEAT, H, W, make_step, mixed_tasks
 
 import mtlwb.methods.mtpsl  # noqa: F401  (registers)
-from mtlwb.methods.base import Refined, Step, build_method, forward_step
+from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
-from mtlwb.tasks import TaskSpec, make_tasks
-
-H = W = 16
-FEAT = 16
-
-
-def mixed_tasks(T: int) -> list[TaskSpec]:
-    kinds = [("segmentation", 5), ("depth", 1), ("normal", 3), ("edge", 1), ("segmentation", 2), ("depth", 1)]
-    return [TaskSpec(f"t{i}", k, c, "m", False) for i, (k, c) in enumerate(kinds[:T])]
-
-
-def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0) -> Step:
-    g = torch.Generator().manual_seed(seed)
-    B = labelled.shape[0]
-    preds, targets = {}, {}
-    for t in tasks:
-        preds[t.name] = torch.randn(B, t.channels, H, W, generator=g).requires_grad_()
-        if t.kind == "segmentation":
-            tgt = torch.randint(-1, t.channels, (B, H, W), generator=g)
-        elif t.kind == "depth":
-            tgt = torch.rand(B, 1, H, W, generator=g) * 5
-        elif t.kind == "normal":
-            tgt = torch.nn.functional.normalize(torch.randn(B, 3, H, W, generator=g), dim=1)
-        else:
-            tgt = (torch.rand(B, 1, H, W, generator=g) > 0.8).float()
-        if tgt.is_floating_point():
-            tgt.requires_grad_()
-        targets[t.name] = tgt
-    features = torch.randn(B, FEAT, H // 8, W // 8, generator=g).requires_grad_()
-    return Step(torch.zeros(B, 3, H, W), features, Refined({}), preds, targets, labelled)
+from mtlwb.tasks import make_tasks
 
 
 def test_pairs_enumerate_unlabelled_to_labelled():

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from steps import FEAT, H, W, make_step, mixed_tasks
 
 import mtlwb
 from mtlwb.config import ExperimentConfig
-from mtlwb.methods.base import Refined, Step, build_method
+from mtlwb.methods.base import Step, build_method
 from mtlwb.methods.jtr import JTR, JTROptions, cosine_distance, per_sample_reference_losses, prior_task_weights
 from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
 from mtlwb.methods.tpkr import TaskPrototypeRetrieval, TPKROptions, prior_loss, slots_from_prior
@@ -22,8 +23,6 @@ from mtlwb.tasks import TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["semantic", "depth", "normal"]
-H = W = 16
-FEAT = 16
 
 
 # -- the config field -------------------------------------------------------------------------------------------
@@ -182,29 +181,8 @@ def test_tpkr_slots_start_with_the_prior_as_their_cosine_matrix():
 
 # -- MTPSL -----------------------------------------------------------------------------------------------------
 
-def _mixed_tasks(T: int) -> list[TaskSpec]:
-    kinds = [("segmentation", 5), ("depth", 1), ("normal", 3), ("depth", 1)]
-    return [TaskSpec(f"t{i}", k, c, "m", False) for i, (k, c) in enumerate(kinds[:T])]
-
-
-def _step(tasks: list[TaskSpec], labelled: torch.Tensor, seed: int = 0) -> Step:
-    g = torch.Generator().manual_seed(seed)
-    B = labelled.shape[0]
-    preds, targets = {}, {}
-    for t in tasks:
-        preds[t.name] = torch.randn(B, t.channels, H, W, generator=g).requires_grad_()
-        if t.kind == "segmentation":
-            targets[t.name] = torch.randint(-1, t.channels, (B, H, W), generator=g)
-        elif t.kind == "depth":
-            targets[t.name] = torch.rand(B, 1, H, W, generator=g) * 5
-        else:
-            targets[t.name] = F.normalize(torch.randn(B, 3, H, W, generator=g), dim=1)
-    features = torch.randn(B, FEAT, H // 8, W // 8, generator=g)
-    return Step(torch.zeros(B, 3, H, W), features, Refined({}), preds, targets, labelled)
-
-
 def test_mtpsl_prior_keeps_exactly_the_related_pairs():
-    tasks = _mixed_tasks(3)
+    tasks = mixed_tasks(3)
     lab = torch.tensor([[1, 0, 0], [1, 1, 1], [0, 1, 0]])
     plain = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
     every = {tuple(r) for r in plain.pairs(lab).tolist()}
@@ -224,7 +202,7 @@ def test_mtpsl_prior_keeps_exactly_the_related_pairs():
 
 @pytest.mark.parametrize("reduction, factor", [("batch", 0.5), ("pairs", 1.0)])
 def test_mtpsl_prior_weighting_scales_each_pair_term(reduction, factor):
-    tasks = _mixed_tasks(3)
+    tasks = mixed_tasks(3)
     lab = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]])
     torch.manual_seed(0)
     method = MTPSL(tasks, FEAT, MTPSLOptions(width=4, reduction=reduction))
@@ -234,12 +212,12 @@ def test_mtpsl_prior_weighting_scales_each_pair_term(reduction, factor):
         method.options.prior_weighting = weighting
         method.use_task_prior(half)
         torch.manual_seed(1)                                           # same Gumbel draws
-        terms[name] = method.losses(_step(tasks, lab))["mtpsl"]
+        terms[name] = method.losses(make_step(tasks, lab))["mtpsl"]
     assert torch.allclose(terms["weighted"], factor * terms["plain"], rtol=1e-5)
     # unequal strengths: the weighted mean over pairs differs from the plain one
     method.use_task_prior(torch.tensor([[1.0, 0.9, 0.1], [0.9, 1.0, 0.1], [0.1, 0.1, 1.0]]))
     torch.manual_seed(1)
-    assert not torch.allclose(method.losses(_step(tasks, lab))["mtpsl"], terms["plain"])
+    assert not torch.allclose(method.losses(make_step(tasks, lab))["mtpsl"], terms["plain"])
 
 
 # -- JTR -------------------------------------------------------------------------------------------------------
@@ -251,13 +229,13 @@ def test_jtr_task_weights_are_the_mean_strength_over_its_max():
 
 def test_jtr_prior_weighting_scales_each_tasks_channels_in_the_joint_space():
     torch.manual_seed(0)
-    tasks = _mixed_tasks(3)
+    tasks = mixed_tasks(3)
     names = [t.name for t in tasks]
     lab = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 1]])
     method = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding="soft", prior_weighting=True))
     method.supervised_losses = lambda step: {}
     method.use_task_prior(parse_task_prior({"t0-t1": 1.0, "t1-t2": 0.5}, names))
-    step = _step(tasks, lab)
+    step = make_step(tasks, lab)
     w = prior_task_weights(method.task_prior)                                   # [2/3, 1, 1/3]
     y_hat, y, _ = method.views(step)
     scale = torch.repeat_interleave(w, torch.tensor([5, 1, 3])).view(1, -1, 1, 1)

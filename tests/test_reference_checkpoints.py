@@ -228,24 +228,23 @@ def _kind_module(kind: str):
     return build_method("mtpsl" if kind == "mapfns" else "jtr", tasks, 64, {"arch": "reference"})
 
 
+@pytest.mark.parametrize("fault", ["missing", "extra", "misshaped"])
 @pytest.mark.parametrize("kind", ["segnet_mtl", "mapfns", "segnet_jtr"])
-def test_missing_extra_and_misshaped_keys_are_named(kind):
+def test_missing_extra_and_misshaped_keys_are_named(kind, fault):
     state = random_state(reference_table(kind, [13, 1, 3]))
     module = _kind_module(kind)
     before = {k: v.clone() for k, v in module.state_dict().items()}
     first_conv = next(k for k in state if k.endswith("encoder_block.1.0.weight") or
                       k.endswith("encoder_block.1.conv.weight"))
-    missing = dict(state)
-    del missing[first_conv]
-    with pytest.raises(ValueError, match=r"missing \(1\)"):
-        load_reference_state(kind, missing, module)
-    prefix = "mapfns." if kind == "mapfns" else ""
-    extra = dict(state, **{prefix + "decoder_block.9.0.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match=r"unexpected \(1\).*decoder_block\.9\.0\.weight"):
-        load_reference_state(kind, extra, module)
-    wrong = dict(state, **{first_conv: torch.zeros(5, 5, 3, 3)})
-    with pytest.raises(ValueError, match=r"mis-shaped \(1\).*" + first_conv.replace(".", r"\.") + r".*\(5, 5, 3, 3\)"):
-        load_reference_state(kind, wrong, module)
+    extra_key = ("mapfns." if kind == "mapfns" else "") + "decoder_block.9.0.weight"
+    bad, pattern = {
+        "missing": ({k: v for k, v in state.items() if k != first_conv}, r"missing \(1\)"),
+        "extra": (dict(state, **{extra_key: torch.zeros(1)}), r"unexpected \(1\).*decoder_block\.9\.0\.weight"),
+        "misshaped": (dict(state, **{first_conv: torch.zeros(5, 5, 3, 3)}),
+                      r"mis-shaped \(1\).*" + first_conv.replace(".", r"\.") + r".*\(5, 5, 3, 3\)"),
+    }[fault]
+    with pytest.raises(ValueError, match=pattern):
+        load_reference_state(kind, bad, module)
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())   # nothing copied on error
 
 

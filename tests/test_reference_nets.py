@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import steps
 import torch
+from steps import mixed_tasks
 
 from mtlwb.config import ExperimentConfig
-from mtlwb.methods.base import Refined, Step, build_method, forward_step
+from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.jtr import JTROptions, per_sample_reference_losses
 from mtlwb.methods.mtpsl import MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
@@ -45,33 +47,15 @@ def test_arch_option_is_checked():
         MTPSLOptions(arch="reference", norm="batch")    # the published layout normalizes each map alone
 
 
-def mixed_tasks() -> list[TaskSpec]:
-    kinds = [("segmentation", 5), ("depth", 1), ("normal", 3), ("edge", 1)]
-    return [TaskSpec(f"t{i}", k, c, "m", False) for i, (k, c) in enumerate(kinds)]
-
-
 def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, dtype: torch.dtype = torch.float64) -> Step:
-    g = torch.Generator().manual_seed(0)
-    B = labelled.shape[0]
-    preds, targets = {}, {}
-    for t in tasks:
-        preds[t.name] = torch.randn(B, t.channels, H, W, generator=g).to(dtype).requires_grad_()
-        if t.kind == "segmentation":
-            targets[t.name] = torch.randint(-1, t.channels, (B, H, W), generator=g)
-        elif t.kind == "depth":
-            targets[t.name] = (torch.rand(B, 1, H, W, generator=g) * 5).to(dtype)
-        elif t.kind == "normal":
-            targets[t.name] = torch.nn.functional.normalize(torch.randn(B, 3, H, W, generator=g), dim=1).to(dtype)
-        else:
-            targets[t.name] = (torch.rand(B, 1, H, W, generator=g) > 0.8).to(dtype)
-    features = torch.randn(B, 64, H, W, generator=g).to(dtype)
-    bottleneck = torch.randn(B, 512, H // 32, W // 32, generator=g).to(dtype)
-    return Step(torch.zeros(B, 3, H, W), features, Refined({}), preds, targets, labelled, bottleneck)
+    """The shared random batch at the reference networks' sizes: full-size 64-channel features, a SegNet bottleneck."""
+    return steps.make_step(tasks, labelled, dtype=dtype, size=H, feature_channels=64, feature_stride=1,
+                           bottleneck=True)
 
 
 def test_jtr_reference_batched_equals_per_sample_reference():
     # float64: the same math; the reference joint network normalizes per sample, so batching changes nothing
-    tasks = mixed_tasks()
+    tasks = mixed_tasks(4)
     lab = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]])
     m = build_method("jtr", tasks, 64, {"arch": "reference"}).double()
     step = make_step(tasks, lab)
@@ -96,7 +80,7 @@ def test_jtr_reference_batched_equals_per_sample_reference():
 
 
 def test_jtr_reference_decoder_needs_its_encoder_pass():
-    m = build_method("jtr", mixed_tasks(), 64, {"arch": "reference"})
+    m = build_method("jtr", mixed_tasks(4), 64, {"arch": "reference"})
     m.encoder(torch.rand(1, m.in_channels, H, W))
     with pytest.raises(RuntimeError, match="max-pool indices"):
         m.decoder(torch.rand(1, 512, 1, 1), (H, W))

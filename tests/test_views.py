@@ -72,3 +72,34 @@ def test_randaugment_is_deterministic_and_draws_only_listed_ops():
 def test_view_spec_is_validated():
     with pytest.raises(ValueError, match="photometric='jitter'"):
         ViewSpec(photometric="jitter")
+
+
+def test_split_views_slices_each_views_rows_and_shares_labelled():
+    from mtlwb.methods.base import Refined, Step, split_views
+
+    B, count = 2, 3
+    g = torch.Generator().manual_seed(0)
+
+    def rows(*shape):
+        return torch.randn(count * B, *shape, generator=g)
+
+    labelled = torch.tensor([[1, 0], [0, 1]])
+    extras = {"per_sample": rows(4), "scalar": torch.tensor(2.0), "per_batch": torch.randn(B, 4, generator=g),
+              "other": [1, 2]}
+    step = Step(rows(3, 8, 8), rows(5, 2, 2), Refined({"a": rows(5, 2, 2)}, extras), {"a": rows(1, 8, 8)},
+                {"a": rows(1, 8, 8)}, labelled, rows(7, 1, 1))
+
+    def per_sample(s: Step) -> list[torch.Tensor]:
+        return [s.images, s.features, s.bottleneck, s.refined.task_features["a"], s.refined.extras["per_sample"],
+                s.predictions["a"], s.targets["a"]]
+
+    first = split_views(step, count)
+    assert len(first.views) == count - 1 and all(v.views == [] for v in first.views)
+    for v, view in enumerate([first, *first.views]):
+        assert all(torch.equal(got, full[v * B:(v + 1) * B]) for got, full in zip(per_sample(view), per_sample(step)))
+        assert view.labelled is labelled                                    # one [B, T] table for every view
+        assert all(view.refined.extras[k] is extras[k] for k in ("scalar", "per_batch", "other"))   # kept whole
+    assert split_views(step, 1) is step
+    no_bottleneck = split_views(Step(*per_sample(step)[:2], step.refined, step.predictions, step.targets, labelled),
+                                count)
+    assert no_bottleneck.bottleneck is None and all(v.bottleneck is None for v in no_bottleneck.views)

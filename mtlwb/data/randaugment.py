@@ -64,7 +64,7 @@ def apply_op(image: torch.Tensor, op: str, level: float) -> torch.Tensor:
     if op == "Sharpness":
         return K.sharpness(image[None], 1.0 + level)[0].clamp(0.0, 1.0)
     if op == "Posterize":
-        return _posterize(image, int(level))
+        return K.posterize(image[None], int(level))[0]            # keep the top ``level`` bits of the 8-bit value
     if op == "Solarize":
         return K.solarize(image[None], thresholds=level)[0]
     if op == "AutoContrast":
@@ -74,11 +74,6 @@ def apply_op(image: torch.Tensor, op: str, level: float) -> torch.Tensor:
     if op == "Equalize":
         return K.equalize(image[None])[0]
     raise ValueError(f"randaugment op {op!r}: allowed {OPS}")
-
-
-def _posterize(image: torch.Tensor, bits: int) -> torch.Tensor:
-    """Keep the top ``bits`` bits of the 8-bit value (kornia's posterize on the 8-bit grid)."""
-    return K.posterize(image[None], bits)[0]
 
 
 def level_of(op: str, bin_index: int, num_bins: int) -> float:

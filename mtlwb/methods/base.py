@@ -195,29 +195,37 @@ def build_method(name: str, tasks: Sequence[TaskSpec], feature_channels: int,
     return method
 
 
+def step_rows(step: Step, start: int, stop: int, labelled: torch.Tensor) -> Step:
+    """The Step of samples ``start:stop`` of ``step``'s per-sample tensors, with ``labelled`` for them.
+
+    Refined extras whose first dimension is the batch's (``images``') are sliced too; others (scalars, per-batch
+    terms) are kept whole. ``labelled`` is given, not sliced: concatenated views share one [B, T] table.
+    """
+    n = step.images.shape[0]
+
+    def part(x: torch.Tensor) -> torch.Tensor:
+        return x[start:stop]
+
+    feats = {k: part(x) for k, x in step.refined.task_features.items()}
+    extras = {k: part(x) if torch.is_tensor(x) and x.dim() and x.shape[0] == n else x
+              for k, x in step.refined.extras.items()}
+    bottleneck = part(step.bottleneck) if step.bottleneck is not None else None
+    return Step(part(step.images), part(step.features), Refined(feats, extras),
+                {k: part(x) for k, x in step.predictions.items()},
+                {k: part(x) for k, x in step.targets.items()}, labelled, bottleneck)
+
+
 def split_views(step: Step, count: int) -> Step:
     """A Step over ``count`` concatenated views ([count·B, …] tensors) → the view-0 Step with ``views`` filled.
 
-    Refined extras whose first dimension is count·B are split too; others (scalars, per-batch terms) stay on view 0.
+    Refined extras whose first dimension is count·B are split too; others (scalars, per-batch terms) go whole to
+    every view.
     """
     if count == 1:
         return step
     B = step.labelled.shape[0]
-
-    def part(x: torch.Tensor, v: int) -> torch.Tensor:
-        return x[v * B:(v + 1) * B]
-
-    def view(v: int) -> Step:
-        feats = {k: part(x, v) for k, x in step.refined.task_features.items()}
-        extras = {k: part(x, v) if torch.is_tensor(x) and x.dim() and x.shape[0] == count * B else x
-                  for k, x in step.refined.extras.items()}
-        bottleneck = part(step.bottleneck, v) if step.bottleneck is not None else None
-        return Step(part(step.images, v), part(step.features, v), Refined(feats, extras),
-                    {k: part(x, v) for k, x in step.predictions.items()},
-                    {k: part(x, v) for k, x in step.targets.items()}, step.labelled, bottleneck)
-
-    first = view(0)
-    first.views = [view(v) for v in range(1, count)]
+    first, *rest = [step_rows(step, v * B, (v + 1) * B, step.labelled) for v in range(count)]
+    first.views = rest
     return first
 
 

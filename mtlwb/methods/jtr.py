@@ -61,7 +61,7 @@ from ..data.views import PHOTOMETRIC, ViewSpec
 from ..ops import channel_cosine, channel_normalize
 from ..priors import related_strength, restricted
 from .arch import check_arch
-from .base import LossTerms, Method, Step, register
+from .base import LossTerms, Method, Step, register, step_rows
 from .encodings import (
     DEPTH_MU,
     DEPTH_SIGMA,
@@ -384,10 +384,8 @@ class JTR(Method):
 
 
 def _sample(step: Step, b: int) -> Step:
-    def one(x: torch.Tensor) -> torch.Tensor:
-        return x[b:b + 1]
-    return Step(one(step.images), one(step.features), step.refined, {k: one(v) for k, v in step.predictions.items()},
-                {k: one(v) for k, v in step.targets.items()}, one(step.labelled))
+    """Sample ``b`` alone (batch size 1), as the reference code's loop sees it."""
+    return step_rows(step, b, b + 1, step.labelled[b:b + 1])
 
 
 def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.Tensor] | None = None,

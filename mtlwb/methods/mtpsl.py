@@ -295,8 +295,10 @@ class MTPSL(Method):
         """Mapping network at ``mapping_lr``; the FiLM tables at ``film_lr`` with their own decay if set (ref.)."""
         o = self.options
         net_lr = o.mapping_lr if o.mapping_lr is not None else lr
-        film = [p for n, p in self.named_parameters() if p.requires_grad and n.split(".")[-1] in ("gamma", "beta")]
-        rest = [p for n, p in self.named_parameters() if p.requires_grad and n.split(".")[-1] not in ("gamma", "beta")]
+        film, rest = [], []
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                (film if n.rsplit(".", 1)[-1] in ("gamma", "beta") else rest).append(p)
         film_group = {"params": film, "lr": o.film_lr if o.film_lr is not None else net_lr}
         if o.film_lr_step:
             film_group.update(lr_step=o.film_lr_step, lr_gamma=o.film_lr_gamma)
