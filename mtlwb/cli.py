@@ -21,7 +21,8 @@ def _value(text: str):
 def cmd_generate(args: argparse.Namespace) -> int:
     from .data import ensure_dataset
 
-    # image_labels: a dataset generated before image-level labels existed gets them added in place
+    # image_labels: a dataset generated before the image-level labels (or some of them, e.g. camera_view) existed
+    # gets them added in place
     root = ensure_dataset(args.root, image_labels=True, n_train=args.n_train, n_val=args.n_val, height=args.height,
                           width=args.width, seed=args.seed, style=_value(args.style))
     print(f"dataset ready: {root}")
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mtlwb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate the built-in procedural scenes (no-op if complete; "
-                       "adds the image-level labels in place to a dataset generated without them)")
+                       "adds the image-level labels in place to a dataset generated without them, or without "
+                       "the newer ones)")
     g.add_argument("--root", default="data/scenes-64x80")
     g.add_argument("--n-train", type=int, default=2000)
     g.add_argument("--n-val", type=int, default=500)

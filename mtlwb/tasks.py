@@ -68,12 +68,16 @@ SALIENCY = TaskSpec("saliency", "segmentation", 2, "maxf", False)
 # mean and sd over 200 scenes at 64×80 (3.3 ± 1.5).
 DOMINANT_CLASS_NAMES = ("furniture", "sphere", "cylinder", "picture")
 DOMINANT_CLASS = TaskSpec("dominant_class", "classification", len(DOMINANT_CLASS_NAMES), "accuracy", False)
+# the camera pitch cut at the terciles of its uniform draw (scenes.CAMERA_VIEW_EDGES): balanced by construction,
+# where dominant_class is ~75 % furniture and its accuracy mostly measures the majority share
+CAMERA_VIEW_NAMES = ("down", "tilted", "level")
+CAMERA_VIEW = TaskSpec("camera_view", "classification", len(CAMERA_VIEW_NAMES), "accuracy", False)
 NUM_OBJECTS = TaskSpec("num_objects", "regression", 1, "mae", True, loc=3.3, scale=1.5)
 CAMERA_HEIGHT = TaskSpec("camera_height", "regression", 1, "mae", True, loc=1.35, scale=0.2)
 CAMERA_PITCH = TaskSpec("camera_pitch", "regression", 1, "mae", True, loc=-8.0, scale=8.6)
-IMAGE_LEVEL_TASKS = ("dominant_class", "num_objects", "camera_height", "camera_pitch")
+IMAGE_LEVEL_TASKS = ("dominant_class", "camera_view", "num_objects", "camera_height", "camera_pitch")
 # class names of a classification task, for figures
-CLASS_NAMES = {"dominant_class": DOMINANT_CLASS_NAMES}
+CLASS_NAMES = {"dominant_class": DOMINANT_CLASS_NAMES, "camera_view": CAMERA_VIEW_NAMES}
 
 TASK_NAMES = ("semantic", "depth", "normal", "edge", "parts", "saliency") + IMAGE_LEVEL_TASKS
 
@@ -81,8 +85,8 @@ TASK_NAMES = ("semantic", "depth", "normal", "edge", "parts", "saliency") + IMAG
 def make_tasks(names: tuple[str, ...] | list[str], num_classes: int) -> list[TaskSpec]:
     """Build task specs in the given order; unknown names are refused."""
     table = {"semantic": semantic(num_classes), "depth": DEPTH, "normal": NORMAL, "edge": EDGE,
-             "parts": PARTS, "saliency": SALIENCY, "dominant_class": DOMINANT_CLASS, "num_objects": NUM_OBJECTS,
-             "camera_height": CAMERA_HEIGHT, "camera_pitch": CAMERA_PITCH}
+             "parts": PARTS, "saliency": SALIENCY, "dominant_class": DOMINANT_CLASS, "camera_view": CAMERA_VIEW,
+             "num_objects": NUM_OBJECTS, "camera_height": CAMERA_HEIGHT, "camera_pitch": CAMERA_PITCH}
     bad = [n for n in names if n not in table]
     if bad:
         raise ValueError(f"tasks={list(names)}: unknown {bad}; allowed {list(TASK_NAMES)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -107,3 +108,36 @@ def test_dtypes_that_cannot_be_right_are_refused_naming_the_file(broken_root, fo
     with pytest.raises(ValueError, match=rf"{folder}/4\.npy: .*{why}") as e:
         MultiTaskFolder(broken_root, "train", TASKS)
     assert "expected shape" in str(e.value)
+
+
+# --- image-level labels (built-in scenes): image_labels.json, one list per label ------------------------------------
+VIEW = make_tasks(["depth", "camera_view", "num_objects"], 7)
+
+
+def _rewrite_labels(root, change) -> None:
+    path = root / "train" / "image_labels.json"
+    table = json.loads(path.read_text())
+    change(table)
+    path.write_text(json.dumps(table))
+
+
+def test_camera_view_loads_as_a_class_id_per_image(tiny_root):
+    table = json.loads((tiny_root / "train" / "image_labels.json").read_text())
+    assert set(table["camera_view"]) <= {0, 1, 2} and len(table["camera_view"]) == 24
+    item = MultiTaskFolder(tiny_root, "train", VIEW)[5]
+    assert str(item["camera_view"].dtype) == "torch.int64" and item["camera_view"].shape == ()
+    assert item["camera_view"].item() == table["camera_view"][5]
+
+
+def test_a_label_file_without_the_tasks_label_is_refused_naming_it_and_the_fix(broken_root):
+    _rewrite_labels(broken_root, lambda t: t.pop("camera_view"))          # as written before camera_view existed
+    with pytest.raises(FileNotFoundError, match=r"tasks \['camera_view'\] need image-level labels that "
+                                                r".*train/image_labels\.json lacks.*mtlwb generate --root"):
+        MultiTaskFolder(broken_root, "train", VIEW)
+    MultiTaskFolder(broken_root, "train", make_tasks(["depth", "num_objects"], 7))   # the labels it has load
+
+
+def test_a_camera_view_outside_its_three_classes_is_refused(broken_root):
+    _rewrite_labels(broken_root, lambda t: t["camera_view"].__setitem__(3, 3))
+    with pytest.raises(ValueError, match=r"'camera_view' must hold class ids in \[0, 3\) or -1"):
+        MultiTaskFolder(broken_root, "train", VIEW)

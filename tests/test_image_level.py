@@ -13,11 +13,14 @@ import pytest
 import torch
 
 import mtlwb
-from mtlwb.data import ensure_dataset, generate_dataset, has_image_labels
+from mtlwb.data import ensure_dataset, generate_dataset, has_image_labels, missing_image_labels
 from mtlwb.data.augment import augment_sample
 from mtlwb.data.folder import MultiTaskFolder
-from mtlwb.data.generate import IMAGE_LABELS_FILE, scene_seed
+from mtlwb.data.generate import IMAGE_LABELS_FILE, IMAGE_LABELS_VERSION, scene_seed
 from mtlwb.data.scenes import (
+    CAMERA_PITCH_RANGE,
+    CAMERA_VIEW_EDGES,
+    CAMERA_VIEW_NAMES,
     CEILING,
     FLOOR,
     FURNITURE,
@@ -28,6 +31,7 @@ from mtlwb.data.scenes import (
     _f32,
     _render,
     _sample_scene,
+    camera_view,
     render_scene,
     render_scene_with_labels,
     scene_image_labels,
@@ -37,9 +41,20 @@ from mtlwb.methods import METHODS
 from mtlwb.metrics import MultiTaskMeter, delta_mtl, make_meter
 from mtlwb.models.heads import ImageLevelHead
 from mtlwb.models.mtl_net import MultiTaskNet
-from mtlwb.tasks import DEPTH, DOMINANT_CLASS, NUM_OBJECTS, TaskSpec, make_tasks, semantic
+from mtlwb.tasks import (
+    CAMERA_VIEW,
+    CLASS_NAMES,
+    DEPTH,
+    DOMINANT_CLASS,
+    IMAGE_LEVEL_TASKS,
+    NUM_OBJECTS,
+    TaskSpec,
+    make_tasks,
+    semantic,
+)
 
 MIXED = ["semantic", "depth", "normal", "dominant_class", "num_objects", "camera_height"]
+VIEW_MIXED = ["semantic", "depth", "normal", "camera_view", "num_objects", "camera_height"]   # sweeps/heterogeneous
 REG2 = TaskSpec("reg2", "regression", 2, "mae", True, loc=1.0, scale=0.5)
 
 
@@ -69,6 +84,7 @@ def test_image_labels_of_a_hand_built_scene():
     assert (arrays["label"] == FURNITURE).any() and not (arrays["label"] == SPHERE).any()
     assert labels["camera_height"] == pytest.approx(1.3)
     assert labels["camera_pitch"] == pytest.approx(math.degrees(0.1), abs=1e-4)
+    assert labels["camera_view"] == CAMERA_VIEW_NAMES.index("level") == 2        # 5.7° up
     _, labels = _render(_hand_scene(False), 32, 40, np.random.default_rng(1), True)
     assert labels["num_objects"] == 0 and labels["num_objects_placed"] == 1
     assert labels["dominant_class"] == -1                          # no object in view: undefined
@@ -86,6 +102,30 @@ def test_labels_agree_with_the_dense_label_map_and_draw_no_randomness():
         assert labels["dominant_class"] == expected
         assert 0 <= labels["num_objects"] <= labels["num_objects_placed"]
         assert 1.0 <= labels["camera_height"] <= 1.7 and -23.0 <= labels["camera_pitch"] <= 7.0
+        assert labels["camera_view"] == camera_view(labels["camera_pitch"])
+
+
+def test_camera_view_cuts_the_pitch_at_the_terciles_of_its_draw():
+    lo, hi = (math.degrees(v) for v in CAMERA_PITCH_RANGE)
+    assert (lo, hi) == (pytest.approx(-22.918, abs=1e-3), pytest.approx(6.875, abs=1e-3))
+    low, high = CAMERA_VIEW_EDGES                                   # three equal thirds of the uniform range
+    assert (low, high) == (pytest.approx(-12.987, abs=1e-3), pytest.approx(-3.056, abs=1e-3))
+    assert low - lo == pytest.approx(high - low) == pytest.approx(hi - high)
+    pitches = {lo: 0, -20.0: 0, math.nextafter(low, -math.inf): 0, low: 1, -8.0: 1, math.nextafter(high, -math.inf): 1,
+               high: 2, 0.0: 2, hi: 2}                               # an edge belongs to the class above it
+    assert {p: camera_view(p) for p in pitches} == pitches
+    assert camera_view(-40.0) == 0 and camera_view(30.0) == 2       # outside the draw: the nearest class
+    with pytest.raises(ValueError, match=r"pitch=nan: must be a finite number of degrees"):
+        camera_view(float("nan"))
+
+
+def test_camera_view_is_a_registered_three_class_task_named_for_figures():
+    from mtlwb.figures.predictions import class_name
+
+    assert CAMERA_VIEW == make_tasks(["camera_view"], 7)[0] and "camera_view" in IMAGE_LEVEL_TASKS
+    assert (CAMERA_VIEW.kind, CAMERA_VIEW.channels, CAMERA_VIEW.primary_metric) == ("classification", 3, "accuracy")
+    assert CLASS_NAMES["camera_view"] == CAMERA_VIEW_NAMES == ("down", "tilted", "level")
+    assert [class_name(CAMERA_VIEW, i) for i in (-1, 0, 1, 2)] == ["undefined", "down", "tilted", "level"]
 
 
 # --- generator, loader, extension in place ---------------------------------------------------------------------------
@@ -103,11 +143,17 @@ def test_generator_writes_the_image_labels(small_root):
     for i in (0, 7):
         expected = scene_image_labels(scene_seed(3, "train", i), 32, 40)
         assert {k: table[k][i] for k in expected} == expected
+    assert table["camera_view"] == [camera_view(p) for p in table["camera_pitch"]]
     meta = json.loads((small_root / "meta.json").read_text())
     assert meta["image_labels"]["dominant_class_names"] == ["furniture", "sphere", "cylinder", "picture"]
-    ds = MultiTaskFolder(small_root, "train", make_tasks(MIXED, 7))
+    assert meta["image_labels"]["version"] == IMAGE_LABELS_VERSION == 2
+    assert meta["image_labels"]["names"][-1] == "camera_view"
+    assert meta["image_labels"]["camera_view_names"] == ["down", "tilted", "level"]
+    assert meta["image_labels"]["camera_view_pitch_edges"] == list(CAMERA_VIEW_EDGES)
+    ds = MultiTaskFolder(small_root, "train", make_tasks(MIXED + ["camera_view"], 7))
     item = ds[7]
     assert item["dominant_class"].dtype == torch.int64 and item["dominant_class"].shape == ()
+    assert item["camera_view"].dtype == torch.int64 and item["camera_view"].item() == table["camera_view"][7]
     assert item["num_objects"].shape == (1,) and item["num_objects"].item() == table["num_objects"][7]
     assert item["camera_height"].item() == pytest.approx(table["camera_height"][7])
 
@@ -134,6 +180,68 @@ def test_an_old_dataset_is_refused_by_name_then_extended_in_place(small_root, tm
         assert added == generated
     assert (old / "train" / "depth" / "3.npy").read_bytes() == dense
     assert json.loads((old / "meta.json").read_text()) == json.loads((small_root / "meta.json").read_text())
+
+
+def _as_version_1(new, old):
+    """A copy of ``new`` as the version-1 generator wrote it: no camera_view in the label files or in meta.json."""
+    shutil.copytree(new, old)
+    meta = json.loads((old / "meta.json").read_text())
+    meta["image_labels"] = {"version": 1, "file": "{train,val}/image_labels.json",
+                            "names": ["dominant_class", "num_objects", "num_objects_placed", "camera_height",
+                                      "camera_pitch"],
+                            "dominant_class_names": ["furniture", "sphere", "cylinder", "picture"]}
+    (old / "meta.json").write_text(json.dumps(meta, indent=2))
+    for split in ("train", "val"):
+        table = json.loads((old / split / IMAGE_LABELS_FILE).read_text())
+        del table["camera_view"]
+        (old / split / IMAGE_LABELS_FILE).write_text(json.dumps(table))
+    return old
+
+
+def test_a_version_1_copy_gains_camera_view_from_its_stored_pitch_exactly_as_generated(small_root, tmp_path,
+                                                                                        monkeypatch, capsys):
+    from mtlwb.data import generate as generate_module
+    from mtlwb.figures.dataset import image_label_table
+
+    old = _as_version_1(small_root, tmp_path / "v1")
+    assert not has_image_labels(old) and missing_image_labels(old) == ["camera_view"]
+    assert missing_image_labels(small_root) == []
+    with pytest.raises(FileNotFoundError, match=r"\['camera_view'\] need image-level labels that .* lacks.*"
+                                                 r"mtlwb generate --root"):
+        MultiTaskFolder(old, "train", make_tasks(["depth", "camera_view"], 7))
+    MultiTaskFolder(old, "train", make_tasks(["depth", "num_objects"], 7))     # its version-1 labels still load
+    table = image_label_table(old, "train", [0, 7])                              # derived on the fly, not written
+    generated = json.loads((small_root / "train" / IMAGE_LABELS_FILE).read_text())
+    assert list(table["camera_view"]) == [CAMERA_VIEW_NAMES[generated["camera_view"][i]] for i in (0, 7)]
+    assert "camera_view" not in json.loads((old / "train" / IMAGE_LABELS_FILE).read_text())
+    dense = (old / "val" / "normal" / "2.npy").read_bytes()
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("a version-1 copy must be extended from its stored labels, not re-rendered")
+
+    monkeypatch.setattr(generate_module, "scene_image_labels", no_rendering)
+    ensure_dataset(old, tasks=["semantic", "camera_view"], progress=False)
+    assert "adding the image-level labels ['camera_view'] in place" in capsys.readouterr().out
+    assert has_image_labels(old)
+    for split in ("train", "val"):
+        added, generated = (json.loads((r / split / IMAGE_LABELS_FILE).read_text()) for r in (old, small_root))
+        assert added == generated and list(added) == list(generated)           # same values, same column order
+    assert (old / "val" / "normal" / "2.npy").read_bytes() == dense
+    assert json.loads((old / "meta.json").read_text()) == json.loads((small_root / "meta.json").read_text())
+    ensure_dataset(old, tasks=["camera_view"], progress=False)                 # up to date: nothing said or done
+    assert capsys.readouterr().out == ""
+
+
+def test_a_version_1_copy_whose_labels_cannot_be_extended_is_recomputed_from_the_seeds(small_root, tmp_path):
+    old = _as_version_1(small_root, tmp_path / "v1")
+    path = old / "train" / IMAGE_LABELS_FILE
+    table = json.loads(path.read_text())
+    del table["camera_pitch"]                                                   # nothing to derive camera_view from
+    path.write_text(json.dumps(table))
+    ensure_dataset(old, image_labels=True, progress=False)
+    for split in ("train", "val"):
+        added, generated = (json.loads((r / split / IMAGE_LABELS_FILE).read_text()) for r in (old, small_root))
+        assert added == generated
 
 
 def test_scale_crop_keeps_image_level_labels():
@@ -262,6 +370,18 @@ def test_bad_image_level_input_is_refused_by_name(tiny_root, tmp_path):
                                  label_setting=str(path), run_dir=str(tmp_path / "run"), progress=False)
     with pytest.raises(ValueError, match=r"leaves tasks \['camera_height'\] with no labelled image"):
         mtlwb.build_experiment(cfg)
+
+
+@pytest.mark.parametrize("method", ["supervised", "jtr"])
+def test_the_sweep_task_list_with_camera_view_builds_and_trains(tiny_config, method):
+    exp = mtlwb.build_experiment(tiny_config(tasks=VIEW_MIXED, label_setting="onelabel"))
+    assert exp.labelled.sum(0).min() > 0
+    assert set(exp.train_set[0]) >= set(VIEW_MIXED) and exp.train_set[0]["camera_view"].dtype == torch.int64
+    record = mtlwb.train(tiny_config(tasks=VIEW_MIXED, method=method, label_setting="randomlabel",
+                                     train_samples=8, eval_samples=8))
+    assert record["status"] == "completed"
+    assert all(math.isfinite(v) for v in record["history"][-1]["train"].values())
+    assert set(record["final"]["camera_view"]) == {"accuracy"}
 
 
 def test_onelabel_and_randomlabel_over_the_mixed_task_list(tiny_config):

@@ -15,8 +15,8 @@ def tagged(src, *tags):
 
 PARAMETERS = ('dataset = "scenes"\n'
               'data_root = "data/scenes-64x80"\n'
-              '# tasks: dense semantic, depth, normal, edge; image-level (scenes) dominant_class, num_objects,\n'
-              '# camera_height, camera_pitch\n'
+              '# tasks: dense semantic, depth, normal, edge; image-level (scenes) dominant_class, camera_view,\n'
+              '# num_objects, camera_height, camera_pitch\n'
               'tasks = ["semantic", "depth", "normal"]\n'
               '# label_setting: full, onelabel, randomlabel, ratio:depth=1.0,semantic=0.1 or a mask file\n'
               'label_setting = "onelabel"\n'

@@ -13,7 +13,13 @@ from torch.utils.data import Dataset, Subset
 from ..tasks import IMAGE_LEVEL_TASKS, TaskSpec
 from . import registry
 from .folder import MultiTaskFolder
-from .generate import add_image_labels, dataset_is_complete, generate_dataset, has_image_labels
+from .generate import (
+    add_image_labels,
+    dataset_is_complete,
+    generate_dataset,
+    has_image_labels,
+    missing_image_labels,
+)
 from .masks import check_every_task_labelled, label_mask, make_mask
 from .scenes import NUM_CLASSES, render_scene
 from .sources import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources, ensure_sources
@@ -23,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAIN_SOURCE", "MultiTaskFolder", "SourceMixture", "Splits", "TrainingSource", "add_image_labels",
            "build_datasets", "build_splits", "build_training_sources", "dataset_is_complete", "ensure_dataset",
-           "ensure_sources", "generate_dataset", "has_image_labels", "label_mask", "make_mask", "render_scene",
-           "validation_ids", "NUM_CLASSES"]
+           "ensure_sources", "generate_dataset", "has_image_labels", "label_mask", "make_mask", "missing_image_labels",
+           "render_scene", "validation_ids", "NUM_CLASSES"]
 
 DEFAULT_SCENES = {"n_train": 2000, "n_val": 500, "height": 64, "width": 80}
 
@@ -33,15 +39,17 @@ def ensure_dataset(root: str | Path = "data/scenes-64x80", tasks: Sequence[str] 
                    progress: bool = True, **kwargs) -> Path:
     """Generate the built-in scenes at ``root`` unless a complete copy is already there.
 
-    A copy generated before image-level labels existed is extended in place (``add_image_labels``: atomic, the
-    dense files untouched) when ``image_labels`` is set or ``tasks`` names an image-level task, and says so.
+    A copy generated before image-level labels existed, or before some of them did (an older labels version in
+    meta.json, e.g. without camera_view), is extended in place (``add_image_labels``: atomic, the dense files
+    untouched) when ``image_labels`` is set or ``tasks`` names an image-level task, and says which labels it adds.
     """
     root = Path(root)
     if not dataset_is_complete(root):
         return generate_dataset(root, progress=progress, **{**DEFAULT_SCENES, **kwargs})
     wanted = image_labels or any(t in IMAGE_LEVEL_TASKS for t in tasks)
     if wanted and not has_image_labels(root):
-        print(f"{root}: adding the image-level labels in place (the dense files stay as they are)")
+        print(f"{root}: adding the image-level labels {missing_image_labels(root)} in place (the dense files stay "
+              "as they are)")
         add_image_labels(root, progress=progress)
     return root
 

@@ -7,8 +7,8 @@ before training starts rather than as a crash in epoch 7.
 
 Image-level tasks (classification, regression; built-in scenes only) are read from one table per split,
 ``<root>/<split>/image_labels.json`` (``{task name: [value per image]}``), loaded once when the dataset is
-opened; a dataset without it (generated before image-level labels existed) is refused by name with the command
-that adds them in place.
+opened; a dataset without it (generated before image-level labels existed), or whose table lacks a task's label
+(generated before that label existed, e.g. camera_view), is refused by name with the command that adds it in place.
 """
 
 from __future__ import annotations
@@ -97,15 +97,21 @@ class MultiTaskFolder(Dataset):
         if not wanted:
             return {}
         path = self.split_dir / IMAGE_LABELS_FILE
+        add = (f"Add them in place (the dense files stay as they are): `mtlwb generate --root {self.root}`, or "
+               f"mtlwb.data.ensure_dataset({str(self.root)!r}, image_labels=True)")
         if not path.is_file():
             raise FileNotFoundError(
                 f"tasks {[t.name for t in wanted]} need image-level labels, but {path} is missing: {self.root} was "
-                f"generated before they existed. Add them in place (the dense files stay as they are): "
-                f"`mtlwb generate --root {self.root}`, or mtlwb.data.ensure_dataset({str(self.root)!r}, image_labels=True)")
+                f"generated before they existed. {add}")
         try:
             table = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"image-level label file {path} is unreadable ({e})") from e
+        absent = [t.name for t in wanted if isinstance(table, dict) and t.name not in table]
+        if absent:
+            raise FileNotFoundError(
+                f"tasks {absent} need image-level labels that {path} lacks (it has {sorted(table)}): {self.root} "
+                f"was generated before they existed. {add}")
         out = {}
         for t in wanted:
             values = table.get(t.name) if isinstance(table, dict) else None

@@ -21,11 +21,14 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_write_json
 from .scenes import (
+    CAMERA_VIEW_EDGES,
+    CAMERA_VIEW_NAMES,
     CLASS_NAMES,
     IMAGE_LABEL_NAMES,
     KEYS,
     NUM_CLASSES,
     OBJECT_CLASS_NAMES,
+    camera_view,
     render_scene_with_labels,
     scene_image_labels,
 )
@@ -35,7 +38,8 @@ SPLITS = ("train", "val")
 GENERATOR = "mtlwb.scenes"
 VERSION = 1                 # of the dense layout; the image-level labels have their own ("image_labels" in meta)
 IMAGE_LABELS_FILE = "image_labels.json"
-IMAGE_LABELS_VERSION = 1
+# 1: dominant_class, num_objects, num_objects_placed, camera_height, camera_pitch; 2: + camera_view
+IMAGE_LABELS_VERSION = 2
 _META_PARAMS = ("n_train", "n_val", "height", "width", "seed")
 
 
@@ -85,29 +89,73 @@ def dataset_is_complete(root: str | Path) -> bool:
 
 
 def image_labels_meta() -> dict:
-    """What ``meta.json`` says about the image-level labels (their names, version and class names)."""
+    """What ``meta.json`` says about the image-level labels (their names, version, class names and the pitch
+    edges of camera_view)."""
     return {"version": IMAGE_LABELS_VERSION, "file": f"{{train,val}}/{IMAGE_LABELS_FILE}",
-            "names": list(IMAGE_LABEL_NAMES), "dominant_class_names": list(OBJECT_CLASS_NAMES)}
+            "names": list(IMAGE_LABEL_NAMES), "dominant_class_names": list(OBJECT_CLASS_NAMES),
+            "camera_view_names": list(CAMERA_VIEW_NAMES), "camera_view_pitch_edges": list(CAMERA_VIEW_EDGES)}
+
+
+def _labels_version(meta: dict | None) -> int:
+    """Version of the image-level labels a meta.json announces; 0 = none (generated before they existed)."""
+    info = meta.get("image_labels") if isinstance(meta, dict) else None
+    version = info.get("version", 1) if isinstance(info, dict) else 0
+    return version if isinstance(version, int) else 0
 
 
 def has_image_labels(root: str | Path) -> bool:
-    """True when meta.json announces the image-level labels (written after their files) and every split has them."""
+    """True when meta.json announces the current image-level labels (it is written after their files) and every
+    split has them; False for a copy without them or with an older version's (``missing_image_labels``)."""
     root = Path(root)
-    meta = _read_meta(root)
-    return (isinstance(meta, dict) and isinstance(meta.get("image_labels"), dict)
+    return (_labels_version(_read_meta(root)) >= IMAGE_LABELS_VERSION
             and all((root / split / IMAGE_LABELS_FILE).is_file() for split in SPLITS))
+
+
+def missing_image_labels(root: str | Path) -> list[str]:
+    """The image-level labels (``IMAGE_LABEL_NAMES``) that the copy at ``root`` lacks: all of them before they
+    existed, the newer ones for an older version's copy, none for a current one."""
+    if has_image_labels(root):
+        return []
+    info = (_read_meta(Path(root)) or {}).get("image_labels")
+    names = info.get("names") if isinstance(info, dict) else None
+    have = set(names) if isinstance(names, list) else set()
+    return [n for n in IMAGE_LABEL_NAMES if n not in have]
 
 
 def _label_columns(rows: list[dict[str, float]]) -> dict[str, list]:
     return {name: [r[name] for r in rows] for name in IMAGE_LABEL_NAMES}
 
 
-def add_image_labels(root: str | Path, progress: bool = True) -> Path:
-    """Extend a complete dataset generated before image-level labels existed (no "image_labels" in meta), in place.
+def derive_image_labels(table: dict[str, list]) -> dict[str, list]:
+    """An older version's label table with the labels that are functions of its stored ones added, without
+    rendering: camera_view from camera_pitch (``scenes.camera_view`` on the very float the generator used, read
+    back exactly from JSON, so the values are those a generator writes). Labels it cannot derive stay absent."""
+    table = dict(table)
+    if "camera_view" not in table and isinstance(table.get("camera_pitch"), list):
+        table["camera_view"] = [camera_view(p) for p in table["camera_pitch"]]
+    return table
 
-    The labels are recomputed from each scene's seed (geometry and primary rays only; the dense files are read
-    and written by nobody), each split's ``image_labels.json`` is written atomically, and ``meta.json`` is
-    rewritten atomically last, so a reader either sees no image-level labels or all of them.
+
+def _derived_columns(path: Path, n: int) -> dict[str, list] | None:
+    """``derive_image_labels`` of a split's label file, columns in ``IMAGE_LABEL_NAMES`` order; None when the file
+    cannot be read or still lacks a label (or a value): then everything is recomputed from the seeds."""
+    try:
+        table = derive_image_labels(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if any(not isinstance(table.get(k), list) or len(table[k]) != n for k in IMAGE_LABEL_NAMES):
+        return None
+    return {k: table[k] for k in IMAGE_LABEL_NAMES}
+
+
+def add_image_labels(root: str | Path, progress: bool = True) -> Path:
+    """Bring a complete dataset's image-level labels up to date in place (``missing_image_labels``).
+
+    A copy generated before they existed (no "image_labels" in meta) gets them recomputed from each scene's seed
+    (geometry and primary rays only); an older version's copy gets the new labels derived from its stored ones
+    (camera_view from camera_pitch; exactly the values the generator writes). The dense files are read and
+    written by nobody, each split's ``image_labels.json`` is written atomically, and ``meta.json`` is rewritten
+    atomically last, so a reader sees either the old labels or all of the new ones.
     """
     root = Path(root)
     if not dataset_is_complete(root):
@@ -120,15 +168,20 @@ def add_image_labels(root: str | Path, progress: bool = True) -> Path:
     if meta.get("generator") != GENERATOR or missing:
         raise ValueError(f"{root}/meta.json: not written by {GENERATOR} (or lacks {missing}); cannot recompute "
                          "its image-level labels")
-    total = meta["n_train"] + meta["n_val"]
-    with tqdm(total=total, desc="image-level labels", disable=not progress) as bar:
+    tables = {split: _derived_columns(root / split / IMAGE_LABELS_FILE, meta[f"n_{split}"])
+              if _labels_version(meta) else None for split in SPLITS}
+    total = sum(meta[f"n_{split}"] for split in SPLITS if tables[split] is None)
+    with tqdm(total=total, desc="image-level labels", disable=not progress or not total) as bar:
         for split in SPLITS:
-            rows = []
-            for i in range(meta[f"n_{split}"]):
-                rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"],
-                                               SceneStyle(**meta.get("style", style_record(DEFAULT_STYLE)))))
-                bar.update(1)
-            atomic_write_json(root / split / IMAGE_LABELS_FILE, _label_columns(rows))
+            if tables[split] is None:
+                rows = []
+                for i in range(meta[f"n_{split}"]):
+                    rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"],
+                                                   meta["width"],
+                                                   SceneStyle(**meta.get("style", style_record(DEFAULT_STYLE)))))
+                    bar.update(1)
+                tables[split] = _label_columns(rows)
+            atomic_write_json(root / split / IMAGE_LABELS_FILE, tables[split])
     atomic_write_json(root / "meta.json", {**meta, "image_labels": image_labels_meta()})
     return root
 

@@ -45,7 +45,17 @@ FOCAL_REL = 0.81  # fx / width, like NYUv2's Kinect (518.8 px at 640 px wide)
 KEYS = ("image", "label", "depth", "normal", "edge")
 OBJECT_CLASSES = (FURNITURE, SPHERE, CYLINDER, PICTURE)        # the classes of dominant_class, in this order
 OBJECT_CLASS_NAMES = tuple(CLASS_NAMES[c] for c in OBJECT_CLASSES)
-IMAGE_LABEL_NAMES = ("dominant_class", "num_objects", "num_objects_placed", "camera_height", "camera_pitch")
+# camera_view is derived from camera_pitch and last, so that a file extended with it (generate.add_image_labels)
+# has the columns of a generated one in the same order
+IMAGE_LABEL_NAMES = ("dominant_class", "num_objects", "num_objects_placed", "camera_height", "camera_pitch",
+                     "camera_view")
+# the camera pitch is drawn uniform in this range (radians above the horizon: −22.9° to 6.9°, mostly looking down)
+CAMERA_PITCH_RANGE = (-0.4, 0.12)
+CAMERA_VIEW_NAMES = ("down", "tilted", "level")
+# camera_view cuts the pitch (degrees) at the terciles of that uniform draw, −13.0° and −3.1°: the three classes are
+# equally likely by construction (a balanced classification task, unlike dominant_class, ~75 % furniture)
+CAMERA_VIEW_EDGES = tuple(math.degrees(CAMERA_PITCH_RANGE[0] + (CAMERA_PITCH_RANGE[1] - CAMERA_PITCH_RANGE[0]) * k / 3)
+                          for k in (1, 2))
 
 _EPS = 1e-4
 _STRIPES, _CHECKER, _NOISE = 0, 1, 2
@@ -234,7 +244,7 @@ def _sample_scene(rng: np.random.Generator) -> _Scene:
     room = np.array([rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.2), rng.uniform(3.0, 7.0)])
     cam = np.array([rng.uniform(0.5, room[0] - 0.5), rng.uniform(1.0, 1.7), rng.uniform(0.5, room[2] - 0.5)])
     to_centre = math.atan2(room[0] / 2 - cam[0], room[2] / 2 - cam[2])
-    rot = _camera_rotation(to_centre + rng.uniform(-0.7, 0.7), rng.uniform(-0.4, 0.12))
+    rot = _camera_rotation(to_centre + rng.uniform(-0.7, 0.7), rng.uniform(*CAMERA_PITCH_RANGE))
     taken: list[tuple[float, float, float]] = [(cam[0], cam[2], 0.45)]
     boxes = _sample_boxes(rng, room, taken)
     spheres = _sample_spheres(rng, room, taken, boxes)
@@ -503,22 +513,33 @@ def _instances(scene: _Scene, height: int, width: int, focal_rel: float = FOCAL_
     return d, t, valid, p, inst
 
 
+def camera_view(pitch: float) -> int:
+    """Index into ``CAMERA_VIEW_NAMES`` of a camera pitch in degrees: 0 down (pitch < −13.0°), 1 tilted (up to
+    −3.1°), 2 level (the rest); a pitch on an edge belongs to the class above it (``CAMERA_VIEW_EDGES``)."""
+    if not math.isfinite(pitch):
+        raise ValueError(f"pitch={pitch!r}: must be a finite number of degrees")
+    return int(sum(pitch >= edge for edge in CAMERA_VIEW_EDGES))
+
+
 def _image_labels(scene: _Scene, inst: np.ndarray) -> dict[str, float]:
     """Image-level labels from the geometry and the instance map of the rendered view; draws nothing from the rng.
 
     dominant_class: index into ``OBJECT_CLASS_NAMES`` of the object class (furniture, sphere, cylinder, picture)
     covering the most pixels, the lowest index on ties, -1 when no object is visible; num_objects: objects with at
     least one visible pixel; num_objects_placed: every object the scene holds, in view or not; camera_height: the
-    camera centre above the floor (m); camera_pitch: the optical axis above the horizon (degrees, < 0 = down).
+    camera centre above the floor (m); camera_pitch: the optical axis above the horizon (degrees, < 0 = down);
+    camera_view: ``camera_view(camera_pitch)``, the pitch in three equally likely classes (down, tilted, level).
     """
     obj = inst >= _N_ROOM
     area = np.bincount(scene.inst_cls[inst[obj]], minlength=NUM_CLASSES)[list(OBJECT_CLASSES)]
+    pitch = math.degrees(math.asin(float(np.clip(scene.rot[1, 2], -1.0, 1.0))))
     return {
         "dominant_class": int(np.argmax(area)) if area.sum() else IGNORE_LABEL,
         "num_objects": int(np.unique(inst[obj]).size),
         "num_objects_placed": int(len(scene.inst_cls) - _N_ROOM),
         "camera_height": float(scene.cam[1]),
-        "camera_pitch": math.degrees(math.asin(float(np.clip(scene.rot[1, 2], -1.0, 1.0)))),
+        "camera_pitch": pitch,
+        "camera_view": camera_view(pitch),
     }
 
 

@@ -17,10 +17,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from ..data.generate import IMAGE_LABELS_FILE, scene_seed
+from ..data.generate import IMAGE_LABELS_FILE, derive_image_labels, scene_seed
 from ..data.masks import make_mask
 from ..data.scenes import IMAGE_LABEL_NAMES, scene_image_labels
-from ..tasks import DOMINANT_CLASS, TaskSpec
+from ..tasks import CAMERA_VIEW, DOMINANT_CLASS, TaskSpec
 from .predictions import class_name, task_to_rgb
 from .widgets import figure_browser
 
@@ -93,8 +93,9 @@ def image_label_text(task: TaskSpec, value) -> str:
 def image_label_table(data_root: str | Path, split: str, indices: Sequence[int]) -> pd.DataFrame | None:
     """The built-in scenes' image-level labels of some images (rows = indices), class names spelled out.
 
-    Read from ``<split>/image_labels.json``; a dataset generated before those files existed gets them recomputed
-    from each scene's seed (geometry and primary rays only, nothing written). None for other datasets.
+    Read from ``<split>/image_labels.json`` (an older version's file gets the labels derived from its stored ones,
+    e.g. camera_view from camera_pitch); a dataset generated before those files existed gets them recomputed from
+    each scene's seed (geometry and primary rays only). Nothing is written. None for other datasets.
     """
     root = Path(data_root)
     meta_path = root / "meta.json"
@@ -102,13 +103,14 @@ def image_label_table(data_root: str | Path, split: str, indices: Sequence[int])
         return None
     path = root / split / IMAGE_LABELS_FILE
     if path.is_file():
-        table = json.loads(path.read_text())
+        table = derive_image_labels(json.loads(path.read_text()))
         rows = [{k: table[k][i] for k in IMAGE_LABEL_NAMES} for i in indices]
     else:
         meta = json.loads(meta_path.read_text())
         rows = [scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"], meta["width"]) for i in indices]
     frame = pd.DataFrame(rows, index=pd.Index(list(indices), name="image"))
-    frame["dominant_class"] = [class_name(DOMINANT_CLASS, int(c)) for c in frame["dominant_class"]]
+    for task in (DOMINANT_CLASS, CAMERA_VIEW):
+        frame[task.name] = [class_name(task, int(c)) for c in frame[task.name]]
     return frame.round(3)
 
 
