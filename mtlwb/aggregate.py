@@ -58,7 +58,7 @@ class SweepTable:
 
     @property
     def baseline_name(self) -> str:
-        return ", ".join(f"{k}={_text(v)}" for k, v in self.baseline.items()) or "none"
+        return ", ".join(f"{k}={_value_text(self.baseline, k)}" for k in self.baseline) or "none"   # None: "null"
 
     @property
     def delta_column(self) -> str:

@@ -313,3 +313,11 @@ def test_learning_curves_per_group_and_seed_and_their_figure(tmp_path):
         figures.sweep_learning_curves(curves, "normal")
     with pytest.raises(ValueError, match="split='train'"):
         figures.sweep_learning_curves(curves, "semantic", split="train")
+
+
+def test_a_null_baseline_value_is_named_null(tmp_path):
+    sweep = _write_paired(tmp_path / "p")
+    state = json.loads((sweep / "state.json").read_text())
+    state["baseline"] = {"task_prior": None}
+    (sweep / "state.json").write_text(json.dumps(state))
+    assert aggregate.load_table(sweep).delta_column == "Δ_MTL vs task_prior=null (%)"
