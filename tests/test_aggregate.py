@@ -321,3 +321,17 @@ def test_a_null_baseline_value_is_named_null(tmp_path):
     state["baseline"] = {"task_prior": None}
     (sweep / "state.json").write_text(json.dumps(state))
     assert aggregate.load_table(sweep).delta_column == "Δ_MTL vs task_prior=null (%)"
+
+
+@pytest.mark.slow
+def test_report_shows_claims_curves_and_the_per_source_table(tmp_path):
+    sweep = _write_claims_sweep(tmp_path / "c", [{"name": "B > A", "group": {"method": "b"}, "vs": {"method": "a"}}])
+    for path in sweep.glob("*/metrics.json"):
+        record = json.loads(path.read_text())
+        record["final_by_source"] = {"B": {"semantic": {"miou": 0.123456}, "depth": {"abs_err": 9.0}}}
+        record["history"] = [{"epoch": 1, "train": {"semantic": 1.0, "total": 1.0}, "eval": record["final"]}]
+        path.write_text(json.dumps(record))
+    html = aggregate.render_report(sweep).read_text()
+    assert "claim B &gt; A: supported" in html or "claim B > A: supported" in html
+    assert "evaluated on" in html and "0.1235" in html               # the per-source table
+    assert "Learning curves" in html and "train loss: semantic" in html

@@ -336,6 +336,12 @@ write("notebooks/ablation_report.ipynb", [
            "        print(note)\n"
            "    if not table.failures.empty:\n"
            "        display(table.failures)", IGNORE),
+    md("## Per evaluated source\nRuns with several training sources (`sources=`) evaluate each source's own test "
+       "split (main = the config's `data_root`, the tables above); last epoch, mean ± std over seeds. Empty for a "
+       "sweep of single-source runs."),
+    tagged("by_source = aggregate.source_table(table) if table else None\n"
+           "by_source if by_source is not None and not by_source.empty else print(\"no run evaluated another source\")",
+           IGNORE),
     md("## Metric per group\nPrimary metric per group: bars = mean, error bars = std over seeds, circles = seeds."),
     tagged("for task in table.tasks if table else []:\n"
            "    aggregate.bar_chart(table, task.name).show()", IGNORE),
