@@ -298,7 +298,8 @@ def test_shipped_task_prior_sweep_validates_and_fits_the_budget():
     path = REPO / "sweeps" / "task_prior.yaml"
     spec = load_spec(path)
     runs = spec.runs()
-    assert spec.name == "task_prior" and len(runs) <= 12
+    assert spec.name == "task_prior" and len(runs) == 2 * 3 * 3          # methods × priors × seeds
+    assert {r.params["seed"] for r in runs} == {0, 1, 2}                # ≥ 3 paired seeds: intervals exist
     assert {r.params["method"] for r in runs} == {"tpkr", "mtpsl"}
     baselines = [r for r in runs if spec.is_baseline(r.params)]
     assert baselines and all(r.params.get("task_prior") is None for r in baselines)

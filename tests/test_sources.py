@@ -185,7 +185,8 @@ def test_shipped_sources_sweep_validates():
 
     spec = load_spec("sweeps/sources.yaml")
     runs = spec.runs()
-    assert len(runs) <= 8
+    assert len(runs) == 4 * 2 * 3                       # methods × with/without B × seeds
+    assert {r.params["seed"] for r in runs} == {0, 1, 2}  # ≥ 3 paired seeds: intervals exist
     with_b = [r for r in runs if r.effective["sources"]]
     assert len(with_b) == len(runs) // 2
     assert with_b[0].effective["sources"][0]["generate"]["style"] == "B"
