@@ -32,7 +32,7 @@ from .data.sources import sources_text
 from .io import atomic_write_text, read_json
 from .metrics import delta_mtl
 from .records import label_split_text
-from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, verdict_line
+from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, holm, verdict_line
 from .tasks import TaskSpec
 
 NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
@@ -362,6 +362,7 @@ class ClaimResult:
     group: str
     vs: str
     comparison: Comparison
+    p_holm: float = math.nan    # the paired t-test's p, Holm-adjusted over every claim result of the sweep
 
     @property
     def verdict(self) -> str:
@@ -377,7 +378,8 @@ class ClaimResult:
         return "consistent (level, interval includes 0)" if self.relation == ">=" else "not shown (interval includes 0)"
 
     def line(self) -> str:
-        return f"claim {self.claim}: {self.verdict} — {verdict_line(self.group, self.vs, self.comparison)}"
+        holm_text = "" if math.isnan(self.p_holm) else f"; Holm-adjusted p={self.p_holm:.2g}"
+        return f"claim {self.claim}: {self.verdict} — {verdict_line(self.group, self.vs, self.comparison)}{holm_text}"
 
 
 def _selects(row: pd.Series, selector: dict[str, Any]) -> bool:
@@ -408,6 +410,8 @@ def evaluate_claims(table: SweepTable, claims: list[dict[str, Any]]) -> list[Cla
         if not found:
             table.notes.append(f"claim {name}: no completed pair of groups matches group={claim['group']} "
                                f"vs={claim['vs']}")
+    for result, p in zip(out, holm([r.comparison.delta.p_value for r in out])):
+        result.p_holm = p
     return out
 
 

@@ -267,6 +267,9 @@ def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_pat
     assert got[("C ≥ B", "randomlabel")].verdict.startswith("consistent")
     assert got[("C > B", "randomlabel")].verdict.startswith("not shown")
     assert any(n.startswith("claim D > A: no completed pair") for n in table.notes)
+    from mtlwb.stats import holm
+    assert [c.p_holm for c in table.claims] == pytest.approx(holm([c.comparison.delta.p_value for c in table.claims]))
+    assert "Holm-adjusted p=" in got[("C ≥ B", "randomlabel")].line()
     lines = aggregate.verdicts(table)
     assert lines[0].startswith("claim B > A: supported (significantly better) — b · label_setting=onelabel vs a")
     assert (tmp_path / "c" / "summary.md").exists() is False

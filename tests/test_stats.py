@@ -109,3 +109,12 @@ def test_relative_change_is_signed_so_that_positive_is_better():
     assert relative_change(0.55, 0.5, lower_is_better=False) == pytest.approx(10.0)
     assert relative_change(0.9, 1.0, lower_is_better=True) == pytest.approx(10.0)
     assert math.isnan(relative_change(0.3, 0.0, lower_is_better=False))
+
+
+def test_holm_adjustment_by_hand():
+    from mtlwb.stats import holm
+
+    # sorted 0.01, 0.02, 0.04 of 3 tests: 3·0.01 = 0.03, max(0.03, 2·0.02) = 0.04, max(0.04, 1·0.04) = 0.04
+    assert holm([0.04, 0.01, math.nan, 0.02]) == pytest.approx([0.04, 0.03, math.nan, 0.04], nan_ok=True)
+    assert holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])            # capped at 1, monotone
+    assert holm([]) == []
