@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig
-from .io import read_json
+from .io import move_aside, read_json
 from .train import CHECKPOINT, METRICS, Experiment, build_experiment, load_experiment, load_record, train
 
 # what a run must share with the notebook's config to stand in for it: the same problem (data, tasks, labels) and
@@ -99,10 +99,7 @@ def notebook_run(run_dir: str | Path | None, config: ExperimentConfig,
                 else {"status": ("unfinished", "finished")})
         if not diff:
             return own
-        n = 1
-        while own.with_name(f"{own.name}.stale-{n}").exists():
-            n += 1
-        aside = own.rename(own.with_name(f"{own.name}.stale-{n}"))
+        aside = move_aside(own)
         print(f"{str(own)!r} held a run of other parameters ("
               + ", ".join(f"{k}={a!r}, wanted {b!r}" for k, (a, b) in diff.items())
               + f"): moved to {str(aside)!r}, training this notebook's run")

@@ -51,6 +51,16 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def move_aside(path: str | Path) -> Path:
+    """Rename ``path`` to the first free ``<name>.stale-<n>`` beside it and return the new path: a run that is not
+    reused is kept, never deleted or overwritten."""
+    path = Path(path)
+    n = 1
+    while path.with_name(f"{path.name}.stale-{n}").exists():
+        n += 1
+    return path.rename(path.with_name(f"{path.name}.stale-{n}"))
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -96,7 +96,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from .io import atomic_write_json, read_json
+from .io import atomic_write_bytes, atomic_write_json, move_aside, read_json
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_ROOT = Path("reports/sweeps")
@@ -371,8 +371,6 @@ def code_fingerprint(package: Path | None = None) -> str:
 def snapshot_notebook(notebook: str | Path, sweep_dir: Path) -> Path:
     """A copy of ``notebook`` in the sweep folder, named by its content hash (written atomically): the sweep runs
     the copy, so an edit of the notebook while the sweep runs does not reach its later runs."""
-    from .io import atomic_write_bytes
-
     data = Path(notebook).read_bytes()
     path = sweep_dir / f".notebook-{hashlib.sha256(data).hexdigest()[:12]}.ipynb"
     if not path.is_file():
@@ -648,8 +646,7 @@ def plan_runs(state: SweepState, runs: list[RunSpec], sweep_dir: Path) -> tuple[
             continue
         diff = config_differences(recorded, wanted)
         if diff:
-            aside = _free_name(run_dir)
-            run_dir.rename(aside)
+            aside = move_aside(run_dir)
             notes.append(f"NOT REUSED {run.run_id}: its record holds another effective config "
                          f"({_differences_text(diff)}); moved to {aside.name}, re-running")
             todo.append(run)
@@ -668,8 +665,8 @@ def reuse_runs(state: SweepState, todo: list[RunSpec], sweep_dir: Path,
     left, notes = [], []
     for run in todo:
         wanted = _expected_config(run)
-        source = next((d / run.run_id for d in others
-                       if wanted is not None and _finished_with(d / run.run_id, wanted)), None)
+        source = None if wanted is None else next(
+            (d / run.run_id for d in others if _finished_with(d / run.run_id, wanted)), None)
         if source is None:
             left.append(run)
             continue
@@ -678,7 +675,7 @@ def reuse_runs(state: SweepState, todo: list[RunSpec], sweep_dir: Path,
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
         if run_dir.exists():
-            run_dir.rename(_free_name(run_dir))
+            move_aside(run_dir)
         tmp.rename(run_dir)
         other = read_json(source.parent / STATE)["runs"].get(run.run_id, {}) if (source.parent / STATE).is_file() \
             else {}
@@ -695,13 +692,6 @@ def _finished_with(run_dir: Path, wanted: dict[str, Any]) -> bool:
         return False
     record = read_json(metrics)
     return record.get("status") == "completed" and not config_differences(record.get("config", {}), wanted)
-
-
-def _free_name(run_dir: Path) -> Path:
-    n = 1
-    while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
-        n += 1
-    return run_dir.with_name(f"{run_dir.name}.stale-{n}")
 
 
 def label_split_fallbacks(sweep_dir: Path, run_ids: list[str]) -> dict[str, str]:

@@ -171,14 +171,14 @@ def add_image_labels(root: str | Path, progress: bool = True) -> Path:
     tables = {split: _derived_columns(root / split / IMAGE_LABELS_FILE, meta[f"n_{split}"])
               if _labels_version(meta) else None for split in SPLITS}
     total = sum(meta[f"n_{split}"] for split in SPLITS if tables[split] is None)
+    style = SceneStyle(**meta.get("style", style_record(DEFAULT_STYLE)))
     with tqdm(total=total, desc="image-level labels", disable=not progress or not total) as bar:
         for split in SPLITS:
             if tables[split] is None:
                 rows = []
                 for i in range(meta[f"n_{split}"]):
                     rows.append(scene_image_labels(scene_seed(meta["seed"], split, i), meta["height"],
-                                                   meta["width"],
-                                                   SceneStyle(**meta.get("style", style_record(DEFAULT_STYLE)))))
+                                                   meta["width"], style))
                     bar.update(1)
                 tables[split] = _label_columns(rows)
             atomic_write_json(root / split / IMAGE_LABELS_FILE, tables[split])
