@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--root", default="data/scenes-64x80")
     g.add_argument("--n-train", type=int, default=2000)
     g.add_argument("--n-val", type=int, default=500)
-    g.add_argument("--height", type=int, default=64)
-    g.add_argument("--width", type=int, default=80)
+    g.add_argument("--height", type=int, default=None, help="default: H of a root named scenes-<H>x<W>, else 64")
+    g.add_argument("--width", type=int, default=None, help="default: W of a root named scenes-<H>x<W>, else 80")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--style", default="default",
                    help="rendering style: default, B, or a JSON dict of mtlwb.data.style.SceneStyle fields")

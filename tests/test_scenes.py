@@ -168,3 +168,19 @@ def test_seeds_split_disjoint() -> None:
     train = {gen.scene_seed(0, "train", i) for i in range(200)}
     val = {gen.scene_seed(0, "val", i) for i in range(200)}
     assert len(train) == 200 and not train & val
+
+
+def test_ensure_dataset_takes_the_size_from_the_root_name(tmp_path) -> None:
+    """data_root: .../scenes-16x24 on a fresh clone generates 16x24 scenes; explicit sizes and other names win."""
+    from mtlwb.data import ensure_dataset, scene_size_from_root
+
+    assert scene_size_from_root("data/scenes-32x40") == {"height": 32, "width": 40}
+    assert scene_size_from_root("data/scenes-32x40-B") == {} and scene_size_from_root("data/mine") == {}
+    root = ensure_dataset(tmp_path / "scenes-16x24", n_train=2, n_val=1, progress=False)
+    meta = json.loads((root / "meta.json").read_text())
+    assert (meta["height"], meta["width"]) == (16, 24)
+    assert np.load(root / "train" / "image" / "0.npy").shape == (16, 24, 3)
+    other = ensure_dataset(tmp_path / "scenes-16x24-copy", n_train=1, n_val=1, height=16, width=16, progress=False)
+    assert json.loads((other / "meta.json").read_text())["width"] == 16
+    with pytest.raises(ValueError, match="different dataset"):   # a name that lies about a complete copy is no help
+        gen.generate_dataset(root, n_train=2, n_val=1, height=32, width=40, progress=False)

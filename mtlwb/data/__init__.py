@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,20 @@ if TYPE_CHECKING:
 __all__ = ["MAIN_SOURCE", "MultiTaskFolder", "SourceMixture", "Splits", "TrainingSource", "add_image_labels",
            "build_datasets", "build_splits", "build_training_sources", "dataset_is_complete", "ensure_dataset",
            "ensure_sources", "generate_dataset", "has_image_labels", "label_mask", "make_mask", "missing_image_labels",
-           "render_scene", "validation_ids", "NUM_CLASSES"]
+           "render_scene", "scene_size_from_root", "validation_ids", "NUM_CLASSES"]
 
 DEFAULT_SCENES = {"n_train": 2000, "n_val": 500, "height": 64, "width": 80}
+_SIZE_IN_NAME = re.compile(r"scenes-(\d+)x(\d+)$")
+
+
+def scene_size_from_root(root: str | Path) -> dict[str, int]:
+    """``{"height": H, "width": W}`` from a root named ``scenes-<H>x<W>`` (e.g. data/scenes-32x40), else {}.
+
+    Why: a sweep or notebook that names ``data_root: data/scenes-32x40`` should get 32x40 scenes generated on a
+    fresh clone, not the 64x80 default under a misleading name.
+    """
+    m = _SIZE_IN_NAME.search(Path(root).name)
+    return {"height": int(m.group(1)), "width": int(m.group(2))} if m else {}
 
 
 def ensure_dataset(root: str | Path = "data/scenes-64x80", tasks: Sequence[str] = (), image_labels: bool = False,
@@ -42,10 +54,14 @@ def ensure_dataset(root: str | Path = "data/scenes-64x80", tasks: Sequence[str] 
     A copy generated before image-level labels existed, or before some of them did (an older labels version in
     meta.json, e.g. without camera_view), is extended in place (``add_image_labels``: atomic, the dense files
     untouched) when ``image_labels`` is set or ``tasks`` names an image-level task, and says which labels it adds.
+    A root named ``scenes-<H>x<W>`` is generated at that size unless ``height``/``width`` are given.
     """
     root = Path(root)
     if not dataset_is_complete(root):
-        return generate_dataset(root, progress=progress, **{**DEFAULT_SCENES, **kwargs})
+        size = {k: v for k, v in kwargs.items() if k in ("height", "width") and v is not None}
+        rest = {k: v for k, v in kwargs.items() if k not in ("height", "width")}
+        return generate_dataset(root, progress=progress,
+                                **{**DEFAULT_SCENES, **scene_size_from_root(root), **size, **rest})
     wanted = image_labels or any(t in IMAGE_LEVEL_TASKS for t in tasks)
     if wanted and not has_image_labels(root):
         print(f"{root}: adding the image-level labels {missing_image_labels(root)} in place (the dense files stay "
