@@ -577,8 +577,8 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
 
     jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.effective, **override}, str(cwd)),
              {"expected_config": _expected_config(r), "code": code}) for r in todo]
-    for rid, _, _ in jobs:
-        state.update(rid, status="running", error=None)
+    for rid, _, _ in jobs:   # handed to the workers: running, or waiting for a free one (not yet "running")
+        state.update(rid, status="queued", error=None)
     bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
     try:
         if scheduler:
@@ -734,7 +734,7 @@ def _run_local(jobs: list[tuple[str, tuple, dict]], workers: int, record: Callab
             record(rid, result)
             n_failed += result["status"] != "completed"
             _tick(bar, n_failed)
-    finally:  # on Ctrl-C, do not start queued runs; the ones in flight stay "running" and are redone next time
+    finally:  # on Ctrl-C, do not start queued runs; they and the ones in flight stay "queued", redone next time
         pool.shutdown(wait=False, cancel_futures=True)
 
 

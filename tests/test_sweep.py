@@ -393,6 +393,24 @@ def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerpri
         assert code == sweep_module.code_fingerprint()
 
 
+def test_runs_handed_to_the_workers_are_queued_until_they_finish(tmp_path, monkeypatch):
+    """state.json must not call a run "running" while it waits for a free worker."""
+    import mtlwb.sweep as sweep_module
+
+    seen = []
+
+    def fake_run_local(jobs, workers, record, bar):
+        state = json.loads((tmp_path / "t" / "state.json").read_text())
+        seen.extend(state["runs"][rid]["status"] for rid, _, _ in jobs)
+        record(jobs[0][0], {"status": "completed", "error": None, "notebook": None, "seconds": 0.0})
+
+    monkeypatch.setattr(sweep_module, "_run_local", fake_run_local)
+    run_sweep(_spec(), root=tmp_path, summarize=False)
+    assert seen == ["queued", "queued"]
+    runs = json.loads((tmp_path / "t" / "state.json").read_text())["runs"]
+    assert sorted(r["status"] for r in runs.values()) == ["completed", "queued"]
+
+
 @pytest.mark.parametrize("claims, key", [
     ("B > A", "sweep claims="),
     ([{"name": "x", "group": {"method": "tpkr"}}], r"claims\[0\].vs="),

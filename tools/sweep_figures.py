@@ -1,0 +1,52 @@
+"""The README's copy of a finished sweep: ``docs/results/<name>_summary.md`` and its figures in ``docs/img``.
+
+Why a tool: every table and chart the README shows of a sweep should be remade by one command from the sweep's
+folder, not by hand. It writes the sweep's ``summary.md`` (claims and verdicts first), the paired-change chart
+of Δ_MTL (and of any task asked for) and the learning curves of the tasks asked for (validation metric and
+training loss per group: what shows the over-fitting regime).
+
+    python tools/sweep_figures.py reports/sweeps/regime --change delta_mtl --curves normal --curves semantic
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from mtlwb.aggregate import learning_curves, load_table, write_summary
+from mtlwb.figures.change import change_chart
+from mtlwb.figures.export import write_png
+from mtlwb.figures.sweep_curves import sweep_learning_curves
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a finished sweep, e.g. reports/sweeps/regime")
+    parser.add_argument("--name", default=None, help="file prefix (default: the sweep folder's name)")
+    parser.add_argument("--change", action="append", default=None, help="delta_mtl or a task (repeatable)")
+    parser.add_argument("--curves", action="append", default=[], help="a task whose learning curves to draw")
+    parser.add_argument("--out", type=Path, default=REPO / "docs", help="holds results/ and img/")
+    args = parser.parse_args(argv)
+    name = args.name or args.sweep_dir.name
+    summary = write_summary(args.sweep_dir)
+    (args.out / "results").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(summary, args.out / "results" / f"{name}_summary.md")
+    table = load_table(args.sweep_dir)
+    written = [args.out / "results" / f"{name}_summary.md"]
+    for key in args.change or ["delta_mtl"]:
+        written.append(write_png(change_chart(table, key), args.out / "img" / f"{name}_change_{key}.png"))
+    curves = learning_curves(args.sweep_dir, table) if args.curves else None
+    for task in args.curves:
+        metric = next(t.primary_metric for t in table.tasks if t.name == task)
+        fig = sweep_learning_curves(curves, task, metric)
+        written.append(write_png(fig, args.out / "img" / f"{name}_curves_{task}.png"))
+    for path in written:
+        print(path or "(a PNG was not written: see the warning above)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
