@@ -218,3 +218,28 @@ def test_png_export_with_system_browser(tmp_path):
         pytest.skip("no system Chromium/Chrome (install: apt-get install -y chromium)")
     png = export.write_png(affinity.affinity_heatmap(np.eye(2), ["a", "b"]), tmp_path / "h.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_export_retries_a_failed_render_once(tmp_path, monkeypatch):
+    """A render that fails once (kaleido under load) is retried; two failures give a warning and no file."""
+    monkeypatch.setattr(export, "find_browser", lambda: "/usr/bin/chromium")
+    fig = affinity.affinity_heatmap(np.eye(2), ["a", "b"])
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+        return b"\x89PNG\r\n\x1a\nfake"
+
+    monkeypatch.setattr(type(fig), "to_image", flaky)
+    assert export.write_png(fig, tmp_path / "h.png").read_bytes().startswith(b"\x89PNG")
+    assert len(calls) == 2
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no render")
+
+    monkeypatch.setattr(type(fig), "to_image", broken)
+    with pytest.warns(export.PNGExportUnavailable, match="failed twice"):
+        assert export.write_png(fig, tmp_path / "g.png") is None
+    assert not (tmp_path / "g.png").exists()

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     table = load_table(args.sweep_dir)
     written = [args.out / "results" / f"{name}_summary.md"]
     for key in args.change or ["delta_mtl"]:
-        written.append(write_png(change_chart(table, key), args.out / "img" / f"{name}_change_{key}.png"))
+        written.append(write_png(change_chart(table, key), args.out / "img" / f"{name}_change_{key}.png",
+                                 width=1000, height=480))   # room for long group labels and the title
     curves = learning_curves(args.sweep_dir, table) if args.curves else None
     for task in args.curves:
         metric = next(t.primary_metric for t in table.tasks if t.name == task)

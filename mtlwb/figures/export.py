@@ -55,13 +55,16 @@ def write_png(fig: go.Figure, path: str | Path, scale: float = 1.0, width: int |
         warnings.warn(NO_BROWSER_MESSAGE, PNGExportUnavailable, stacklevel=2)
         return None
     os.environ["BROWSER_PATH"] = browser          # kaleido/choreographer read it: never fetch a browser
-    try:
-        data = fig.to_image(format="png", scale=scale, width=width, height=height)
-    except Exception as e:  # noqa: BLE001  (kaleido wraps browser failures in several types)
-        warnings.warn(f"PNG export of {Path(path).name} failed with browser {browser!r}: {e}; "
-                      "the interactive HTML was still written.", PNGExportUnavailable, stacklevel=2)
-        return None
-    return atomic_write_bytes(path, data)
+    error = None
+    for _ in range(2):   # a loaded machine sometimes fails a render once ("kaleido_scopes is not defined"): retry
+        try:
+            data = fig.to_image(format="png", scale=scale, width=width, height=height)
+            return atomic_write_bytes(path, data)
+        except Exception as e:  # noqa: BLE001  (kaleido wraps browser failures in several types)
+            error = e
+    warnings.warn(f"PNG export of {Path(path).name} failed twice with browser {browser!r}: {error}; "
+                  "the interactive HTML was still written.", PNGExportUnavailable, stacklevel=2)
+    return None
 
 
 def export_figure(fig: go.Figure, directory: str | Path, name: str, png: bool = True,
