@@ -478,11 +478,12 @@ def describe(table: SweepTable) -> list[str]:
     return lines + table.notes
 
 
-def write_summary(sweep_dir: str | Path, select: str = "auto") -> Path:
+def write_summary(sweep_dir: str | Path, select: str = "auto", table: SweepTable | None = None) -> Path:
     """``summary.csv`` (every metric, mean/std/n, paired statistics) and ``summary.md`` (verdicts, primary
-    metrics, Δ_MTL with its paired interval, per-task paired changes, failures)."""
+    metrics, Δ_MTL with its paired interval, per-task paired changes, failures). ``table``: the sweep's
+    ``load_table(sweep_dir, select)`` when the caller already has it (then ``select`` is not used)."""
     sweep_dir = Path(sweep_dir)
-    table = load_table(sweep_dir, select)
+    table = table if table is not None else load_table(sweep_dir, select)
     atomic_write_text(sweep_dir / "summary.csv", table.summary.to_csv(index=False))
     md = [f"# Sweep `{table.name}`", ""]
     md += [f"**{line}**  " for line in verdicts(table)] + ([""] if table.comparisons or table.claims else [])

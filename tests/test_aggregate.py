@@ -338,3 +338,24 @@ def test_report_shows_claims_curves_and_the_per_source_table(tmp_path):
     assert "claim B &gt; A: supported" in html or "claim B > A: supported" in html
     assert "evaluated on" in html and "0.1235" in html               # the per-source table
     assert "Learning curves" in html and "train loss: semantic" in html
+
+
+def test_sweep_figures_tool_writes_the_readme_copy_and_checks_names_first(tmp_path, monkeypatch):
+    """tools/sweep_figures.py: summary copy + one PNG per chart asked; a wrong task name exits before any write."""
+    import importlib.util
+
+    tool_path = Path(__file__).resolve().parents[1] / "tools" / "sweep_figures.py"
+    spec = importlib.util.spec_from_file_location("sweep_figures", tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    pngs = []
+    monkeypatch.setattr(tool, "write_png", lambda fig, path, **kw: pngs.append(Path(path).name) or Path(path))
+    sweep = _write_paired(tmp_path / "p")
+    out = tmp_path / "docs"
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([str(sweep), "--out", str(out), "--curves", "normal"])
+    assert exit_info.value.code == 2 and not out.exists() and not (sweep / "summary.md").exists()
+    assert tool.main([str(sweep), "--out", str(out), "--name", "x", "--change", "delta_mtl",
+                      "--change", "semantic"]) == 0
+    assert (out / "results" / "x_summary.md").read_text() == (sweep / "summary.md").read_text()
+    assert pngs == ["x_change_delta_mtl.png", "x_change_semantic.png"]

@@ -18,6 +18,7 @@ from mtlwb.aggregate import learning_curves, load_table, write_summary
 from mtlwb.figures.change import change_chart
 from mtlwb.figures.export import write_png
 from mtlwb.figures.sweep_curves import sweep_learning_curves
+from mtlwb.stats import DELTA
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,18 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="holds results/ and img/")
     args = parser.parse_args(argv)
     name = args.name or args.sweep_dir.name
-    summary = write_summary(args.sweep_dir)
+    table = load_table(args.sweep_dir)
+    tasks = [t.name for t in table.tasks]
+    changes = args.change or [DELTA]
+    bad = [f"--change {k}" for k in changes if k not in (DELTA, *tasks)] + [
+        f"--curves {t}" for t in args.curves if t not in tasks]
+    if bad:                                   # before anything is written
+        parser.error(f"{', '.join(bad)}: allowed --change {[DELTA, *tasks]}, --curves {tasks}")
+    summary = write_summary(args.sweep_dir, table=table)
     (args.out / "results").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary, args.out / "results" / f"{name}_summary.md")
-    table = load_table(args.sweep_dir)
     written = [args.out / "results" / f"{name}_summary.md"]
-    for key in args.change or ["delta_mtl"]:
+    for key in changes:
         written.append(write_png(change_chart(table, key), args.out / "img" / f"{name}_change_{key}.png",
                                  width=1000, height=480))   # room for long group labels and the title
     curves = learning_curves(args.sweep_dir, table) if args.curves else None
     for task in args.curves:
-        metric = next(t.primary_metric for t in table.tasks if t.name == task)
-        fig = sweep_learning_curves(curves, task, metric)
+        fig = sweep_learning_curves(curves, task, table.tasks[tasks.index(task)].primary_metric)
         written.append(write_png(fig, args.out / "img" / f"{name}_curves_{task}.png"))
     for path in written:
         print(path or "(a PNG was not written: see the warning above)")

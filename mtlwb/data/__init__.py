@@ -58,10 +58,8 @@ def ensure_dataset(root: str | Path = "data/scenes-64x80", tasks: Sequence[str] 
     """
     root = Path(root)
     if not dataset_is_complete(root):
-        size = {k: v for k, v in kwargs.items() if k in ("height", "width") and v is not None}
-        rest = {k: v for k, v in kwargs.items() if k not in ("height", "width")}
-        return generate_dataset(root, progress=progress,
-                                **{**DEFAULT_SCENES, **scene_size_from_root(root), **size, **rest})
+        given = {k: v for k, v in kwargs.items() if not (k in ("height", "width") and v is None)}
+        return generate_dataset(root, progress=progress, **{**DEFAULT_SCENES, **scene_size_from_root(root), **given})
     wanted = image_labels or any(t in IMAGE_LEVEL_TASKS for t in tasks)
     if wanted and not has_image_labels(root):
         print(f"{root}: adding the image-level labels {missing_image_labels(root)} in place (the dense files stay "
