@@ -34,7 +34,7 @@ LR_SCHEDULES = ("step", "poly")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
                        "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
-                       "regression_loss": "l1", "sources": [], "task_prior": None}
+                       "regression_loss": "l1", "sources": [], "task_prior": None, "grad_clip": 0.0}
 
 
 @dataclass
@@ -77,6 +77,7 @@ class ExperimentConfig:
     lr_step: int = 0                       # epochs between lr decays; 0 = halfway through
     lr_gamma: float = 0.5
     weight_decay: float = 0.0
+    grad_clip: float = 0.0                 # clip the L2 norm of all gradients to this per step (0 = off)
     seed: int = 0
     # execution
     device: str = "auto"
@@ -137,6 +138,9 @@ class ExperimentConfig:
         _positive("lr_gamma", self.lr_gamma)
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay!r}: must be a number >= 0")
+        if isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float)) or not (
+                0 <= self.grad_clip < float("inf")):
+            raise ValueError(f"grad_clip={self.grad_clip!r}: must be a finite number >= 0 (0 = no clipping)")
 
     # --- derived -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

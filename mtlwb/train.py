@@ -39,7 +39,7 @@ from .data.augment import AugmentOptions, augment_batch
 from .data.registry import get_dataset
 from .data.views import make_views
 from .io import atomic_torch_save, atomic_write_json, read_json
-from .methods import Method, Step, build_method, forward_step, split_views
+from .methods import METHODS, Method, Step, build_method, forward_step, split_views
 from .metrics import MultiTaskMeter
 from .models import MultiTaskNet
 from .runtime import epoch_seed, resolve_device, seed_everything
@@ -81,7 +81,9 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     # one source: its training split as it is (shuffled below as always); several: their weighted mixture
     train_set = SourceMixture(sources) if len(sources) > 1 else main.train
     labelled = train_set.table if len(sources) > 1 else main.table
-    model = MultiTaskNet(tasks, config.backbone, config.backbone_weights, config.resolved_image_norm)
+    method_cls = METHODS[config.method]
+    model = MultiTaskNet(tasks, config.backbone, config.backbone_weights, config.resolved_image_norm,
+                         heads=not method_cls.owns_heads)          # a method that owns its heads gets none here
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
@@ -214,6 +216,9 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         dist_utils.sync_gradients(p for group in optimizer.param_groups for p in group["params"])
+        if cfg.grad_clip > 0:           # on the true (unscaled, rank-averaged) gradients, as a single process would
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         scaler.step(optimizer)          # skips the step if fp16 gradients overflowed, then lowers the scale
         scaler.update()
         terms["total"] = loss

@@ -21,7 +21,7 @@ PARAMETERS = ('dataset = "scenes"\n'
               '# label_setting: full, onelabel, randomlabel, ratio:depth=1.0,semantic=0.1 or a mask file\n'
               'label_setting = "onelabel"\n'
               'mask_seed = 0\n'
-              '# method: supervised, mtpsl, jtr, tpkr; method_options: its typed options (a dict)\n'
+              '# method: supervised, mtpsl, jtr, tpkr, diffusionmtl; method_options: its typed options (a dict)\n'
               'method = "supervised"\n'
               'method_options = {}\n'
               '# weighting: equal, uncertainty, dwa; task_weights: fixed factor per task loss, e.g. {"edge": 50.0}\n'
@@ -37,7 +37,7 @@ PARAMETERS = ('dataset = "scenes"\n'
               'normal_loss = "cosine"\n'
               '# regression_loss (image-level regression tasks): l1 or smooth_l1 of standardized values\n'
               'regression_loss = "l1"\n'
-              '# backbone: resnet_small, resnet18, resnet50, segnet\n'
+              '# backbone: resnet_small, resnet18, resnet50, segnet, resnet18_multiscale\n'
               '# backbone_weights: a local torchvision-layout file\n'
               'backbone = "resnet_small"\n'
               'backbone_weights = None\n'
@@ -47,6 +47,8 @@ PARAMETERS = ('dataset = "scenes"\n'
               'batch_size = 16\n'
               'lr = 0.001\n'
               'weight_decay = 0.0\n'
+              '# grad_clip: clip the L2 norm of all gradients to this per step (0 = off)\n'
+              'grad_clip = 0.0\n'
               '# lr_schedule: step (x lr_gamma every lr_step epochs, 0 = halfway) or poly (x (1 - epoch/epochs)^0.9)\n'
               'lr_schedule = "step"\n'
               'lr_step = 0\n'
@@ -103,7 +105,7 @@ cells = [
          "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"
          "    method=method, method_options=method_options, weighting=weighting, task_weights=task_weights,\n"
          "    loss_reduction=loss_reduction, edge_loss=edge_loss, normal_loss=normal_loss, image_norm=image_norm,\n"
-         "    regression_loss=regression_loss,\n"
+         "    regression_loss=regression_loss, grad_clip=grad_clip,\n"
          "    backbone=backbone, backbone_weights=backbone_weights, epochs=epochs, batch_size=batch_size, lr=lr,\n"
          "    weight_decay=weight_decay, lr_schedule=lr_schedule, lr_step=lr_step, lr_gamma=lr_gamma,\n"
          "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"

@@ -1,6 +1,6 @@
 """Partial-label multi-task methods, one file each, behind ``Method``."""
 
-from . import jtr, mtpsl, supervised, tpkr  # noqa: F401  (registers)
+from . import diffusionmtl, jtr, mtpsl, supervised, tpkr  # noqa: F401  (registers)
 from .base import (
     METHODS,
     LossTerms,

@@ -6,6 +6,12 @@ optimizer through ``parameter_groups``) and may turn the shared feature into
 per-task features before the heads (``refine``). The trainer only ever calls
 these methods, so adding a method never touches the trainer.
 
+A method whose predictions are not "the model's head applied to a task feature" (DiffusionMTL: a denoising chain
+and its own readout heads; in training only the labelled tasks of a sample are denoised) sets ``owns_heads``: the
+model is then built without heads and ``forward_step`` asks the method's ``decode`` for the predictions. Its
+``decode`` may differ between training and evaluation (the trainer reads training-mode predictions only through
+``losses``); evaluation and figures always see ``decode`` in eval mode.
+
 Prior knowledge of task relations (``ExperimentConfig.task_prior``, parsed by ``mtlwb.priors``) reaches a method
 as ``task_prior``, a [T, T] tensor (rows/columns in task order) or None, set by ``build_method`` through
 ``use_task_prior``; each method documents what it does with it (nothing, by default).
@@ -107,6 +113,8 @@ class NoOptions:
 class Method(nn.Module):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    #: the method makes the predictions itself (``decode``); the model is built without heads (see module docstring)
+    owns_heads: ClassVar[bool] = False
     #: form and normalization of the supervised losses; set from the config by ``build_method``
     loss_options: LossOptions = LossOptions()
 
@@ -138,6 +146,10 @@ class Method(nn.Module):
     def refine(self, features: torch.Tensor, images: torch.Tensor) -> Refined:
         """Default: every head reads the shared feature unchanged."""
         return Refined({t.name: features for t in self.tasks})
+
+    def decode(self, refined: Refined, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Predictions of a method with ``owns_heads`` (dense [B, C, *size], image-level [B, C])."""
+        raise NotImplementedError(f"{type(self).__name__}.decode: only a method with owns_heads = True predicts")
 
     def supervised_losses(self, step: Step) -> dict[str, torch.Tensor]:
         return {t.name: task_loss(t, step.predictions[t.name], step.targets[t.name], step.labelled[:, i],
@@ -231,8 +243,10 @@ def split_views(step: Step, count: int) -> Step:
 
 def forward_step(model: nn.Module, method: Method, images: torch.Tensor) -> tuple[
         torch.Tensor, Refined, dict[str, torch.Tensor]]:
-    """encode -> method.refine -> decode; the same path for training and evaluation."""
+    """encode -> method.refine -> decode (the model's heads, or the method's own with ``owns_heads``); the same path
+    for training and evaluation."""
     features = model.encode(images)
     refined = method.refine(features, images)
-    predictions = model.decode(refined.task_features, images.shape[-2:])
+    size = images.shape[-2:]
+    predictions = method.decode(refined, size) if method.owns_heads else model.decode(refined.task_features, size)
     return features, refined, predictions

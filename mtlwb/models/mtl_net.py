@@ -16,11 +16,12 @@ from torch import nn
 from ..ops import channel_normalize
 from ..tasks import TaskSpec
 from .heads import ASPPHead, ImageLevelHead, LightHead
-from .resnet import load_backbone_weights, resnet18, resnet50, resnet_small
+from .resnet import load_backbone_weights, resnet18, resnet18_multiscale, resnet50, resnet_small
 from .segnet import SegNet, SegNetHead
 
 # "segnet": the MTAN/MTPSL/JTR SegNet; its shared feature is the full-resolution 64-channel decoder output.
-BACKBONES = ("resnet_small", "resnet18", "resnet50", "segnet")
+# "resnet18_multiscale": ResNet-18's four stages resized to stride 8 and concatenated (960 channels; DiffusionMTL's).
+BACKBONES = ("resnet_small", "resnet18", "resnet50", "segnet", "resnet18_multiscale")
 # "imagenet": images in [0, 1] are standardized by the ImageNet statistics that pretrained backbones expect
 # (MTL-PyTorch's PASCAL-Context pipeline); the data itself stays in [0, 1] for figures and augmentation.
 IMAGE_NORMS = ("auto", "none", "imagenet")
@@ -35,14 +36,19 @@ def build_encoder(name: str) -> nn.Module:
         return resnet18(dilated=True)
     if name == "resnet50":
         return resnet50(dilated=True)
+    if name == "resnet18_multiscale":
+        return resnet18_multiscale()
     if name == "segnet":
         return SegNet()
     raise ValueError(f"backbone={name!r}: allowed {BACKBONES}")
 
 
 class MultiTaskNet(nn.Module):
+    """``heads=False``: the encoder only, for a method that turns features into predictions itself
+    (``Method.owns_heads``, e.g. DiffusionMTL's denoiser and its readout heads); ``decode`` is then refused."""
+
     def __init__(self, tasks: Sequence[TaskSpec], backbone: str = "resnet_small",
-                 backbone_weights: str | None = None, image_norm: str = "none") -> None:
+                 backbone_weights: str | None = None, image_norm: str = "none", heads: bool = True) -> None:
         super().__init__()
         if image_norm not in ("none", "imagenet"):
             raise ValueError(f"image_norm={image_norm!r}: allowed 'none', 'imagenet' (config 'auto' resolves to one)")
@@ -57,7 +63,7 @@ class MultiTaskNet(nn.Module):
         head = {"resnet_small": LightHead, "segnet": SegNetHead}.get(backbone, ASPPHead)
         self.heads = nn.ModuleDict({t.name: ImageLevelHead(self.feature_channels, t.channels, loc=t.loc, scale=t.scale)
                                     if t.image_level else head(self.feature_channels, t.channels)
-                                    for t in self.tasks})
+                                    for t in self.tasks} if heads else {})
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> shared feature [B, C, H/8, W/8] (SegNet: [B, 64, H, W])."""
@@ -67,6 +73,9 @@ class MultiTaskNet(nn.Module):
 
     def decode(self, task_features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Per-task features -> predictions: dense tasks [B, C, *size] (normals unit vectors), image-level [B, C]."""
+        if not len(self.heads):
+            raise RuntimeError("MultiTaskNet was built without heads (heads=False: the method owns them); "
+                               "predict through mtlwb.methods.forward_step")
         preds = {}
         for t in self.tasks:
             out = self.heads[t.name](task_features[t.name], size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -101,6 +102,32 @@ def resnet18(dilated: bool = True) -> ResNet:
 
 def resnet50(dilated: bool = True) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], dilated)
+
+
+class MultiScaleResNet(ResNet):
+    """A ResNet (strides 4, 8, 16, 32; no dilation) whose four stage outputs are resized bilinearly to half the
+    stride-4 size (stride 8) and concatenated: 64 + 128 + 256 + 512 = 960 channels for ResNet-18.
+
+    Why: DiffusionMTL's network (prismformore/DiffusionMTL ``models/diffusion_net.py``, like ATRC's and MTI-Net's
+    multi-scale heads) reads all stages, not only the deepest one; as a backbone, any method can use it.
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], widths: list[int]) -> None:
+        super().__init__(block, layers, widths, dilated=False)
+        self.out_channels = sum(w * block.expansion for w in widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        stages = []
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+            stages.append(x)
+        size = (stages[0].shape[-2] // 2, stages[0].shape[-1] // 2)            # stride 8 (int(h4 * 0.5))
+        return torch.cat([F.interpolate(s, size=size, mode="bilinear", align_corners=False) for s in stages], 1)
+
+
+def resnet18_multiscale() -> MultiScaleResNet:
+    return MultiScaleResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512])
 
 
 def resnet_small() -> ResNet:
