@@ -152,3 +152,46 @@ def write_pascal_id_rows(path: Path, table: np.ndarray, ids: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({sid: [int(v) for v in row] for sid, row in zip(ids, table)}, path)
     return path
+
+
+NYUD_IDS = {"train": ["0003", "0004", "0006", "0009", "0012"], "val": ["0001", "0002", "0013"]}
+
+
+def nyud_sample(h: int, w: int, seed: int) -> dict[str, np.ndarray]:
+    """Raw contents of one NYUD-v2 sample as stored: image uint8, segmentation uint8 (0 = unlabelled, 1..40),
+    depth float32 metres (0 = missing), normals uint8 RGB (decoded 2v/255 - 1), edge uint8 {0, 255}."""
+    rng = np.random.default_rng(seed)
+    seg = rng.integers(0, 41, (h, w)).astype(np.uint8)
+    depth = rng.uniform(0.7, 9.9, (h, w)).astype(np.float32)
+    depth[0, :3] = 0.0
+    return {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "segmentation": seg, "depth": depth,
+            "normals": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+            "edge": (rng.random((h, w)) > 0.85).astype(np.uint8) * 255}
+
+
+def write_nyud(root: Path, encoding: str = "invpt", ids: dict[str, list[str]] | None = None, h: int = 12,
+               w: int = 16, seed: int = 0) -> Path:
+    """NYUD-v2 as the multi-task line prepared it: <root>/gt_sets/{train,val}.txt and, per id,
+    ``encoding="invpt"`` (InvPT's NYUDv2.tar.gz, DiffusionMTL's link): images/.png, segmentation/.png,
+    depth/.npy, normals/.png, edge/.png; ``"atrc"`` (MTI-Net's NYUD_MT.tgz, ATRC): images/.jpg, segmentation/.png,
+    depth/.npy, normals/.npy (float, [-1, 1]), edge/.npy (float {0, 1})."""
+    ids = ids or NYUD_IDS
+    for split, names in ids.items():
+        _text(root / "gt_sets" / f"{split}.txt", "\n".join(names) + "\n")
+        for k, sid in enumerate(names):
+            s = nyud_sample(h, w, seed + 1000 * (split == "val") + k)
+            _img(root / "segmentation" / f"{sid}.png", s["segmentation"])
+            _save(root / "depth" / f"{sid}.npy", s["depth"])
+            if encoding == "invpt":
+                _img(root / "images" / f"{sid}.png", s["image"])
+                _img(root / "normals" / f"{sid}.png", s["normals"])
+                _img(root / "edge" / f"{sid}.png", s["edge"])
+            else:
+                path = root / "images" / f"{sid}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(s["image"]).save(path, quality=100)
+                normals = 2.0 * s["normals"].astype(np.float32) / 255.0 - 1.0
+                normals[-1, -1] = 0.0                                       # a zero vector: no valid normal
+                _save(root / "normals" / f"{sid}.npy", normals)
+                _save(root / "edge" / f"{sid}.npy", s["edge"].astype(np.float32) / 255.0)
+    return root

@@ -35,6 +35,8 @@ from ..tasks import IMAGE_LEVEL_TASKS, TaskSpec, make_tasks
 from .cityscapes import CityscapesFolder
 from .folder import MultiTaskFolder, dataset_num_classes
 from .id_masks import id_keyed_table, is_id_keyed, read_npy
+from .nyud import NYUD, NYUD_CLASSES, NYUD_TASKS
+from .nyud import LAYOUT as NYUD_LAYOUT
 from .masks import (
     MASK_FILE_SUFFIXES,
     NAMED_SETTINGS,
@@ -119,6 +121,10 @@ def _pascal_loader(root: Path, split: str, tasks: list[TaskSpec], limit: int | N
     return PascalContext(root, split, tasks, limit, size=DEFAULT_SIZE)
 
 
+def _nyud_loader(root: Path, split: str, tasks: list[TaskSpec], limit: int | None) -> Dataset:
+    return NYUD(root, split, tasks, limit)
+
+
 MTAN_LAYOUT = "<root>/{train,val}/{image,label,depth,normal}/<i>.npy"
 CITY_LAYOUT = "<root>/{train,val}/{image,label_7,label_19,depth}/<i>.npy"
 PASCAL_LAYOUT = "<root>/{JPEGImages,ImageSets/Context,semseg,human_parts,sal_distill,normals_distill,pascal-context}"
@@ -142,6 +148,11 @@ REGISTRY: dict[str, DatasetInfo] = {
                                   {"onelabel": "onelabel.npy", "randomlabel": "randomlabels.npy"},
                                   PASCAL_MASK_TASKS, PASCAL_MASK_KEYS, root_marker="ImageSets/Context",
                                   layout=PASCAL_LAYOUT),
+    # NYUD-v2 of MTI-Net / ATRC / DiffusionMTL (40 classes; data/nyud.py); MTPSL's NYUv2 files (DiffusionMTL's
+    # ssl_mapping/nyud_low) apply to gt_sets/train.txt in order
+    "nyud": DatasetInfo("nyud", NYUD_CLASSES, NYUD_TASKS, ("semantic", "depth", "normal"), _nyud_loader,
+                        {"onelabel": "onelabel.pth", "randomlabel": "randomlabels.pth"},
+                        ("semantic", "depth", "normal"), root_marker="gt_sets/train.txt", layout=NYUD_LAYOUT),
 }
 DATASET_NAMES = tuple(REGISTRY)
 
@@ -185,6 +196,11 @@ def published_table(info: DatasetInfo, path: Path, obj: object, n: int, task_nam
     if table.shape[0] < n or (exact and table.shape[0] != n):
         raise ValueError(f"mask file {str(path)!r}: {table.shape[0]} rows, expected one per training image "
                          f"({n}); is it the file of another dataset?")
+    uncovered = [t for t in task_names if t not in info.mask_tasks]
+    if uncovered:
+        raise ValueError(f"mask file {str(path)!r} has no column for tasks {uncovered} (its columns: "
+                         f"{list(info.mask_tasks)}); leave them out of tasks, or use label_setting full / ratio:... / "
+                         "a mask file of your own")
     cols = [info.mask_tasks.index(t) for t in task_names]
     table = table[:n, cols]
     check_every_task_labelled(table, task_names, str(path))
