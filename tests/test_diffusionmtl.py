@@ -268,6 +268,37 @@ def test_options_are_checked_before_any_work():
         ExperimentConfig(method="diffusionmtl", method_options={"diffusion_target": "x"})
 
 
+# --- paper configurations -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["diffusionmtl_pascal", "diffusionmtl_nyud", "diffusionmtl_nyuv2"])
+def test_paper_configurations_validate(name):
+    from pathlib import Path
+
+    from mtlwb.sweep import load_spec
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "benchmarks" / f"{name}.yaml"
+    spec = load_spec(path)
+    fixed = spec.fixed
+    assert (fixed["backbone"], fixed["lr"], fixed["weight_decay"], fixed["lr_schedule"], fixed["grad_clip"]) == (
+        "resnet18_multiscale", 2e-5, 1e-6, "poly", 10.0)                 # DiffusionMTL's released optimiser
+    assert fixed["normal_loss"] == "l1" and fixed["task_weights"]["normal"] == 30.0    # its L1 sums 3 channels
+    runs = spec.runs()
+    options = [r.params["method_options"] for r in runs if r.params["method"] == "diffusionmtl"]
+    assert options and all(o["arch"] == "reference" for o in options)
+    assert {r.params["label_setting"] for r in runs} == {"onelabel", "randomlabel"}
+    for run in runs:
+        ExperimentConfig(**run.effective)
+    text = path.read_text()
+    assert "table" in text and "Reproduces" in text and "iffer" in text      # names its table and what differs
+    if name == "diffusionmtl_pascal":
+        assert (fixed["epochs"], fixed["batch_size"], fixed["edge_loss"]) == (100, 6, "mtl_pytorch")
+        assert fixed["task_weights"] == {"semantic": 1.0, "parts": 2.0, "saliency": 5.0, "edge": 50.0,
+                                         "normal": 30.0}
+        assert {o.get("diffusion_target") for o in options} == {"feature", "prediction"}
+    else:
+        assert (fixed["epochs"], fixed["batch_size"], fixed["augment"]) == (200, 4, False)
+
+
 # --- gradient clipping (the released config clips the gradient norm at 10) -------------------------------------------
 
 def test_grad_clip_bounds_every_step(tiny_config, tmp_path):
