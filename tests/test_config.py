@@ -10,7 +10,7 @@ from mtlwb.config import ExperimentConfig, identity_dict
 
 
 @pytest.mark.parametrize("kw, pattern", [
-    ({"method": "mtl++"}, r"method='mtl\+\+': allowed \['jtr', 'mtpsl', 'supervised', 'tpkr'\]"),
+    ({"method": "mtl++"}, r"method='mtl\+\+': allowed \['diffusionmtl', 'jtr', 'mtpsl', 'supervised', 'tpkr'\]"),
     ({"label_setting": "some"}, r"label_setting='some'"),
     ({"epochs": -1}, r"epochs=-1: must be an integer >= 0"),
     ({"epochs": 2.5}, r"epochs=2.5"),
@@ -58,13 +58,14 @@ def test_options_added_later_keep_old_run_ids_at_their_defaults():
     """lr_schedule and task_weights came after runs were named: at their defaults they leave run_id as it was."""
     a = ExperimentConfig(seed=1)
     later = ("lr_schedule", "task_weights", "edge_loss", "normal_loss", "image_norm", "val_fraction", "val_seed",
-             "eval_every", "regression_loss", "sources", "task_prior")
+             "eval_every", "regression_loss", "sources", "task_prior", "grad_clip")
     legacy = {k: v for k, v in a.to_dict().items() if k not in later}
     assert identity_dict(a.to_dict()) == legacy
     assert "loss_reduction" in identity_dict(a.to_dict())     # it changed the numbers: old ids must not be reused
     assert ExperimentConfig(seed=1, lr_schedule="poly").run_id != a.run_id
     assert ExperimentConfig(seed=1, task_weights={"depth": 2.0}).run_id != a.run_id
     assert ExperimentConfig(seed=1, regression_loss="smooth_l1").run_id != a.run_id
+    assert ExperimentConfig(seed=1, grad_clip=10.0).run_id != a.run_id
 
 
 @settings(max_examples=80, deadline=None)
