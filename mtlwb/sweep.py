@@ -240,7 +240,7 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"sweep file {str(path)!r} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"sweep file {str(path)!r}: expected a mapping of {list(SPEC_KEYS)}")
         raw.setdefault("name", path.stem)
@@ -255,6 +255,19 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
     spec = SweepSpec(**raw)
     validate(spec)
     return spec
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a YAML syntax error becomes one ValueError line naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = f" ({e.context})" if getattr(e, "context", None) else ""
+        raise ValueError(f"sweep file {str(path)!r}: not valid YAML{where}: {problem}{context}; a text value "
+                         "holding ': ' or ' #' must be quoted") from None
 
 
 def validate(spec: SweepSpec) -> None:
