@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     prog = f"mtlwb {args.command}"
     if args.command != "train" and extra:
-        parser.error(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
+        print(f"{prog}: unrecognized arguments: {' '.join(extra)} (see {prog} --help)", file=sys.stderr)
+        return EXIT_REFUSED
     commands = {"generate": cmd_generate, "run-default": cmd_run_default, "sweep": cmd_sweep,
                 "eval-reference": cmd_eval_reference, "train": lambda a: cmd_train(a, extra)}
     try:
@@ -294,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:   # before any work was started (reading, validating): nothing to resume
-        print(f"{prog}: interrupted before any work started", file=sys.stderr)
+    except KeyboardInterrupt:   # outside a run's care (reading, validating, writing a report)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:   # the machine, not the input: a folder that became unwritable, a full disk
         if args.debug or e.filename is None:
