@@ -81,7 +81,8 @@ CLI exits non-zero.
 Dask (``scheduler="tcp://host:port"``): every run is submitted as a task that
 executes the notebook on a worker; the client process keeps the state file as
 futures complete; on Ctrl-C it sets a dask ``Event`` that the tasks watch (a
-task's run executes in a RunProcess of its own, which it stops). On several nodes, start ``dask scheduler`` on one node and
+task's run executes in a RunProcess of its own, which it stops). On several
+nodes, start ``dask scheduler`` on one node and
 ``dask worker tcp://host:8786 --nworkers K --nthreads 1`` on the others, with the
 repository (``data/``, ``reports/``, ``notebooks/``) on a shared filesystem
 mounted at the same path everywhere, and mtlwb installed in each worker's

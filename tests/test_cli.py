@@ -210,7 +210,7 @@ TASKS = [{"name": "depth", "kind": "depth", "channels": 1, "primary_metric": "ab
 
 def _fake_run_local(jobs, workers, record, bar):
     """Every run 'completes' at once with a metrics.json as the trainer writes it (depth error by method, seed)."""
-    for rid, (notebook, run_dir, params, cwd), kw in jobs:
+    for rid, (_, run_dir, params, _), kw in jobs:
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "train.ipynb").write_text("{}")

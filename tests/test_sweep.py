@@ -14,7 +14,6 @@ from fixtures_real import write_nyuv2
 
 from mtlwb import cli
 from mtlwb.config import ExperimentConfig
-from mtlwb.methods import METHODS
 from mtlwb.notebook_params import TRAIN_NOTEBOOK_ONLY
 from mtlwb.notebook_runner import notebook_parameters
 from mtlwb.sweep import (
