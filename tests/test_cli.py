@@ -240,3 +240,50 @@ def test_a_finished_sweep_prints_its_verdicts_and_main_table(tmp_path, capsys, m
     table_header = next(line for line in summary.splitlines() if line.startswith("|"))
     assert table_header in head and "Δ_MTL vs method=supervised" in table_header
     assert "## " not in head and len(head.splitlines()) < len(summary.splitlines())
+
+
+# --- papermill as a user runs it: -p gives text ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name, text, hint", [
+    ("tasks", "semantic", "give a list with -y"),
+    ("method_options", '{"use_tc": false}', """give a dict with -y, e.g. -y 'method_options: {"use_tc": false}'"""),
+])
+def test_papermill_p_of_a_list_or_dict_is_refused_with_the_y_hint(tmp_path, name, text, hint):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(TRAIN_NB), str(tmp_path / "out.ipynb"), parameters={name: text, "method": "tpkr"},
+                            kernel_name="python3", progress_bar=False, cwd=str(REPO))
+    assert e.value.ename == "ValueError" and f"parameter {name!r}={text!r} is text" in e.value.evalue
+    assert hint in e.value.evalue
+
+
+# --- local kernels ------------------------------------------------------------------------------------------
+def test_local_kernels_are_given_unix_sockets_with_a_short_unique_path():
+    from mtlwb.notebook_runner import local_kernel_config
+
+    a, b = local_kernel_config(), local_kernel_config()
+    if os.name != "posix":
+        pytest.skip("no Unix domain sockets here: kernels stay on TCP")
+    assert a.KernelManager.transport == "ipc" and a.KernelManager.ip != b.KernelManager.ip
+    assert len(a.KernelManager.ip) + len("-99999") < 100          # a Unix socket path has ~104 bytes
+
+
+@pytest.mark.slow
+def test_a_notebook_run_uses_ipc_and_prints_no_tcp_warning(tmp_path):
+    """What a sweep's runs and its report do (notebook_runner.execute), in a process of its own to see its stderr."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from ipykernel.kernelapp import IPKernelApp\n"
+                                  "print(IPKernelApp.instance().transport)")])
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    code = (f"from mtlwb.notebook_runner import execute; execute({str(tmp_path / 'in.ipynb')!r}, "
+            f"{str(tmp_path / 'out.ipynb')!r}, progress=False)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "without encryption" not in result.stdout + result.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[-1].outputs[0]["text"].strip() == "ipc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.ipynb"]   # no socket files left here

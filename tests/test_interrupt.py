@@ -166,7 +166,8 @@ def test_ctrl_c_stops_mtlwb_train_in_one_line_and_the_same_command_resumes(mediu
     tag = uuid.uuid4().hex
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mtlwb.cli", "train", "--data_root", str(medium_root), "--run_dir", str(run_dir),
-           "--epochs", str(EPOCHS), "--batch_size", "4", "--method", "jtr", "--progress", "false", "--device", "cpu"]
+           "--epochs", str(EPOCHS), "--batch_size", "8", "--method", "supervised", "--progress", "false",
+           "--device", "cpu"]
     returncode, out, err, seconds = _interrupt_once_a_checkpoint_exists(cmd, "run/checkpoint.pt", tmp_path, tag)
     assert returncode == 130 and seconds < 30, err
     line = _one_line(err, f"mtlwb train: interrupted; {run_dir} keeps its last finished epoch")
