@@ -314,12 +314,13 @@ def test_parallel_sweep_failure_isolation_resume_and_report(tmp_path):
 
     # resume through the CLI: completed runs are skipped (untouched), the failed one is redone -> exit 1
     mtimes = {rid: (sweep / rid / "metrics.json").stat().st_mtime_ns for rid in good}
-    bad_log = (sweep / bad_id / "kernel.log").stat().st_size
+    bad_notebook = (sweep / bad_id / "train.ipynb").stat().st_mtime_ns
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert cli.main(["sweep", str(path), "--root", str(tmp_path), "--no-report", "--workers", "1"]) == 1
     assert {rid: (sweep / rid / "metrics.json").stat().st_mtime_ns for rid in good} == mtimes
-    assert (sweep / bad_id / "kernel.log").stat().st_size > bad_log   # the failed run was executed again
+    assert (sweep / bad_id / "train.ipynb").stat().st_mtime_ns > bad_notebook   # the failed run was executed again
+    assert "without encryption" not in (sweep / bad_id / "kernel.log").read_text()   # IPC kernels
     assert sweep_runs(sweep)[bad_id]["status"] == "failed"
 
     from mtlwb.aggregate import render_report
@@ -350,6 +351,7 @@ def test_sweep_uses_config_defaults_and_prints_label_split_fallbacks(tmp_path, c
     assert f"LABEL SPLIT FALLBACK {fallback_id}: published file {nyuv2}/settings/randomlabels.pth not found" in out
     summary = (sweep / "summary.md").read_text()
     assert f"LABEL SPLIT FALLBACK in 1 run(s) ({fallback_id})" in summary and "eval_samples=null" in summary
+    assert cli.summary_head(sweep / "summary.md") in out and "Δ_MTL vs method=supervised" in out   # the table
 
 
 @pytest.mark.slow
