@@ -52,19 +52,19 @@ status change, by the one client allowed per sweep folder) plus each run's
 ``metrics.json``. A run is skipped only if both say completed and the config
 the record holds is the run's effective config; failed and interrupted runs
 are redone (the trainer resumes an interrupted run from its last epoch
-checkpoint). Killing the sweep loses only the runs in flight.
+checkpoint). Killing the sweep loses only the runs in flight. A completed run
+whose record holds another effective config (made before a default changed,
+or under the earlier id scheme that hashed only the YAML's keys) is never
+reused: the sweep re-runs that point under its new id and says so
+(``SweepResult.stale``, printed by ``report()``), as it does for every run
+whose record says its label split was a fallback (``SweepResult.fallbacks``).
 
 Ctrl-C (SIGINT): no further run starts; the runs in flight are stopped (their
 kernels shut down, SIGKILL after ``STOP_GRACE_S``), keep their last epoch's
 checkpoint and are recorded as ``interrupted`` in ``state.json`` (runs not
 started go back to ``pending``); the CLI prints one line saying how to resume
 and exits with status 130. The next run of the sweep resumes. A run process
-whose sweep process is killed stops its run as well. A completed run
-whose record holds another effective config (made before a default changed,
-or under the earlier id scheme that hashed only the YAML's keys) is never
-reused: the sweep re-runs that point under its new id and says so
-(``SweepResult.stale``, printed by ``report()``), as it does for every run
-whose record says its label split was a fallback (``SweepResult.fallbacks``).
+whose sweep process is killed stops its run as well.
 
 Frozen inputs: a sweep executes a snapshot of its notebook taken when it starts
 (``<sweep>/.notebook-<hash>.ipynb``), so saving the notebook in JupyterLab while a
@@ -611,7 +611,7 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
 
     jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.effective, **override}, str(cwd)),
              {"expected_config": _expected_config(r), "code": code}) for r in todo]
-    for rid, _, _ in jobs:   # to be run: "running" once a run process (or, with dask, the scheduler) has it
+    for rid, _, _ in jobs:   # to be run: "running" once a run process has it (dask: "queued" until it ends)
         state.update(rid, status="queued", error=None)
     bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
     try:
@@ -620,7 +620,6 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
         else:
             _run_local(jobs, workers or default_workers(), record, bar)
     except KeyboardInterrupt:
-        bar.close()
         raise _interrupt(spec, sweep_dir, state, [rid for rid, _, _ in jobs], interrupted) from None
     finally:
         bar.close()
