@@ -166,6 +166,7 @@ def cmd_run_default(args: argparse.Namespace) -> int:
 
     with refusing():
         spec = load_spec(QUICK_SWEEP)
+    check_writable(Path("reports/sweeps") / spec.name, "reports/sweeps")
     return _sweep(spec, args, device=args.device)
 
 

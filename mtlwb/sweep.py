@@ -786,7 +786,8 @@ class SweepInterrupted(Exception):
 
 class _StopRequests:
     """While active (in the main thread), Ctrl-C sets ``requested`` instead of raising KeyboardInterrupt wherever
-    the sweep happens to be (in the middle of writing state.json); a second Ctrl-C sets ``forced``."""
+    the sweep happens to be (in the middle of writing state.json); a second Ctrl-C sets ``forced``. A SIGINT that
+    is ignored (a sweep started in the background with ``&`` or ``nohup``) stays ignored."""
 
     def __init__(self) -> None:
         self.requested = self.forced = False
@@ -800,7 +801,8 @@ class _StopRequests:
         import signal
         import threading
 
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 

@@ -53,10 +53,15 @@ def _wait_until(condition, seconds: float, step: float = 0.1) -> bool:
     return condition()
 
 
+def _default_sigint() -> None:
+    """SIGINT as in a terminal's foreground job: a test run in the background (``&``, CI) inherits it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_once_a_checkpoint_exists(cmd: list[str], checkpoints: str, root: Path, tag: str):
     """Start ``cmd`` in a session of its own, SIGINT its process group after the first epoch's checkpoint."""
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tag), start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         assert _wait_until(lambda: any(root.glob(checkpoints)) or proc.poll() is not None, 600), "no epoch in time"
         assert proc.poll() is None, proc.communicate()
