@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 QUICK_SWEEP = Path("sweeps/quick.yaml")
+USAGE = """Multi-task learning workbench: generate | train | run-default | sweep | eval-reference.
+
+Bad input is refused before any work, in one line naming the parameter, with exit status 2 (--debug shows the
+traceback). Ctrl-C stops a command with one line saying how to resume, exit status 130."""
 EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
@@ -224,7 +228,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="mtlwb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="mtlwb", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of a refused input")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
