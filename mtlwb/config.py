@@ -92,7 +92,7 @@ class ExperimentConfig:
     eval_every: int = 1                    # evaluate every k epochs (and always after the last one)
 
     def __post_init__(self) -> None:
-        self.tasks = list(self.tasks)
+        self.tasks = _task_list(self.tasks)
         _choice("dataset", self.dataset, DATASETS)
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
@@ -200,6 +200,15 @@ class ExperimentConfig:
 def identity_dict(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict without the later-added options at their defaults: what names and identifies a run."""
     return {k: v for k, v in d.items() if not (k in _ID_SKIP_AT_DEFAULT and v == _ID_SKIP_AT_DEFAULT[k])}
+
+
+def _task_list(tasks: Any) -> list[str]:
+    """``tasks`` as a list; a single string is refused rather than split into letters (``list("depth")``), and
+    rather than guessed to be one task: papermill's ``-p tasks depth`` and the CLI's ``--tasks depth`` pass text."""
+    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
+        raise ValueError(f"tasks={tasks!r}: must be a list of task names, e.g. [\"semantic\", \"depth\"]; "
+                         f"allowed names {list(TASK_NAMES)}")
+    return list(tasks)
 
 
 def _task_weights(weights: Any, tasks: list[str]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,18 +70,72 @@ def injected_names(namespace: Mapping[str, Any]) -> list[str]:
     return [n for n in assigned_names(previous) if not n.startswith(PAPERMILL_NAMES_PREFIX)]
 
 
+def literal_defaults(source: str) -> dict[str, Any]:
+    """The literal values a cell's top-level assignments give (a name bound to anything else is left out)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return {}
+    values = {}
+    for node in body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            values.update({t.id: value for t in targets if isinstance(t, ast.Name)})
+    return values
+
+
+def parameters_cell_defaults(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` cell's literal defaults, when papermill injected parameters right after it (the input
+    history then ends: parameters cell, injected cell, the cell running now); else {}."""
+    history = namespace.get("_ih")
+    if not injected_names(namespace) or len(history) < 3 or not isinstance(history[-3], str):
+        return {}
+    return literal_defaults(history[-3])
+
+
+def text_for_container_message(name: str, value: Any, default: Any) -> str | None:
+    """Why a text value of a list or dict parameter is refused, with the ``-y`` form that gives one, else None.
+
+    ``papermill -p method_options '{"use_tc": false}'`` injects the text, not the dict: ``-p`` takes every value as
+    text, number or boolean, and only ``-y`` (YAML) or ``-f`` (a YAML file) carries a list or a dict.
+    """
+    kind = next((k for k in (list, dict) if isinstance(default, k)), None)
+    if kind is None or not isinstance(value, str):
+        return None
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = None
+    example = value if isinstance(parsed, kind) else json.dumps(default)
+    return (f"parameter {name!r}={value!r} is text, but {name} is a {kind.__name__} (default {default!r}); "
+            f"papermill's -p passes text: give a {kind.__name__} with -y, e.g. -y '{name}: {example}'")
+
+
 def check_injected(known: Iterable[str], namespace: Mapping[str, Any]) -> None:
-    """Raise ValueError naming each injected parameter that the notebook's ``parameters`` cell does not define.
+    """Raise ValueError naming each injected parameter that the notebook's ``parameters`` cell does not define, or
+    a list or dict parameter injected as text (``papermill -p``, see :func:`text_for_container_message`).
 
     Call it first thing in the code cell that follows the ``parameters`` cell: ``check_injected([...], globals())``.
     """
     known = list(known)
-    unknown = [n for n in injected_names(namespace) if n not in known]
+    injected = injected_names(namespace)
+    unknown = [n for n in injected if n not in known]
     if len(unknown) == 1:
         raise ValueError(unknown_name_message(unknown[0], known))
     if unknown:
         named = [f"{n!r}" + (f" (did you mean {g!r}?)" if (g := closest_name(n, known)) else "") for n in unknown]
         raise ValueError(f"unknown notebook parameters {', '.join(named)}; known: {sorted(known)}")
+    defaults = parameters_cell_defaults(namespace)
+    for name in injected:
+        message = text_for_container_message(name, namespace.get(name), defaults.get(name))
+        if message:
+            raise ValueError(message)
 
 
 def check_cell_source(parameters_source: str, width: int = 116) -> str:
@@ -103,4 +158,5 @@ def check_cell_source(parameters_source: str, width: int = 116) -> str:
 
 
 __all__ = ["TRAIN_NOTEBOOK_ONLY", "assigned_names", "check_cell_source", "check_injected", "closest_name",
-           "injected_names", "unknown_name_message"]
+           "injected_names", "literal_defaults", "parameters_cell_defaults", "text_for_container_message",
+           "unknown_name_message"]

@@ -8,6 +8,7 @@ would silently run the wrong experiment.
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,32 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
                              f"{Path(path).name} expects {type(default).__name__} (default {default!r})")
 
 
+def local_kernel_config() -> Any:
+    """Kernel manager settings for a kernel on this machine: its channels over Unix domain sockets (IPC) instead of
+    TCP ports on localhost, where the platform has them.
+
+    A local kernel needs no network port, and over TCP ipykernel warns ``Kernel is running over TCP without
+    encryption`` on every start (a sweep printed it once per run). The sockets' path prefix is unique per kernel
+    (by default it would be ``kernel-ipc`` in the working folder, shared by concurrent kernels) and short (a Unix
+    socket path has ~100 bytes); jupyter_client removes the socket files when the kernel shuts down.
+    """
+    import tempfile
+    import uuid
+
+    from traitlets.config import Config
+
+    if os.name != "posix":
+        return Config()
+    prefix = os.path.join(tempfile.gettempdir(), f"mtlwb-kernel-{uuid.uuid4().hex[:12]}")
+    return Config({"KernelManager": {"transport": "ipc", "ip": prefix}})
+
+
 def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any] | None = None,
             cwd: str | Path | None = None, progress: bool = True, **papermill_options: Any) -> Path:
     """Run ``notebook`` with ``parameters`` into ``output`` (checked first); extra options go to papermill.
 
-    The kernel is shut down immediately once the last cell has returned (nbclient's ``shutdown_kernel``; pass
+    The kernel's channels are Unix domain sockets (``local_kernel_config``; pass ``config`` to override). It is shut
+    down immediately once the last cell has returned (nbclient's ``shutdown_kernel``; pass
     ``shutdown_kernel="graceful"`` to override): every output has arrived by then and the library writes its files
     atomically inside the cells, while a graceful shutdown waits ~1.4 s for a torch-laden interpreter to tear down —
     a quarter of a sweep point's notebook overhead.
@@ -67,6 +89,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
     import papermill as pm
 
     papermill_options.setdefault("shutdown_kernel", "immediate")
+    papermill_options.setdefault("config", local_kernel_config())
 
     parameters = dict(parameters or {})
     check_parameters(notebook, parameters)

@@ -31,11 +31,15 @@ changed default gives new ids, ids survive reordering the YAML, and change
 when any value does. A notebook that is not the training notebook gets the
 YAML's parameters and an id hashed from them.
 
-Why subprocesses: papermill/jupyter_client are not safe when several kernels
+Why run processes: papermill/jupyter_client are not safe when several kernels
 start concurrently from one process (port and ZMQ races), so every run
-executes in its own spawned process; kernel start-up is additionally
+executes in a process of its own (``RunProcess``, given a run only when idle,
+in a session of its own so that a terminal's Ctrl-C reaches the sweep's
+process alone, which then stops them: see Ctrl-C); kernel start-up is additionally
 serialised per machine with a file lock (held until the first cell runs),
-closing the window in which two kernels could be handed the same free port.
+closing the window in which two kernels could be handed the same free port
+(TCP; on POSIX the kernels talk over Unix domain sockets, see
+``notebook_runner.local_kernel_config``).
 
 Default parallelism: ``max(1, cpu_count // 2)`` workers, each run's torch limited
 to ``cpu_count // workers`` threads (``OMP_NUM_THREADS``): two cores per run,
@@ -55,6 +59,13 @@ reused: the sweep re-runs that point under its new id and says so
 (``SweepResult.stale``, printed by ``report()``), as it does for every run
 whose record says its label split was a fallback (``SweepResult.fallbacks``).
 
+Ctrl-C (SIGINT): no further run starts; the runs in flight are stopped (their
+kernels shut down, SIGKILL after ``STOP_GRACE_S``), keep their last epoch's
+checkpoint and are recorded as ``interrupted`` in ``state.json`` (runs not
+started go back to ``pending``); the CLI prints one line saying how to resume
+and exits with status 130. The next run of the sweep resumes. A run process
+whose sweep process is killed stops its run as well.
+
 Frozen inputs: a sweep executes a snapshot of its notebook taken when it starts
 (``<sweep>/.notebook-<hash>.ipynb``), so saving the notebook in JupyterLab while a
 sweep runs changes nothing in it; and each run first checks that mtlwb's source
@@ -69,7 +80,9 @@ CLI exits non-zero.
 
 Dask (``scheduler="tcp://host:port"``): every run is submitted as a task that
 executes the notebook on a worker; the client process keeps the state file as
-futures complete. On several nodes, start ``dask scheduler`` on one node and
+futures complete; on Ctrl-C it sets a dask ``Event`` that the tasks watch (a
+task's run executes in a RunProcess of its own, which it stops). On several
+nodes, start ``dask scheduler`` on one node and
 ``dask worker tcp://host:8786 --nworkers K --nthreads 1`` on the others, with the
 repository (``data/``, ``reports/``, ``notebooks/``) on a shared filesystem
 mounted at the same path everywhere, and mtlwb installed in each worker's
@@ -78,6 +91,7 @@ environment. See the README, "Ablation sweeps".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -87,7 +101,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,7 +253,7 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"sweep file {str(path)!r} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"sweep file {str(path)!r}: expected a mapping of {list(SPEC_KEYS)}")
         raw.setdefault("name", path.stem)
@@ -255,6 +268,19 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
     spec = SweepSpec(**raw)
     validate(spec)
     return spec
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a YAML syntax error becomes one ValueError line naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = f" ({e.context})" if getattr(e, "context", None) else ""
+        raise ValueError(f"sweep file {str(path)!r}: not valid YAML{where}: {problem}{context}; a text value "
+                         "holding ': ' or ' #' must be quoted") from None
 
 
 def validate(spec: SweepSpec) -> None:
@@ -383,8 +409,8 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
                 expected_config: dict[str, Any] | None = None, code: str | None = None) -> dict[str, Any]:
     """Execute one run's notebook into ``run_dir``; never raises (the error is the result).
 
-    ``own_process``: this process exists for this run (local pool), so its stderr, which the
-    kernel inherits, goes to ``<run_dir>/kernel.log`` instead of interleaving with the progress bar.
+    ``own_process``: this process exists for this run (a RunProcess), so its stdout and stderr, which the
+    kernel inherits, go to ``<run_dir>/kernel.log`` instead of interleaving with the progress bar.
     ``expected_config``: the effective config the run was given; a record that holds another one (a notebook
     that overrides a parameter) makes the run fail, naming the fields, since its numbers are not the ones asked for.
     ``code``: the sweep's ``code_fingerprint()`` at its start; another one here fails the run before it starts.
@@ -403,7 +429,8 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
     out.mkdir(parents=True, exist_ok=True)
     if own_process:
         log = os.open(out / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(log, 2)
+        for fd in (1, 2):
+            os.dup2(log, fd)
         os.close(log)
     output = out / RUN_NOTEBOOK
     started = time.time()
@@ -568,16 +595,23 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
     completed: list[str] = []
     failed: dict[str, dict] = {}
 
+    interrupted: list[str] = []
+
     def record(rid: str, result: dict) -> None:
+        if result["status"] in ("running", "pending"):   # handed to a process; or not started after all (Ctrl-C)
+            state.update(rid, status=result["status"])
+            return
         state.update(rid, **result, finished=_now())
         if result["status"] == "completed":
             completed.append(rid)
+        elif result["status"] == "interrupted":
+            interrupted.append(rid)
         else:
             failed[rid] = {"error": result["error"], "notebook": result["notebook"]}
 
     jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.effective, **override}, str(cwd)),
              {"expected_config": _expected_config(r), "code": code}) for r in todo]
-    for rid, _, _ in jobs:   # handed to the workers: running, or waiting for a free one (not yet "running")
+    for rid, _, _ in jobs:   # to be run: "running" once a run process has it (dask: "queued" until it ends)
         state.update(rid, status="queued", error=None)
     bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
     try:
@@ -585,6 +619,8 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
             _run_dask(jobs, scheduler, record, bar)
         else:
             _run_local(jobs, workers or default_workers(), record, bar)
+    except KeyboardInterrupt:
+        raise _interrupt(spec, sweep_dir, state, [rid for rid, _, _ in jobs], interrupted) from None
     finally:
         bar.close()
     result = SweepResult(spec.name, sweep_dir, completed, skipped, failed, time.time() - started, stale=stale,
@@ -594,6 +630,21 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
 
         result.summary = write_summary(sweep_dir)
     return result
+
+
+def _interrupt(spec: SweepSpec, sweep_dir: Path, state: SweepState, job_ids: list[str],
+               interrupted: list[str]) -> SweepInterrupted:
+    """After Ctrl-C: a run still marked running (the interrupt came outside the runner's care) is interrupted, a
+    queued one did not start (pending again); the state file says so before the sweep ends."""
+    for rid in job_ids:
+        status = state.data["runs"][rid]["status"]
+        if status == "running":
+            state.update(rid, status="interrupted", error=INTERRUPTED_ERROR, finished=_now())
+            interrupted.append(rid)
+        elif status == "queued":
+            state.update(rid, status="pending")
+    not_started = [rid for rid in job_ids if state.data["runs"][rid]["status"] == "pending"]
+    return SweepInterrupted(spec.name, sweep_dir, interrupted, not_started)
 
 
 def _expected_config(run: RunSpec) -> dict[str, Any] | None:
@@ -712,52 +763,370 @@ def _tick(bar: tqdm, failed: int) -> None:
     bar.set_postfix(failed=failed)
 
 
+# --- Ctrl-C and the processes that execute runs -----------------------------------------------------------
+# Ctrl-C reaches every process of the terminal's process group. The runs therefore execute in processes of their own
+# session (``RunProcess``), which the terminal's signal does not reach; the sweep's process alone decides: it stops
+# handing out runs, stops the runs in flight (SIGTERM: papermill's client then shuts its kernel down, the trainer's
+# checkpoint of the last finished epoch stays), records them as interrupted and raises ``SweepInterrupted``.
+STOP_GRACE_S = 10.0         # after SIGTERM, how long a run process gets before SIGKILL
+POLL_S = 0.2                # how often the sweep looks at its runs and at Ctrl-C
+INTERRUPTED_ERROR = "interrupted (Ctrl-C); the next run of the sweep resumes it from its last finished epoch"
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C: the runs in flight were stopped and recorded as interrupted, the others did not start."""
+
+    def __init__(self, name: str, sweep_dir: Path, interrupted: list[str], not_started: list[str]) -> None:
+        self.interrupted, self.not_started = interrupted, not_started
+        stopped = (f"{len(interrupted)} run(s) stopped and recorded as interrupted ({', '.join(interrupted)})"
+                   if interrupted else "no run was in flight")
+        super().__init__(f"interrupted: {stopped}, {len(not_started)} not started; run the same command again to "
+                         f"resume sweep {name} ({sweep_dir})")
+
+
+class _StopRequests:
+    """While active (in the main thread), Ctrl-C sets ``requested`` instead of raising KeyboardInterrupt wherever
+    the sweep happens to be (in the middle of writing state.json); a second Ctrl-C sets ``forced``. A SIGINT that
+    is ignored (a sweep started in the background with ``&`` or ``nohup``) stays ignored."""
+
+    def __init__(self) -> None:
+        self.requested = self.forced = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.forced = self.requested
+        self.requested = True
+
+    def __enter__(self) -> _StopRequests:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _package_parent() -> str:
+    return str(Path(__file__).resolve().parents[1])
+
+
+class RunProcess:
+    """A Python process, in a session of its own, that executes the runs it is given one at a time
+    (:func:`run_worker`): one JSON job per line on its stdin, one JSON result per line on its stdout.
+
+    It imports this copy of mtlwb (``PYTHONPATH``), so it runs the code the sweep checked. Nothing is queued in it:
+    a job is written only to an idle process. ``stop`` asks it to end its run (SIGTERM), ``kill`` makes sure.
+    """
+
+    def __init__(self, cwd: str) -> None:
+        import subprocess
+        import sys
+
+        paths = [_package_parent(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+        self.proc = subprocess.Popen([sys.executable, "-c", "from mtlwb.sweep import run_worker; run_worker()"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd, env=env, text=True,
+                                     start_new_session=True)
+        self.run_id: str | None = None
+        self.stopped_at: float | None = None
+
+    def submit(self, run_id: str, job: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+
+    def fileno(self) -> int:   # for select: readable when the result line (or the end of the process) is there
+        return self.proc.stdout.fileno()
+
+    def read_result(self) -> dict[str, Any]:
+        """The run's result (call when readable); a process that ended without one gives a failed result."""
+        line = self.proc.stdout.readline()
+        self.run_id = None
+        if line:
+            return json.loads(line)
+        code = self.proc.wait()
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return {"status": "failed", "error": f"the run's process {how} (its kernel.log may say why)",
+                "notebook": None, "seconds": None}
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        import signal
+
+        if self.stopped_at is None and self.alive:
+            self.stopped_at = time.monotonic()
+            self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+
+    def close(self) -> None:
+        """End of input: an idle process exits at once; one still busy is stopped."""
+        import subprocess
+
+        with contextlib.suppress(OSError):   # BrokenPipeError: it has ended already
+            self.proc.stdin.close()
+        if self.run_id is not None:
+            self.stop()
+        try:
+            self.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+class _Stop(BaseException):
+    """Raised in a run process by SIGTERM: it unwinds papermill, whose exit path shuts the kernel down (papermill's
+    client installs no signal handler of its own; SIGTERM's default would leave the kernel behind)."""
+
+
+def _raise_stop_once(signum: int, frame: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a second SIGTERM must not interrupt the kernel's shutdown
+    raise _Stop
+
+
+def run_worker() -> None:
+    """A :class:`RunProcess`: execute each job read from stdin, write its result as one line to stdout.
+
+    The result channel is the original stdout, kept apart: whatever else this process or its kernel prints goes to
+    the run's ``kernel.log``. SIGTERM ends the run in flight (its kernel is shut down, the checkpoint of its last
+    finished epoch stays) and the process. When the sweep's process dies (SIGKILL), this one stops too (SIGTERM to
+    itself) instead of computing for nobody.
+    """
+    import signal
+    import sys
+    import threading
+
+    results = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    parent = os.getppid()
+
+    def stop_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _raise_stop_once)
+    threading.Thread(target=stop_with_parent, daemon=True).start()
+    with contextlib.suppress(_Stop):
+        for line in sys.stdin:
+            job = json.loads(line)
+            try:
+                result = execute_run(**job, own_process=True)
+            except _Stop:
+                result = {"status": "interrupted", "error": INTERRUPTED_ERROR, "seconds": None,
+                          "notebook": str(Path(job["run_dir"]) / RUN_NOTEBOOK)}
+                results.write(json.dumps(result) + "\n")
+                results.flush()
+                return
+            results.write(json.dumps(result) + "\n")
+            results.flush()
+
+
+def _job(args: tuple, kw: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """``execute_run``'s arguments as the JSON a RunProcess reads."""
+    notebook, run_dir, params, cwd = args
+    return {"notebook": notebook, "run_dir": run_dir, "params": params, "cwd": cwd, "threads": threads, **kw}
+
+
+def _interrupted(result: dict[str, Any]) -> dict[str, Any]:
+    """A run stopped by Ctrl-C: whatever it returned (the killed kernel fails its cell), it was interrupted."""
+    if result["status"] in ("completed", "pending"):   # finished before the stop reached it, or never started
+        return result
+    return {**result, "status": "interrupted", "error": INTERRUPTED_ERROR}
+
+
 def _run_local(jobs: list[tuple[str, tuple, dict]], workers: int, record: Callable[[str, dict], None],
                bar: tqdm) -> None:
-    import multiprocessing
+    """Run ``jobs`` on at most ``workers`` RunProcesses, handing a run to a process only when it is idle.
+
+    Ctrl-C: no further run starts, the runs in flight are stopped (SIGKILL after ``STOP_GRACE_S``, or at a second
+    Ctrl-C) and recorded as interrupted, then KeyboardInterrupt is raised.
+    """
+    import collections
+    import select
 
     if not jobs:
         return
     workers = max(1, min(workers, len(jobs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    pending = collections.deque(jobs)
+    idle: list[RunProcess] = []
+    busy: list[RunProcess] = []
     n_failed = 0
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    with _StopRequests() as stop:
+        try:
+            while pending or busy:
+                while pending and not stop.requested and len(busy) < workers:
+                    rid, args, kw = pending.popleft()
+                    proc = idle.pop() if idle else RunProcess(args[3])
+                    proc.submit(rid, _job(args, kw, threads))
+                    busy.append(proc)
+                    record(rid, {"status": "running"})
+                if stop.requested:
+                    if not busy:
+                        break
+                    for proc in busy:
+                        proc.stop()
+                        if stop.forced or time.monotonic() - proc.stopped_at > STOP_GRACE_S:
+                            proc.kill()
+                ready, _, _ = select.select(busy, [], [], POLL_S)
+                for proc in ready:
+                    rid = proc.run_id
+                    result = proc.read_result()
+                    busy.remove(proc)
+                    if proc.alive and proc.stopped_at is None:
+                        idle.append(proc)
+                    else:
+                        proc.close()
+                    result = _interrupted(result) if stop.requested else result
+                    record(rid, result)
+                    if result["status"] != "interrupted":
+                        n_failed += result["status"] != "completed"
+                        _tick(bar, n_failed)
+        finally:
+            for proc in idle + busy:
+                proc.close()
+    if stop.requested:
+        raise KeyboardInterrupt
+
+
+def _dask_task(job: dict[str, Any], stop_event: str) -> dict[str, Any]:
+    """One run on a dask worker, executed by a RunProcess (a worker's thread cannot be stopped, a process can).
+
+    The sweep's client sets the dask Event ``stop_event`` on Ctrl-C: a run that has not started then does not
+    start (status ``pending``), a run in flight is stopped and reported interrupted.
+    """
+    from dask.distributed import Event
+
+    stop = Event(stop_event)
+    if stop.is_set():
+        return {"status": "pending", "error": None, "notebook": None, "seconds": None}
+    proc = RunProcess(job["cwd"])
     try:
-        futures: dict[Future, str] = {pool.submit(execute_run, *args, threads=threads, own_process=True, **kw): rid
-                                      for rid, args, kw in jobs}
-        for fut in as_completed(futures):
-            rid = futures[fut]
-            try:
-                result = fut.result()
-            except Exception as e:  # noqa: BLE001  (a worker process died)
-                result = {"status": "failed", "error": _error_text(e), "notebook": None, "seconds": None}
-            record(rid, result)
-            n_failed += result["status"] != "completed"
-            _tick(bar, n_failed)
-    finally:  # on Ctrl-C, do not start queued runs; they and the ones in flight stay "queued", redone next time
-        pool.shutdown(wait=False, cancel_futures=True)
+        proc.submit(Path(job["run_dir"]).name, job)
+        while True:
+            readable = _wait_readable(proc, 1.0)
+            if readable:
+                result = proc.read_result()
+                return _interrupted(result) if proc.stopped_at is not None else result
+            if proc.stopped_at is None and stop.is_set():
+                proc.stop()
+            elif proc.stopped_at is not None and time.monotonic() - proc.stopped_at > STOP_GRACE_S:
+                proc.kill()
+    finally:
+        proc.close()
+
+
+def _wait_readable(proc: RunProcess, timeout: float) -> bool:
+    import select
+
+    return bool(select.select([proc], [], [], timeout)[0])
 
 
 def _run_dask(jobs: list[tuple[str, tuple, dict]], scheduler: str, record: Callable[[str, dict], None],
               bar: tqdm) -> None:
-    from dask.distributed import Client
+    """Submit every job to the dask scheduler; Ctrl-C sets the sweep's stop Event, waits for the tasks to come back
+    (runs in flight stopped, waiting ones not started) and raises KeyboardInterrupt."""
+    import uuid
+
+    from dask.distributed import Client, Event
     from dask.distributed import as_completed as dask_completed
+    from dask.distributed import wait as dask_wait
 
     if not jobs:
         return
     n_failed = 0
-    with Client(scheduler) as client:
-        futures = {client.submit(execute_run, *args, key=f"mtlwb-run-{rid}-{time.time_ns()}", pure=False, **kw): rid
-                   for rid, args, kw in jobs}
-        for fut in dask_completed(list(futures)):
-            rid = futures[fut]
-            try:
-                result = fut.result()
-            except Exception as e:  # noqa: BLE001  (worker lost, or the task could not be deserialised)
-                result = {"status": "failed", "error": _error_text(e), "notebook": None, "seconds": None}
-            record(rid, result)
-            n_failed += result["status"] != "completed"
-            _tick(bar, n_failed)
+    stop_event = f"mtlwb-stop-{uuid.uuid4().hex}"
+    with Client(scheduler) as client, _StopRequests() as stop:
+        futures = {client.submit(_dask_task, _job(args, kw, None), stop_event, key=f"mtlwb-run-{rid}-{time.time_ns()}",
+                                 pure=False): rid for rid, args, kw in jobs}
+        left = dict(futures)
+        finished = dask_completed(list(futures), with_results=False)
+        while not stop.requested and left:
+            for fut in finished.next_batch(block=False) if finished.has_ready() else []:
+                rid = left.pop(fut)
+                result = _future_result(fut)
+                record(rid, result)
+                n_failed += result["status"] != "completed"
+                _tick(bar, n_failed)
+            time.sleep(POLL_S)
+        if stop.requested:
+            Event(stop_event, client=client).set()
+            with contextlib.suppress(TimeoutError):   # a lost worker: its runs stay pending
+                dask_wait(list(left), timeout=STOP_GRACE_S + 30)
+            for fut, rid in left.items():
+                record(rid, _interrupted(_future_result(fut)) if fut.done() else {"status": "pending"})
+            client.cancel([f for f in left if not f.done()])
+            Event(stop_event, client=client).clear()
+    if stop.requested:
+        raise KeyboardInterrupt
+
+
+def _future_result(fut: Any) -> dict[str, Any]:
+    try:
+        return fut.result()
+    except Exception as e:  # noqa: BLE001  (worker lost, or the task could not be deserialised)
+        return {"status": "failed", "error": _error_text(e), "notebook": None, "seconds": None}
+
+
+# --- dry run -------------------------------------------------------------------------------------------
+def planned_status(run: RunSpec, sweep_dir: Path, previous: dict[str, dict], others: list[Path]) -> str:
+    """What ``run_sweep`` would do with ``run``, read only: ``done`` (reused as it stands), ``copy from <sweep>``
+    (reuse_from), ``resume at epoch k`` (a checkpoint of an interrupted or failed run), ``re-run`` (a completed
+    record of another effective config) or ``run``. (A run recorded under an earlier id scheme, which the sweep
+    adopts when its config is the same, shows as ``run``.)"""
+    run_dir = sweep_dir / run.run_id
+    wanted = _expected_config(run)
+    entry = previous.get(run.run_id, {})
+    if entry.get("status") == "completed" and (run_dir / RUN_NOTEBOOK).is_file():
+        record = read_json(run_dir / METRICS) if (run_dir / METRICS).is_file() else None
+        if record is None or wanted is None or (record.get("status") == "completed"
+                                                and not config_differences(record.get("config", {}), wanted)):
+            return "done"
+        if record.get("status") == "completed":
+            return "re-run (its record holds another effective config)"
+    source = None if wanted is None else next((d for d in others if _finished_with(d / run.run_id, wanted)), None)
+    if source is not None:
+        return f"copy from {source.name}"
+    if (run_dir / "checkpoint.pt").is_file() and (run_dir / METRICS).is_file():
+        epochs = len(read_json(run_dir / METRICS).get("history", []))
+        return f"resume at epoch {epochs + 1}"
+    return "run"
+
+
+def plan_text(spec: SweepSpec, root: str | Path = DEFAULT_ROOT) -> str:
+    """``mtlwb sweep --dry-run``: the planned runs, their ids, the parameters the sweep varies and what would be
+    done with each (``planned_status``); nothing is written, locked or run."""
+    runs = spec.runs()
+    sweep_dir = (Path(root) / spec.name).resolve()
+    previous = read_json(sweep_dir / STATE).get("runs", {}) if (sweep_dir / STATE).is_file() else {}
+    others = [sweep_dir.parent / name for name in spec.reuse_from]
+    plans = [(run, planned_status(run, sweep_dir, previous, others)) for run in runs]
+    done = sum(status == "done" for _, status in plans)
+    lines = [f"sweep {spec.name}: {len(runs)} runs, {done} already done, {len(runs) - done} to do ({sweep_dir}); "
+             "dry run: nothing was run"]
+    width = max(len(run.run_id) for run in runs)
+    for run, status in plans:
+        varying = {k: v for k, v in run.params.items() if k not in spec.fixed or _canon(spec.fixed[k]) != _canon(v)}
+        lines.append(f"  {run.run_id:<{width}}  {status:<14}  {_describe(varying)}")
+    return "\n".join(lines)
 
 
 def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
@@ -765,6 +1134,7 @@ def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
     return read_json(Path(sweep_dir) / STATE)["runs"]
 
 
-__all__ = ["RunSpec", "SweepInUseError", "SweepResult", "SweepSpec", "code_fingerprint", "config_differences",
-           "default_workers", "effective_params", "execute_run", "load_spec", "params_run_id", "plan_runs", "run_id",
-           "reuse_runs", "run_sweep", "snapshot_notebook", "sweep_runs", "validate"]
+__all__ = ["RunProcess", "RunSpec", "SweepInUseError", "SweepInterrupted", "SweepResult", "SweepSpec",
+           "code_fingerprint", "config_differences", "default_workers", "effective_params", "execute_run",
+           "load_spec", "params_run_id", "plan_runs", "plan_text", "run_id", "reuse_runs", "run_sweep", "run_worker",
+           "snapshot_notebook", "sweep_runs", "validate"]

@@ -19,6 +19,8 @@ Settings:
 from __future__ import annotations
 
 import hashlib
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -91,14 +93,49 @@ def make_mask(setting: str, n: int, task_names: list[str], seed: int = 0) -> np.
     return mask
 
 
+# what a mask file of each suffix must hold, for the message that refuses one that does not
+EXPECTED_FORMAT = {
+    ".npy": "a numpy .npy file (numpy.save) of an [N, T] array of 0/1",
+    ".pt": "a torch file (torch.save) of {'labels_weights': FloatTensor[N, T]} as MTPSL's and JTR's label "
+           "settings, or of an [N, T] tensor",
+}
+NPY_MAGIC = b"\x93NUMPY"
+PICKLE_PROTOCOL_2 = b"\x80"   # first byte of torch's legacy (pre-zip) format and of every pickle since protocol 2
+
+
+def header_problem(path: Path) -> str | None:
+    """What is wrong with the start of a mask file for its suffix's format, or None. A .npy file starts with
+    numpy's header; a torch file is a zip archive (torch.save) or a pickle. A text file named ``.pt`` is caught
+    here: the unpickler's own error for it (``KeyError: 101``, its first byte) names neither file nor format."""
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if path.suffix == ".npy":
+        ok, what = head == NPY_MAGIC, "no numpy .npy header"
+    else:
+        ok = zipfile.is_zipfile(path) or head.startswith(PICKLE_PROTOCOL_2)
+        what = "not a torch file: neither a torch.save zip archive nor a pickle"
+    return None if ok else f"{what}; a text file, or a truncated one?"
+
+
+def read_mask_object(path: str | Path) -> object:
+    """The object a mask file holds; ValueError in one line, naming the file and the format its suffix implies."""
+    path = Path(path)
+    expected = EXPECTED_FORMAT[".npy" if path.suffix == ".npy" else ".pt"]
+    try:
+        problem = header_problem(path)
+        obj = None if problem else np.load(path) if path.suffix == ".npy" else torch.load(
+            path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:   # unreadable, truncated
+        problem = (str(e).strip().split(". ")[0].splitlines() or [type(e).__name__])[0]
+    if problem:
+        raise ValueError(f"mask file {str(path)!r}: cannot read it ({problem}); expected {expected}")
+    return obj
+
+
 def load_mask_file(path: str | Path, n: int, task_names: list[str]) -> np.ndarray:
     """Read a published mask file and check it against N and T."""
     path = Path(path)
-    try:
-        obj = np.load(path) if path.suffix == ".npy" else torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError) as e:
-        raise ValueError(f"mask file {str(path)!r}: cannot read ({e})") from e
-    table = mask_table(obj, str(path))
+    table = mask_table(read_mask_object(path), str(path))
     check_mask_table(table, n, task_names, str(path))
     check_every_task_labelled(table, task_names, str(path))
     return table

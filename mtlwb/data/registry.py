@@ -43,6 +43,7 @@ from .masks import (
     check_every_task_labelled,
     check_mask_table,
     file_sha256,
+    header_problem,
     label_mask,
     mask_cache_path,
     mask_table,
@@ -216,14 +217,17 @@ _NUMPY_MASK_GLOBALS = [np.dtype, np.dtypes.StrDType,
 def read_mask_object(path: Path, mask_tasks: list[str]) -> object:
     """The object a mask file holds (array, ``{'labels_weights': ...}`` or an id-keyed dict), read once."""
     try:
-        if path.suffix == ".npy":
-            return read_npy(path)
-        with torch.serialization.safe_globals(_NUMPY_MASK_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        problem = header_problem(path)   # a text file: the unpickler's KeyError would name nothing
+        if problem is None:
+            if path.suffix == ".npy":
+                return read_npy(path)
+            with torch.serialization.safe_globals(_NUMPY_MASK_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f"mask file {str(path)!r}: cannot read ({e}); expected "
-                         f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth), [N, "
-                         f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}, or a dict keyed by image id") from e
+        problem = str(e)
+    raise ValueError(f"mask file {str(path)!r}: cannot read ({problem}); expected "
+                     f"{{'labels_weights': FloatTensor[N, {len(mask_tasks)}]}} (.pt/.pth), [N, "
+                     f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}, or a dict keyed by image id")
 
 
 def build(config: SplitRequest) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
