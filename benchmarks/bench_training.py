@@ -5,7 +5,10 @@ backward → Adam step, on a synthetic batch (onelabel labels) so data loading i
 that). Settings: the default model (resnet_small) at 64×80, batch 16; SegNet at 288×384 when the backbone exists
 (batch 2 on CPU, 8 on CUDA; tpkr's retrieval runs on SegNet's full-resolution feature pooled to 36×48 tokens, see
 its ``attention_tokens``). CPU always, CUDA when available. Methods of one setting are timed round-robin, and
-"× sup." is the ratio to the supervised step of the same run.
+"× sup." is the ratio to the supervised step of the same run. tpkr runs in its default paper variant ("tpkr") and
+in its first implementation ("tpkr first"), both at the compact size; at the published size ("tpkr paper size":
+K 4096, D 1024, d 1024, two BasicBlocks per task) it is timed against supervised on ResNet-18 at NYUD's 288×384,
+batch 4 (the paper's NYUD batch) — on CUDA only, since one such step takes minutes on one CPU thread.
 
 Run as ``python benchmarks/bench_training.py [--quick]``.
 """
@@ -23,7 +26,9 @@ from mtlwb.models import BACKBONES, MultiTaskNet
 from mtlwb.tasks import make_tasks
 from mtlwb.weighting import build_weighting
 
-METHODS = ("supervised", "mtpsl", "jtr", "tpkr")
+METHODS = ("supervised", "mtpsl", "jtr", "tpkr", "tpkr first")
+# a row's label -> (method, method_options): tpkr's variants are rows of their own
+ARMS = {"tpkr first": ("tpkr", {"variant": "first"}), "tpkr paper size": ("tpkr", {"size": "paper"})}
 TASKS = ("semantic", "depth", "normal")
 
 
@@ -60,9 +65,14 @@ def make_train_step(method_name: str, backbone: str = "resnet_small", batch: int
     return step
 
 
+def _arm_step(label: str, backbone: str, batch: int, size: tuple[int, int], device: str) -> Callable[[], float]:
+    method, options = ARMS.get(label, (label, None))
+    return make_train_step(method, backbone, batch, size, device, options=options)
+
+
 def _setting_rows(device: str, backbone: str, size: tuple[int, int], batch: int, methods: tuple[str, ...],
                   repeats: int) -> list[dict]:
-    steps = {m: make_train_step(m, backbone, batch, size, device) for m in methods}
+    steps = {m: _arm_step(m, backbone, batch, size, device) for m in methods}
     memory = {}
     for m, step in steps.items():
         step()                                    # warm-up: allocates Adam state and autograd buffers
@@ -98,6 +108,11 @@ def run(quick: bool = False) -> list[dict]:
         methods = ("supervised",) if quick and cpu else METHODS
         batch = (1 if quick else 2) if cpu else 8
         rows += _setting_rows(device, "segnet", (288, 384), batch, methods, 1 if quick and cpu else (3 if cpu else 7))
+        if cpu:
+            rows.append({"device": device, "backbone": "resnet18", "method": "tpkr paper size",
+                         "note": "skipped: the published size (≈178 M parameters) is timed on CUDA only"})
+        else:
+            rows += _setting_rows(device, "resnet18", (288, 384), 4, ("supervised", "tpkr paper size"), 7)
     return rows
 
 
@@ -113,7 +128,9 @@ def report(rows: list[dict]) -> str:
             lines.append(common.check(f"{r['device']} {r['method']} step ≤ 2.5× supervised", r["x sup."] <= 2.5,
                                       f"{r['x sup.']:.2f}×"))
     lines.append("- tpkr's extra cost is mostly its reconstruction decoder (three conv stages up to the image size, "
-                 "``decoder_width``) and the retrieval transformer; it is reported, not held to a target.")
+                 "``decoder_width``) and the retrieval blocks (paper variant: two self → cross → FFN blocks; first: "
+                 "one cross → FFN block); at the published size the per-task BasicBlocks at width 1024 dominate. "
+                 "Reported, not held to a target.")
     lines.append("\n_peak MiB_: the process's peak resident set (CPU, VmHWM) or CUDA max_memory_allocated during one "
                  "step; _step MiB_: that peak minus the memory in use before the step.")
     return "\n".join(lines)
