@@ -7,8 +7,9 @@ that). Settings: the default model (resnet_small) at 64×80, batch 16; SegNet at
 its ``attention_tokens``). CPU always, CUDA when available. Methods of one setting are timed round-robin, and
 "× sup." is the ratio to the supervised step of the same run. tpkr runs in its default paper variant ("tpkr") and
 in its first implementation ("tpkr first"), both at the compact size; at the published size ("tpkr paper size":
-K 4096, D 1024, d 1024, two BasicBlocks per task) it is timed against supervised on ResNet-18 at NYUD's 288×384,
-batch 4 (the paper's NYUD batch) — on CUDA only, since one such step takes minutes on one CPU thread.
+K 4096, D 1024, d 1024, two BasicBlocks per task) it is timed against supervised on the benchmark configurations'
+four-stage ResNet-18 at NYUD's 288×384, batch 4 (the paper's NYUD batch) — on CUDA only, since one such step takes
+minutes on one CPU thread.
 
 Run as ``python benchmarks/bench_training.py [--quick]``.
 """
@@ -109,10 +110,10 @@ def run(quick: bool = False) -> list[dict]:
         batch = (1 if quick else 2) if cpu else 8
         rows += _setting_rows(device, "segnet", (288, 384), batch, methods, 1 if quick and cpu else (3 if cpu else 7))
         if cpu:
-            rows.append({"device": device, "backbone": "resnet18", "method": "tpkr paper size",
-                         "note": "skipped: the published size (≈178 M parameters) is timed on CUDA only"})
+            rows.append({"device": device, "backbone": "resnet18_multiscale", "method": "tpkr paper size",
+                         "note": "skipped: the published size (≈190 M parameters) is timed on CUDA only"})
         else:
-            rows += _setting_rows(device, "resnet18", (288, 384), 4, ("supervised", "tpkr paper size"), 7)
+            rows += _setting_rows(device, "resnet18_multiscale", (288, 384), 4, ("supervised", "tpkr paper size"), 7)
     return rows
 
 

@@ -484,6 +484,7 @@ def _basic_block(cin: int, w: int) -> int:
 
 
 def _resnet18() -> int:
+    """ResNet-18 without fc: the same modules whether dilated or read at its four stages (resnet18_multiscale)."""
     stem = _conv(3, 64, 7, False) + 2 * 64
     widths = [64, 64, 128, 256, 512]
     return stem + sum(_basic_block(widths[i], widths[i + 1]) + _basic_block(widths[i + 1], widths[i + 1])
@@ -501,8 +502,8 @@ def _attention(dim: int) -> int:
     return 4 * dim * dim + 4 * dim                              # q, k, v and output projections with biases
 
 
-def paper_size_parameters(channels: list[int], d: int | None = 1024, c: int = 512) -> dict[str, int]:
-    """Parameters of resnet18 + ASPP heads + tpkr at size "paper" (variant "paper"), by part.
+def paper_size_parameters(channels: list[int], d: int | None = 1024, c: int = 64 + 128 + 256 + 512) -> dict[str, int]:
+    """Parameters of resnet18_multiscale (c = 960 channels) + ASPP heads + tpkr at size "paper", by part.
 
     d None: no prototype and no retrieval (the key and the slots exist but are unused: counted apart).
     """
@@ -525,6 +526,7 @@ def paper_size_parameters(channels: list[int], d: int | None = 1024, c: int = 51
 
 
 NYUD = (["semantic", "depth", "normal"], 40)
+PASCAL = (["semantic", "parts", "saliency", "normal", "edge"], 21)
 
 
 def _model_parameters(names: list[str], classes: int, options: dict) -> tuple[int, list[int]]:
@@ -532,7 +534,7 @@ def _model_parameters(names: list[str], classes: int, options: dict) -> tuple[in
 
     with torch.device("meta"):                                  # shapes only: no memory, no initialisation cost
         tasks = make_tasks(names, classes)
-        net = MultiTaskNet(tasks, "resnet18")
+        net = MultiTaskNet(tasks, "resnet18_multiscale")          # the benchmark configurations' backbone
         method = build_method("tpkr", tasks, net.feature_channels, options)
     count = sum(p.numel() for p in [*net.parameters(), *method.parameters()])
     return count, [t.channels for t in tasks]
@@ -551,6 +553,8 @@ def test_paper_size_parameter_count_is_the_structural_count_and_the_reported_one
         count_d, _ = _model_parameters(*NYUD, {"size": "paper", "proto_dim": d})
         assert count_d == sum(paper_size_parameters(channels, d).values())
         assert count_d - count == (d - 1024) * (1024 + 1 + 3 + 1024)   # per unit of d: W, its bias, 3 slots, d → D
+    pascal, channels = _model_parameters(*PASCAL, {"size": "paper"})
+    assert pascal == sum(paper_size_parameters(channels).values()) and f"{pascal / 1e6:.1f} M" in readme
 
 
 # -- shipped sweeps and paper configurations ------------------------------------------------------------------------
@@ -606,22 +610,27 @@ def test_dimension_sweep_scales_the_published_dimensions_by_the_compact_width():
     assert dims == {256, 512, 1024, 2048}
 
 
-def test_paper_pascal_configuration_uses_the_published_settings_and_names_its_rows():
-    spec = _spec("benchmarks/tpkr_pascal_context")
-    text = (REPO / "sweeps" / "benchmarks" / "tpkr_pascal_context.yaml").read_text()
+@pytest.mark.parametrize("name, dataset, epochs, batch, rows", [
+    ("tpkr_pascal_context", "pascal_context", 100, 6,
+     ["59.78 / 59.08 / 78.62 / 15.63 / 65.10", "64.30 / 56.87 / 80.51 / 14.48 / 67.30", "44.73"]),
+    ("tpkr_nyud", "nyud", 200, 4, ["45.95 / 0.4865 / 25.64", "47.53 / 0.4621 / 24.67", "159.4 M"])])
+def test_paper_configurations_use_the_published_settings_and_name_their_rows(name, dataset, epochs, batch, rows):
+    spec = _spec(f"benchmarks/{name}")
+    text = (REPO / "sweeps" / "benchmarks" / f"{name}.yaml").read_text()
     f = spec.fixed
-    assert (f["backbone"], f["lr"], f["epochs"], f["batch_size"], f["dataset"]) == \
-        ("resnet18", 2e-5, 100, 6, "pascal_context")
-    assert f["tasks"] == ["semantic", "parts", "saliency", "normal", "edge"]
+    assert (f["dataset"], f["lr"], f["epochs"], f["batch_size"]) == (dataset, 2e-5, epochs, batch)
+    assert f["backbone"].startswith("resnet18")
+    other = _spec(f"benchmarks/diffusionmtl_{name.split('_')[1]}")
+    assert f == other.fixed                                    # the DiffusionMTL file's: supervised runs shared
     runs = spec.runs()
-    settings = {(r.params["method"], r.params["label_setting"]) for r in runs}
-    assert settings >= {("tpkr", "onelabel"), ("tpkr", "randomlabel"), ("supervised", "onelabel")}
+    assert {(r.params["method"], r.params["label_setting"]) for r in runs} >= \
+        {("tpkr", "onelabel"), ("tpkr", "randomlabel"), ("supervised", "onelabel"), ("supervised", "randomlabel")}
     for r in runs:
         if r.params["method"] == "tpkr":
             options = TPKROptions(**r.params["method_options"])
-            assert (options.variant, options.codebook_size, options.embed_dim, options.proto_dim) == \
-                ("paper", 4096, 1024, 1024)
-    for row in ("59.78 / 59.08 / 78.62 / 15.63 / 65.10", "64.30 / 56.87 / 80.51 / 14.48 / 67.30", "44.73"):
+            assert (options.variant, options.codebook_size, options.embed_dim) == ("paper", 4096, 1024)
+            assert options.proto_dim == 1024 or r.params["label_setting"] == "onelabel"   # ablation arms: one-label
+    for row in rows:
         assert row in text
     assert "Still different" in text
 
