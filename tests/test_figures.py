@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -81,6 +83,41 @@ def test_prediction_grid_is_four_columns_one_row_per_image_and_task(tiny_config)
     depth = exp.tasks[1]
     expected = predictions.error_map(depth, preds["depth"][0], item["depth"])[::-1]
     np.testing.assert_allclose(np.asarray(fig.data[4 * 5 + 3].z), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prediction_grid_errors_have_one_colour_range_per_task_and_a_colour_bar(tiny_config):
+    """Every error panel of a task shares that task's range (a panel scaled to its own maximum paints "wrong class"
+    in another colour per row), and each carries a colour bar beside it, inside the figure."""
+    exp = mtlwb.build_experiment(tiny_config(tasks=["semantic", "depth", "normal", "edge"]))
+    fig = predictions.prediction_grid(exp.model, exp.method, exp.eval_set, exp.tasks, [0, 1, 2])
+    errors = [d for d in fig.data if d.type == "heatmap"]
+    assert len(errors) == 3 * 4
+    by_task = {}
+    for d in errors:
+        by_task.setdefault(d.name, []).append(d)
+    assert sorted(by_task) == ["depth error", "edge error", "normal error", "semantic error"]
+    for name, panels in by_task.items():
+        assert all(d.zauto is False and d.zmin == 0 for d in panels), name
+        assert len({(d.zmin, d.zmax, json.dumps(d.colorscale)) for d in panels}) == 1, name   # one range per task
+        if name in ("semantic error", "edge error"):                  # bounded: every value inside the range
+            assert all(np.asarray(d.z).max() <= d.zmax == 1 for d in panels)
+    assert by_task["semantic error"][0].zmax == 1 and by_task["normal error"][0].zmax == 90
+    # "wrong class" (z = 1) has one colour, whatever a panel holds
+    scale = by_task["semantic error"][0].colorscale
+    assert [c for v, c in scale if v > 0.5] == ["crimson"] and "wrong" in by_task["semantic error"][0].colorbar.ticktext
+    depth = by_task["depth error"][0].zmax
+    pooled = np.concatenate([np.asarray(d.z).ravel() for d in by_task["depth error"]])   # every image's depth error
+    assert np.isclose(depth, np.percentile(pooled, 99), rtol=1e-5)
+    # a colour bar beside each error panel: right of the last column, within its row, inside the figure's margin
+    plot_width = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    for d, row in zip(errors, range(1, len(errors) + 1)):
+        panel = fig.get_subplot(row, 4)
+        bar = d.colorbar
+        assert d.showscale and bar.x >= panel.xaxis.domain[1] and bar.xanchor == "left"
+        low, high = bar.y - bar.len / 2, bar.y + bar.len / 2
+        assert panel.yaxis.domain[0] - 1e-6 <= low and high <= panel.yaxis.domain[1] + 1e-6
+        bar_px = (bar.x - 1) * plot_width + bar.thickness + 35          # bar, ticks and a short label
+        assert bar_px <= fig.layout.margin.r, (bar_px, fig.layout.margin.r)
 
 
 # -- task affinity ------------------------------------------------------------------------------------------------
