@@ -184,6 +184,48 @@ def test_prior_beside_the_learned_affinities():
         affinity.task_relations(names)
 
 
+# what fits a JupyterLab notebook with the file browser open at a 1400 px wide window (tests/test_browser.py checks
+# the rendered task-affinity notebook itself)
+NOTEBOOK_WIDTH_PX = 900
+
+
+def _colorbars_stay_under_their_panels(fig: go.Figure) -> None:
+    """Each heatmap's colour bar lies flat under its own panel (x inside that panel's domain, below its axis, inside
+    the bottom margin): its tick labels cannot run into the next panel's labels."""
+    plot_height = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    for col, trace in enumerate(fig.data, 1):
+        domain = fig.get_subplot(1, col).xaxis.domain
+        bar = trace.colorbar
+        assert bar.orientation == "h" and bar.xanchor == "center" and bar.yanchor == "top", trace.name
+        assert domain[0] <= bar.x - bar.len / 2 and bar.x + bar.len / 2 <= domain[1], (trace.name, domain, bar.x)
+        below_px = -bar.y * plot_height                                   # the bar's top, under the axis
+        assert 25 <= below_px and below_px + bar.thickness + 20 <= fig.layout.margin.b, (trace.name, below_px)
+
+
+def test_side_by_side_affinities_fit_the_notebook_and_their_colour_bars_do_not_overlap():
+    names = ["semantic", "depth", "normal"]
+    grad = np.array([[1.0, -0.5, 0.2], [-0.5, 1.0, 0.1], [0.2, 0.1, 1.0]])
+    three = affinity.task_relations(names, prior=np.eye(3), prototype=np.full((3, 3), 1 / 3), gradient=grad)
+    two = affinity.affinity_comparison(np.full((3, 3), 1 / 3), grad, names)
+    for fig in (three, two):
+        assert fig.layout.width <= NOTEBOOK_WIDTH_PX
+        _colorbars_stay_under_their_panels(fig)
+    assert len(two.data) == 2 and two.layout.title.text == "Two task affinities side by side"
+    assert three.data[1].text[0] == ["0.33", "0.33", "0.33"] and three.data[2].text[0] == ["1.00", "-0.50", "0.20"]
+
+
+def test_per_image_affinity_cells_are_rounded(tpkr_run):
+    exp = mtlwb.load_experiment(tpkr_run, device="cpu")
+    heat = affinity.image_affinity_figure(exp, 0).data[1]
+    _, a = affinity.image_affinity(exp, 0)
+    assert a.dtype == np.float32                        # what printed 0.7200000286102295 through np.round
+    texts = [t for row in heat.text for t in row]
+    assert len(texts) == a.size and all(isinstance(t, str) and len(t) == 4 and t[1] == "." for t in texts), texts
+    assert [float(t) for t in texts] == [round(float(v), 2) for v in a.ravel()]
+    evo = affinity.affinity_evolution(mtlwb.load_record(tpkr_run))
+    assert all(isinstance(t, str) and len(t) == 4 for frame in evo.frames for row in frame.data[0].text for t in row)
+
+
 # -- latent spaces ------------------------------------------------------------------------------------------------
 
 def test_tsne_cache_hit_skips_recompute(tmp_path, monkeypatch):
