@@ -59,6 +59,37 @@ def test_dataset_figures(tiny_root):
     assert box.children[0].children[0].max == len(ds) - 1
 
 
+def _titles_clear_the_row_above(fig: go.Figure) -> None:
+    """Every subplot title (one 11 px line per ``<br>``-separated line) fits in the band above its panel: it ends
+    below the bottom of the panel above it (or of the figure title, for the first row)."""
+    plot_height = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    bottoms = sorted({round(fig.get_subplot(r + 1, 1).yaxis.domain[0], 9) for r in range(len(fig._grid_ref))})
+    for a in fig.layout.annotations:
+        top_px = a.y * plot_height + (a.text.count("<br>") + 1) * dataset.TITLE_LINE_PX
+        above = [b for b in bottoms if b > a.y + 1e-9]
+        limit_px = min(above) * plot_height if above else plot_height + fig.layout.margin.t - 35   # figure title
+        assert a.yanchor == "bottom" and top_px <= limit_px + 0.5, (a.text, top_px, limit_px)
+
+
+def test_dataset_explorer_titles_do_not_overlap_the_images(tiny_root):
+    from mtlwb.data.generate import scene_seed
+    from mtlwb.data.scenes import render_scene
+
+    names = [*TASKS, "dominant_class", "num_objects"]                  # two lines of image-level labels per title
+    specs = make_tasks(names, 7)
+    ds = MultiTaskFolder(tiny_root, "train", specs)
+    grid = dataset.sample_grid(ds, specs, [0, 1, 2], make_mask("onelabel", len(ds), names), setting="onelabel")
+    assert grid.layout.annotations[0].text.count("<br>") == 2
+    _titles_clear_the_row_above(grid)
+    _titles_clear_the_row_above(dataset.sample_grid(ds, specs, [0, 1, 2, 3], show=["depth"]))
+    seeds = [scene_seed(0, "train", i) for i in (0, 1, 2)]
+    styled = {look: [render_scene(s, 32, 40, style=look)["image"] for s in seeds] for look in ("default", "B")}
+    styles = dataset.style_comparison(styled, [0, 1, 2])
+    assert [a.text for a in styles.layout.annotations][:2] == ["default · scene 0", "default · scene 1"]
+    assert len(styles.data) == 6 and len(styles._grid_ref) == 2
+    _titles_clear_the_row_above(styles)
+
+
 # -- predictions --------------------------------------------------------------------------------------------------
 
 def test_prediction_grid_is_four_columns_one_row_per_image_and_task(tiny_config):
