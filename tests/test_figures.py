@@ -292,9 +292,23 @@ def test_joint_latent_figures(jtr_run):
     assert list(latent.snapshot_paths(jtr_run)) == [1, 2]
     by_epoch = latent.joint_latent_over_epochs(exp, jtr_run, n_images=4, perplexity=3)
     assert by_epoch is not None and sum(len(t.x) for t in by_epoch.data) == 2 * 2 * 4
-    feats = latent.task_feature_figure(exp, jtr_run, n_images=6, perplexity=3)
-    assert {t.name for t in feats.data} == set(TASKS)
     assert list((exp.config.resolved_run_dir / "tsne").glob("*.npz"))
+
+
+def test_task_features_of_a_method_without_per_task_features_say_so(jtr_run, tpkr_run):
+    """JTR's heads all read the shared feature: its "per-task" t-SNE would embed T copies of each point (the notebook
+    showed 2 blobs); the figure shows each image once and says why. TPKR refines per task: T points per image."""
+    jtr = mtlwb.load_experiment(jtr_run, device="cpu")
+    x, meta = latent.collect_task_features(jtr, n_images=6)
+    assert x.shape[0] == 6 * len(TASKS) and latent.shared_by_all_tasks(x, meta)
+    feats = latent.task_feature_figure(jtr, jtr_run, n_images=6, perplexity=3)
+    assert [t.name for t in feats.data] == ["all tasks (one shared feature)"] and len(feats.data[0].x) == 6
+    assert "every task reads the same shared feature" in feats.layout.title.text
+    tpkr = mtlwb.load_experiment(tpkr_run, device="cpu")
+    assert not latent.shared_by_all_tasks(*latent.collect_task_features(tpkr, n_images=6))
+    feats = latent.task_feature_figure(tpkr, tpkr_run, n_images=6, perplexity=3)
+    assert {t.name for t in feats.data} == set(TASKS) and sum(len(t.x) for t in feats.data) == 6 * len(TASKS)
+    assert "shared" not in feats.layout.title.text
 
 
 def test_joint_latent_needs_joint_codes(tpkr_run):
