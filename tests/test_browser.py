@@ -313,3 +313,51 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
         finally:
             ctx.close()
     assert shot.stat().st_size > 10_000, f"{shot} is suspiciously small ({shot.stat().st_size} bytes)"
+
+
+def test_sweep_report_renders_offline_with_the_table_under_the_verdict(chromium, tmp_path):
+    """summary.html as a reader opens it with no network: nothing requested beyond the file itself (it loaded
+    require.js and MathJax from a CDN: 12 console errors offline), the figures drawn, and the metrics table on the
+    first screen, right under the verdict (it sat ~4000 px further down)."""
+    from playwright.sync_api import sync_playwright
+    from test_aggregate import _write_paired
+
+    from mtlwb import aggregate
+
+    html = aggregate.render_report(_write_paired(tmp_path / "sweep"))
+    console: list[str] = []
+    blocked: list[str] = []
+
+    def offline(route) -> None:
+        if route.request.url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: console.append(f"console.{m.type}: {m.text[:300]}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: console.append(f"pageerror: {str(e)[:300]}"))
+            page.route("**/*", offline)
+            page.goto(html.as_uri(), wait_until="load", timeout=60_000)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0",
+                                   timeout=30_000)
+            page.wait_for_timeout(1_000)
+            plots = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
+            verdict_y, table_y = page.evaluate("""() => {
+                const heading = [...document.querySelectorAll('h2')].find(h => h.innerText.startsWith('Verdict'));
+                const table = document.querySelector('table.dataframe');
+                return [heading.getBoundingClientRect().top, table.getBoundingClientRect().top];
+            }""")
+            page.screenshot(path=str(OUT / "sweep_report_offline.png"))
+        finally:
+            browser.close()
+    assert blocked == [], f"the report asked the network for {blocked}"
+    assert console == [], "\n".join(console)
+    assert plots >= 3
+    assert 0 < table_y - verdict_y < 500, (verdict_y, table_y)
+    assert table_y < 1000                                          # on the first screen
