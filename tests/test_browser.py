@@ -289,6 +289,10 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
                        lambda s: s.get("kernel") and s.get("status") == "idle" and not s.get("dialogs"),
                        KERNEL_READY)
 
+            # The file browser open, as a person works: the notebook is then ~1000 px wide, and every figure must fit.
+            page.evaluate("() => window.jupyterapp.shell.activateById('filebrowser')")
+            page.wait_for_timeout(500)
+            assert not page.evaluate("() => window.jupyterapp.shell.leftCollapsed"), "the file browser did not open"
             # The stored notebook carries execution counts: clear them, so "executed" means executed here.
             # Run all without awaiting the command's promise (a stuck cell must not block Playwright forever).
             page.evaluate("""async () => {
@@ -304,6 +308,16 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
                        lambda s: s["plotly"] >= 1 and s["heatmaps"] >= 1, 30)
             wait_until("the ipywidgets slider (.widget-slider)", lambda s: s["sliders"] >= 1, 30)
 
+            page.wait_for_timeout(1_000)                 # let every plot lay out
+            cut = page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot')]
+                .map(p => {
+                    const r = p.getBoundingClientRect();
+                    const area = p.closest('.jp-OutputArea-output').getBoundingClientRect();
+                    const title = p.querySelector('.gtitle');
+                    return {title: title ? title.textContent : '', right: r.right, area: area.right};
+                })
+                .filter(p => p.right > p.area + 1)""")
+            assert not cut, f"figures wider than the notebook with the file browser open: {cut}"
             heatmap = page.locator(".js-plotly-plot").first
             heatmap.scroll_into_view_if_needed(timeout=10_000)
             page.wait_for_timeout(1_000)                 # let the scrolled-to plot paint

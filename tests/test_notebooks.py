@@ -253,6 +253,7 @@ def project_after_make_run(tiny_root, tmp_path_factory) -> Path:
 
 def _outputs(nb) -> str:
     return "\n".join(o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", ""))
+                     + o.get("data", {}).get("text/markdown", "")
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
@@ -260,7 +261,8 @@ def _outputs(nb) -> str:
 # (relative to the project root) that it reads or writes there
 FOUND = {"train": ({}, "loaded the finished run 'reports/sweeps/quick/supervised-run'",
                    "reports/sweeps/quick/supervised-run/metrics.json"),
-         "ablation_report": ({}, "sweep quick: 1 runs, baseline", "reports/sweeps/quick/state.json"),
+         "ablation_report": ({}, "**Sweep `quick`**: 1 run(s) (1 completed); baseline **method=supervised**",
+                             "reports/sweeps/quick/state.json"),
          "dataset_explorer": ({}, "24 training images", "data/scenes-64x80/meta.json"),
          "task_affinity": ({}, "'method': 'tpkr'", "reports/runs/nb-task-affinity/checkpoint.pt"),
          "joint_latent": ({}, "'method': 'jtr'", "reports/runs/nb-joint-latent/checkpoint.pt")}
@@ -304,7 +306,8 @@ def test_training_notebook_says_first_which_run_it_shows(project_after_make_run,
     first = run(project_after_make_run, "after_make_run")
     assert first.startswith("showing the finished run 'reports/sweeps/quick/supervised-run' (1 epoch(s) on 16 "
                             "training images) instead of training 1 epoch(s) on 64 training images"), first
-    assert not (project_after_make_run / "reports" / "runs").exists()                     # nothing trained
+    runs = project_after_make_run / "reports" / "runs"
+    assert not list(runs.glob("supervised-*"))                                          # nothing trained
 
     first = run(project_after_make_run, "given", epochs=1, train_samples=8, eval_samples=8)
     assert first.startswith("training the parameters of this notebook (1 epoch(s) on 8 training images; "
@@ -315,3 +318,23 @@ def test_training_notebook_says_first_which_run_it_shows(project_after_make_run,
     assert first.startswith("training the parameters of this notebook (1 epoch(s) on 64 training images): no "
                             "finished run with dataset='scenes'"), first
     assert "run `make run` first" in first
+
+
+@pytest.mark.parametrize("tool", ["make_train_notebook.py", "make_analysis_notebooks.py"])
+def test_notebook_generators_and_the_stored_notebooks_agree(tool, tmp_path):
+    """The cell sources live twice (the generators' strings and the .ipynb): regenerated, they must give the stored
+    notebooks' cells, ids, sources and tags (outputs are what tools/store_notebook.py adds)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "notebooks").mkdir()
+    subprocess.run([sys.executable, str(ROOT / "tools" / tool)], cwd=tmp_path, check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    generated = sorted((tmp_path / "notebooks").glob("*.ipynb"))
+    assert generated
+    for path in generated:
+        new = nbformat.read(path, as_version=4)
+        stored = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
+        assert [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in new.cells] == \
+               [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in stored.cells], path.name
