@@ -309,14 +309,16 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
             wait_until("the ipywidgets slider (.widget-slider)", lambda s: s["sliders"] >= 1, 30)
 
             page.wait_for_timeout(1_000)                 # let every plot lay out
-            cut = page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot')]
-                .map(p => {
-                    const r = p.getBoundingClientRect();
-                    const area = p.closest('.jp-OutputArea-output').getBoundingClientRect();
+            # a plot drawn wider than the notebook is cut off (the output area scrolls): compare what plotly drew
+            cut = page.evaluate("""() => {
+                const notebook = window.jupyterapp.shell.currentWidget.content.node.getBoundingClientRect();
+                return [...document.querySelectorAll('.js-plotly-plot')].map(p => {
+                    const drawn = (p.querySelector('.main-svg') || p).getBoundingClientRect();
                     const title = p.querySelector('.gtitle');
-                    return {title: title ? title.textContent : '', right: r.right, area: area.right};
-                })
-                .filter(p => p.right > p.area + 1)""")
+                    return {title: title ? title.textContent : '', width: drawn.width, right: drawn.right,
+                            notebook: notebook.right};
+                }).filter(p => p.right > p.notebook);
+            }""")
             assert not cut, f"figures wider than the notebook with the file browser open: {cut}"
             heatmap = page.locator(".js-plotly-plot").first
             heatmap.scroll_into_view_if_needed(timeout=10_000)
