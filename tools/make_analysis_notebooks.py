@@ -1,7 +1,8 @@
-"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb from the cell sources below;
-``--execute`` then stores their checked outputs (``tools/store_notebook.py``). Run from the project root:
-``PYTHONPATH=$PWD .venv/bin/python tools/make_analysis_notebooks.py --execute``. The sources here and the stored
-notebooks must agree (``tests/test_notebooks.py`` compares them).
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb from the cell sources below
+(only those named, e.g. ``notebooks/ablation_report.ipynb``, when given); ``--execute`` then stores their checked
+outputs (``tools/store_notebook.py``). Run from the project root:
+``PYTHONPATH=$PWD .venv/bin/python tools/make_analysis_notebooks.py [notebooks/<name>.ipynb ...] --execute``.
+The sources here and the stored notebooks must agree (``tests/test_notebooks.py`` compares them).
 
 Stored defaults are tiny so nbval re-executes each notebook in well under a minute. Cells whose output holds
 random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; deterministic tables are checked.
@@ -32,7 +33,15 @@ def with_parameter_check(cells: list) -> list:
     return [*cells[:at], code(check_cell_source(cells[at - 1].source)), *cells[at:]]
 
 
+NOTEBOOKS: dict[str, list] = {}   # path -> cells, in the order below
+
+
 def write(path: str, cells: list) -> None:
+    """Register a notebook's cells; ``__main__`` writes the notebooks asked for (all by default)."""
+    NOTEBOOKS[path] = cells
+
+
+def write_notebook(path: str, cells: list) -> None:
     nb = nbf.v4.new_notebook(cells=with_parameter_check(cells))
     for i, cell in enumerate(nb.cells):     # ids by position: regenerating changes only what changed
         cell.id = f"cell-{i}"
@@ -305,8 +314,7 @@ write("notebooks/ablation_report.ipynb", [
            '# which test metrics each run contributes: auto (best epoch on validation where the run has a\n'
            '# validation split, else the last epoch), best_val, last\n'
            'select = "auto"', "parameters"),
-    tagged(SETUP + "\n"
-           "from IPython.display import Markdown, display\n\n"
+    tagged("from IPython.display import Markdown, display\n\n"
            "import mtlwb\n"
            "from mtlwb import aggregate, figures\n"
            + CHDIR +
@@ -358,16 +366,20 @@ write("notebooks/ablation_report.ipynb", [
            "    aggregate.bar_chart(table, task.name).show()", IGNORE),
 ])
 
-NOTEBOOKS = ["notebooks/dataset_explorer.ipynb", "notebooks/task_affinity.ipynb", "notebooks/joint_latent.ipynb",
-             "notebooks/ablation_report.ipynb"]
-
 if __name__ == "__main__":
     import sys
     from pathlib import Path
 
+    chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(NOTEBOOKS)
+    unknown = [c for c in chosen if c not in NOTEBOOKS]
+    if unknown:
+        sys.exit(f"make_analysis_notebooks.py: {unknown} not written here; allowed {list(NOTEBOOKS)}")
+    for path in chosen:
+        write_notebook(path, NOTEBOOKS[path])
+        print("wrote", path)
     if "--execute" in sys.argv:      # store the outputs nbval checks (tools/store_notebook.py)
         from store_notebook import store
 
-        for p in NOTEBOOKS:
-            store(Path(p))
-            print("executed", p)
+        for path in chosen:
+            store(Path(path))
+            print("executed", path)
