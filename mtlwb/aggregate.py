@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from .tasks import TaskSpec
 
 NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
 REPORT_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ablation_report.ipynb"
+DEFAULT_SWEEP_DIR = Path("reports/sweeps/quick")   # what `make run` writes: the report notebook's default
+FINISHED = ("completed", "failed")                 # a run with a result to report (its metrics, or why it failed)
 SELECTIONS = ("auto", "last", "best_val")   # auto: best_val where the run has a validation split, else last
 
 
@@ -591,13 +594,65 @@ def radar_chart(table: SweepTable):
                              polar={"radialaxis": {"ticksuffix": "%"}})
 
 
+# --- the report (notebooks/ablation_report.ipynb → summary.html) ----------------------------------------------
+def report_sweep_dir(sweep_dir: str | os.PathLike | None) -> Path | None:
+    """The sweep folder a report shows, checked before anything is read: a bad value is one line naming
+    ``sweep_dir``, what is wrong and what is expected.
+
+    ``None`` (the report notebook's default) is ``make run``'s sweep (``DEFAULT_SWEEP_DIR``) when it has a finished
+    run, else None: a fresh clone (JupyterLab, nbval) gets a hint, not an error. A given folder must exist, hold a
+    ``state.json`` and at least one finished run (completed, or failed with its error); an empty report from a
+    mistyped path would look like a sweep that produced nothing.
+    """
+    if sweep_dir is None:
+        return DEFAULT_SWEEP_DIR if _finished_runs(DEFAULT_SWEEP_DIR) else None
+    if not isinstance(sweep_dir, (str, os.PathLike)):
+        raise TypeError(f"sweep_dir={sweep_dir!r} ({type(sweep_dir).__name__}): expected the path of a sweep folder "
+                        f"as text, e.g. -p sweep_dir {DEFAULT_SWEEP_DIR}")
+    path = Path(sweep_dir)
+    if not path.is_dir():
+        raise ValueError(f"sweep_dir={str(path)!r}: no such sweep folder (`mtlwb sweep sweeps/<name>.yaml` writes "
+                         "reports/sweeps/<name>/)")
+    if not (path / "state.json").is_file():
+        raise ValueError(f"sweep_dir={str(path)!r}: not a sweep folder (no state.json; `mtlwb sweep` writes one)")
+    runs = read_json(path / "state.json").get("runs", {})
+    if not _finished_runs(path):
+        statuses = sorted({str(entry.get("status")) for entry in runs.values()})
+        raise ValueError(f"sweep_dir={str(path)!r}: no finished runs to report ({len(runs)} run(s), status "
+                         f"{', '.join(statuses) or 'none'}); run or resume the sweep first")
+    return path
+
+
+def _finished_runs(sweep_dir: Path) -> list[str]:
+    state = sweep_dir / "state.json"
+    if not state.is_file():
+        return []
+    return [rid for rid, entry in read_json(state).get("runs", {}).items() if entry.get("status") in FINISHED]
+
+
+def report_header(table: SweepTable, sweep_dir: str | Path, select: str = "auto") -> str:
+    """Markdown heading of a report: which sweep, how many runs in which state, the baseline, and the command that
+    renders this very report again (its own ``-p sweep_dir``, relative to the project root when inside it)."""
+    shown = Path(sweep_dir)
+    if shown.is_absolute() and shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    counts = table.runs["status"].value_counts()
+    states = ", ".join(f"{n} {status}" for status, n in counts.items())
+    command = (f"papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir {shown}"
+               + (f" -p select {select}" if select != "auto" else ""))
+    return (f"**Sweep `{table.name}`**: {len(table.runs)} run(s) ({states}); baseline **{table.baseline_name}**.  \n"
+            f"Folder `{shown}`; this report: `{command}`")
+
+
 def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK, select: str = "auto") -> Path:
-    """Execute the ablation report notebook on ``sweep_dir`` and export it, code cells hidden, to ``summary.html``."""
+    """Execute the ablation report notebook on ``sweep_dir`` and export it, code cells hidden, to ``summary.html``.
+
+    A folder with nothing to report is refused first (``report_sweep_dir``), before a kernel starts."""
     from .notebook_runner import execute, export_html
 
     if select not in SELECTIONS:
         raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
-    sweep_dir = Path(sweep_dir).resolve()
+    sweep_dir = report_sweep_dir(Path(sweep_dir)).resolve()
     out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir), "select": select},
                   progress=False)
     return export_html(out, sweep_dir / "summary.html", hide_code=True)

@@ -1,9 +1,10 @@
 """Load a finished run instead of training again: the training notebook's ``reuse_finished_run`` and the analysis
 notebooks' own tiny runs (``notebook_run``).
 
-Why: opened by a person, ``notebooks/train.ipynb`` keeps CI's tiny defaults (nbval re-executes it), so its figures
-show an untrained 1-epoch model. After ``make run``, ``reports/sweeps/quick/<run_id>/`` holds a real run of every
-method; showing one of those costs a checkpoint load instead of minutes of training.
+Why: ``notebooks/train.ipynb`` stores CI's tiny defaults (nbval re-executes it on a fresh clone), whose figures show
+an untrained 1-epoch model. After ``make run``, ``reports/sweeps/quick/<run_id>/`` holds a real run of every
+method; a person opening the notebook is shown that one by default (``choose_run``), at the cost of a checkpoint
+load instead of minutes of training.
 """
 
 from __future__ import annotations
@@ -54,6 +55,35 @@ def config_differences(run_config: dict[str, Any], config: ExperimentConfig) -> 
     mine = config.to_dict()
     return {k: (run_config.get(k), v) for k, v in mine.items()
             if k not in _NOT_COMPARED and run_config.get(k) != v}
+
+
+def choose_run(config: ExperimentConfig, reuse: bool | None, runs_dir: str | Path,
+               injected: bool = False) -> tuple[Path | None, str]:
+    """Which run the training notebook shows, and the lines that say so (its first output): ``(finished run or
+    None = train config, text)``.
+
+    ``reuse`` None (the notebook's default): a finished run in ``runs_dir`` of the same data, tasks, label setting
+    and method when the notebook runs with its stored parameters (``injected`` False: opened in JupyterLab after
+    ``make run``, or nbval), else train — under ``papermill -p`` the parameters name the experiment wanted, and a
+    sweep's run must never be swapped for ``make run``'s. True: the finished run whenever there is one. False:
+    always train.
+    """
+    wanted = ", ".join(f"{k}={getattr(config, k)!r}" for k in MATCH_KEYS)
+    budget = (f"{config.epochs} epoch(s) on {'all' if config.train_samples is None else config.train_samples} "
+              "training images")
+    if reuse is False or (reuse is None and injected):
+        why = "reuse_finished_run=False" if reuse is False else "parameters were given to papermill"
+        return None, f"training the parameters of this notebook ({budget}; {why})"
+    found = find_finished_run(runs_dir, config)
+    if found is None:
+        return None, (f"training the parameters of this notebook ({budget}): no finished run with {wanted} in "
+                      f"{str(runs_dir)!r}. The stored defaults are CI's tiny run (its predictions are still blank): "
+                      "run `make run` first to see a trained model here, or raise epochs and train_samples")
+    run = read_json(found / METRICS).get("config", {})
+    shown = (f"{run.get('epochs')} epoch(s) on {'all' if run.get('train_samples') is None else run['train_samples']} "
+             "training images")
+    return found, (f"showing the finished run {str(found)!r} ({shown}) instead of training {budget}: "
+                   "set reuse_finished_run = False to train the parameters below")
 
 
 def train_or_load(config: ExperimentConfig, reuse_from: str | Path | None = None) -> tuple[Experiment, dict]:
@@ -107,4 +137,5 @@ def notebook_run(run_dir: str | Path | None, config: ExperimentConfig,
     return own
 
 
-__all__ = ["MATCH_KEYS", "config_differences", "find_finished_run", "is_finished", "notebook_run", "train_or_load"]
+__all__ = ["MATCH_KEYS", "choose_run", "config_differences", "find_finished_run", "is_finished", "notebook_run",
+           "train_or_load"]

@@ -117,6 +117,18 @@ def text_for_container_message(name: str, value: Any, default: Any) -> str | Non
             f"papermill's -p passes text: give a {kind.__name__} with -y, e.g. -y '{name}: {example}'")
 
 
+def parameters_injected(namespace: Mapping[str, Any]) -> bool:
+    """Whether papermill injected notebook parameters in this kernel (a cell it ran starts with ``# Parameters`` and
+    assigns a name other than papermill's own ``PAPERMILL_*``): the notebook runs with parameters it was given, not
+    with its stored ones. Outside IPython (no ``_ih``) nothing was injected."""
+    history = namespace.get("_ih")
+    if not isinstance(history, list):
+        return False
+    return any(isinstance(source, str) and source.lstrip().startswith(INJECTED_CELL_HEADER)
+               and any(not n.startswith(PAPERMILL_NAMES_PREFIX) for n in assigned_names(source))
+               for source in history)
+
+
 def check_injected(known: Iterable[str], namespace: Mapping[str, Any]) -> None:
     """Raise ValueError naming each injected parameter that the notebook's ``parameters`` cell does not define, or
     a list or dict parameter injected as text (``papermill -p``, see :func:`text_for_container_message`).
@@ -158,5 +170,5 @@ def check_cell_source(parameters_source: str, width: int = 116) -> str:
 
 
 __all__ = ["TRAIN_NOTEBOOK_ONLY", "assigned_names", "check_cell_source", "check_injected", "closest_name",
-           "injected_names", "literal_defaults", "parameters_cell_defaults", "text_for_container_message",
-           "unknown_name_message"]
+           "injected_names", "literal_defaults", "parameters_cell_defaults", "parameters_injected",
+           "text_for_container_message", "unknown_name_message"]

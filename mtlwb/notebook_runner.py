@@ -100,17 +100,30 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
     return output
 
 
+# nbconvert's "lab" page without the scripts it loads from a CDN: require.js (nothing in these notebooks needs it;
+# loaded, it makes the embedded plotly.js register as an AMD module), MathJax (no LaTeX is rendered) and mermaid
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def export_html(notebook: str | Path, html: str | Path | None = None, hide_code: bool = False) -> Path:
-    """Self-contained HTML (plotly's JS is embedded by the notebooks' renderer setting).
+    """Self-contained HTML that renders with no network: plotly's JS is embedded by the notebooks' renderer
+    setting (``figures.use_offline_renderer``), and the page loads no script from a CDN (``OFFLINE_TEMPLATE``).
 
     ``hide_code``: leave out code cells' input and prompts (nbconvert ``--no-input``), for reports a reader
     should take in at a glance.
     """
+    import jinja2
     from nbconvert import HTMLExporter
 
     notebook = Path(notebook)
     html = Path(html) if html else notebook.with_suffix(".html")
-    exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=hide_code)
+    exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=hide_code,
+                            extra_loaders=[jinja2.DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     atomic_write_text(html, body)
     return html

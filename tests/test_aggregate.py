@@ -359,3 +359,79 @@ def test_sweep_figures_tool_writes_the_readme_copy_and_checks_names_first(tmp_pa
                       "--change", "semantic"]) == 0
     assert (out / "results" / "x_summary.md").read_text() == (sweep / "summary.md").read_text()
     assert pngs == ["x_change_delta_mtl.png", "x_change_semantic.png"]
+
+
+# --- the report: which sweep, refused when there is nothing to show, the table under the verdict ---------------
+
+def test_report_sweep_dir_refuses_in_one_line_what_is_no_sweep(tmp_path, monkeypatch):
+    """A mistyped path used to render an empty report (exit 0), a number a pathlib TypeError not naming sweep_dir."""
+    with pytest.raises(ValueError) as e:
+        aggregate.report_sweep_dir(str(tmp_path / "nonexistent"))
+    assert str(e.value) == (f"sweep_dir={str(tmp_path / 'nonexistent')!r}: no such sweep folder (`mtlwb sweep "
+                            "sweeps/<name>.yaml` writes reports/sweeps/<name>/)")
+    with pytest.raises(TypeError, match=r"^sweep_dir=5 \(int\): expected the path of a sweep folder as text, "
+                                        r"e\.g\. -p sweep_dir reports/sweeps/quick$"):
+        aggregate.report_sweep_dir(5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="'.*empty': not a sweep folder \\(no state.json"):
+        aggregate.report_sweep_dir(tmp_path / "empty")
+    queued = tmp_path / "queued"
+    queued.mkdir()
+    (queued / "state.json").write_text(json.dumps({"name": "q", "runs": {
+        "a": {"params": {}, "status": "queued"}, "b": {"params": {}, "status": "pending"}}}))
+    with pytest.raises(ValueError, match=r"no finished runs to report \(2 run\(s\), status pending, queued\)"):
+        aggregate.report_sweep_dir(str(queued))
+    with pytest.raises(ValueError, match="no such sweep folder"):       # refused before a kernel starts
+        aggregate.render_report(tmp_path / "nonexistent")
+    assert not (tmp_path / "nonexistent").exists()
+    sweep = _write_sweep(tmp_path / "hand")                             # completed and failed runs: a report
+    assert aggregate.report_sweep_dir(str(sweep)) == sweep
+    # the default (None): make run's sweep if it has a finished run, else nothing to show (fresh clone, nbval)
+    monkeypatch.chdir(tmp_path)
+    assert aggregate.report_sweep_dir(None) is None
+    _write_sweep(tmp_path / "reports" / "sweeps" / "quick")
+    assert aggregate.report_sweep_dir(None) == Path("reports/sweeps/quick")
+
+
+def test_report_header_names_this_sweep_and_its_command(tmp_path, monkeypatch):
+    sweep = _write_sweep(tmp_path / "reports" / "sweeps" / "hand")
+    table = aggregate.load_table(sweep)
+    monkeypatch.chdir(tmp_path)
+    header = aggregate.report_header(table, sweep.resolve())
+    assert "**Sweep `hand`**: 7 run(s) (6 completed, 1 failed); baseline **method=supervised**" in header
+    assert header.endswith("`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/hand`")
+    assert "quick" not in header
+    assert aggregate.report_header(table, sweep, "last").endswith("-p sweep_dir reports/sweeps/hand -p select last`")
+
+
+@pytest.mark.slow
+def test_report_puts_the_table_under_the_verdict_and_names_its_sweep(tmp_path):
+    import re
+
+    sweep = _write_paired(tmp_path / "p")
+    html = aggregate.render_report(sweep).read_text()
+    assert f"-p sweep_dir {sweep.resolve()}" in html and "reports/sweeps/quick" not in html
+    verdict = html.index(">Verdict")
+    table = html.index("<table", verdict)
+    assert "jtr vs supervised" in html[verdict:table]                  # the verdict lines, then straight the table
+    assert "js-plotly-plot" not in html[verdict:table] and 'class="plotly' not in html[verdict:table]
+    assert html.index("Metrics per group") < table < html.index("Change vs the baseline")
+    assert not re.findall(r'<script[^>]+src="https?:', html)           # nothing loaded from the network
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value, error", [("reports/sweeps/nonexistent", "ValueError: sweep_dir='reports/sweeps/"
+                                           "nonexistent': no such sweep folder"),
+                                          (5, "TypeError: sweep_dir=5 (int): expected the path of a sweep folder")])
+def test_report_notebook_under_plain_papermill_refuses_a_bad_sweep_dir(value, error, tmp_path):
+    import nbformat
+    import papermill as pm
+
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(aggregate.REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
+                            progress_bar=False, kernel_name="python3")
+    assert f"{e.value.ename}: {e.value.evalue}".startswith(error)
+    assert "\n" not in e.value.evalue
+    ran = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" and c.execution_count]
+    assert ran[-1].outputs[-1].output_type == "error" and not ran[-1].outputs[:-1]   # nothing shown before it

@@ -289,6 +289,10 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
                        lambda s: s.get("kernel") and s.get("status") == "idle" and not s.get("dialogs"),
                        KERNEL_READY)
 
+            # The file browser open, as a person works: the notebook is then ~1000 px wide, and every figure must fit.
+            page.evaluate("() => window.jupyterapp.shell.activateById('filebrowser')")
+            page.wait_for_timeout(500)
+            assert not page.evaluate("() => window.jupyterapp.shell.leftCollapsed"), "the file browser did not open"
             # The stored notebook carries execution counts: clear them, so "executed" means executed here.
             # Run all without awaiting the command's promise (a stuck cell must not block Playwright forever).
             page.evaluate("""async () => {
@@ -304,6 +308,18 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
                        lambda s: s["plotly"] >= 1 and s["heatmaps"] >= 1, 30)
             wait_until("the ipywidgets slider (.widget-slider)", lambda s: s["sliders"] >= 1, 30)
 
+            page.wait_for_timeout(1_000)                 # let every plot lay out
+            # a plot drawn wider than the notebook is cut off (the output area scrolls): compare what plotly drew
+            cut = page.evaluate("""() => {
+                const notebook = window.jupyterapp.shell.currentWidget.content.node.getBoundingClientRect();
+                return [...document.querySelectorAll('.js-plotly-plot')].map(p => {
+                    const drawn = (p.querySelector('.main-svg') || p).getBoundingClientRect();
+                    const title = p.querySelector('.gtitle');
+                    return {title: title ? title.textContent : '', width: drawn.width, right: drawn.right,
+                            notebook: notebook.right};
+                }).filter(p => p.right > p.notebook);
+            }""")
+            assert not cut, f"figures wider than the notebook with the file browser open: {cut}"
             heatmap = page.locator(".js-plotly-plot").first
             heatmap.scroll_into_view_if_needed(timeout=10_000)
             page.wait_for_timeout(1_000)                 # let the scrolled-to plot paint
@@ -313,3 +329,51 @@ def test_task_affinity_notebook_renders_in_chromium(chromium, lab, tmp_path):
         finally:
             ctx.close()
     assert shot.stat().st_size > 10_000, f"{shot} is suspiciously small ({shot.stat().st_size} bytes)"
+
+
+def test_sweep_report_renders_offline_with_the_table_under_the_verdict(chromium, tmp_path):
+    """summary.html as a reader opens it with no network: nothing requested beyond the file itself (it loaded
+    require.js and MathJax from a CDN: 12 console errors offline), the figures drawn, and the metrics table on the
+    first screen, right under the verdict (it sat ~4000 px further down)."""
+    from playwright.sync_api import sync_playwright
+    from test_aggregate import _write_paired
+
+    from mtlwb import aggregate
+
+    html = aggregate.render_report(_write_paired(tmp_path / "sweep"))
+    console: list[str] = []
+    blocked: list[str] = []
+
+    def offline(route) -> None:
+        if route.request.url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: console.append(f"console.{m.type}: {m.text[:300]}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: console.append(f"pageerror: {str(e)[:300]}"))
+            page.route("**/*", offline)
+            page.goto(html.as_uri(), wait_until="load", timeout=60_000)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0",
+                                   timeout=30_000)
+            page.wait_for_timeout(1_000)
+            plots = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
+            verdict_y, table_y = page.evaluate("""() => {
+                const heading = [...document.querySelectorAll('h2')].find(h => h.innerText.startsWith('Verdict'));
+                const table = document.querySelector('table.dataframe');
+                return [heading.getBoundingClientRect().top, table.getBoundingClientRect().top];
+            }""")
+            page.screenshot(path=str(OUT / "sweep_report_offline.png"))
+        finally:
+            browser.close()
+    assert blocked == [], f"the report asked the network for {blocked}"
+    assert console == [], "\n".join(console)
+    assert plots >= 3
+    assert 0 < table_y - verdict_y < 500, (verdict_y, table_y)
+    assert table_y < 1000                                          # on the first screen

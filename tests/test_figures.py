@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -57,6 +59,37 @@ def test_dataset_figures(tiny_root):
     assert box.children[0].children[0].max == len(ds) - 1
 
 
+def _titles_clear_the_row_above(fig: go.Figure) -> None:
+    """Every subplot title (one 11 px line per ``<br>``-separated line) fits in the band above its panel: it ends
+    below the bottom of the panel above it (or of the figure title, for the first row)."""
+    plot_height = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    bottoms = sorted({round(fig.get_subplot(r + 1, 1).yaxis.domain[0], 9) for r in range(len(fig._grid_ref))})
+    for a in fig.layout.annotations:
+        top_px = a.y * plot_height + (a.text.count("<br>") + 1) * dataset.TITLE_LINE_PX
+        above = [b for b in bottoms if b > a.y + 1e-9]
+        limit_px = min(above) * plot_height if above else plot_height + fig.layout.margin.t - 35   # figure title
+        assert a.yanchor == "bottom" and top_px <= limit_px + 0.5, (a.text, top_px, limit_px)
+
+
+def test_dataset_explorer_titles_do_not_overlap_the_images(tiny_root):
+    from mtlwb.data.generate import scene_seed
+    from mtlwb.data.scenes import render_scene
+
+    names = [*TASKS, "dominant_class", "num_objects"]                  # two lines of image-level labels per title
+    specs = make_tasks(names, 7)
+    ds = MultiTaskFolder(tiny_root, "train", specs)
+    grid = dataset.sample_grid(ds, specs, [0, 1, 2], make_mask("onelabel", len(ds), names), setting="onelabel")
+    assert grid.layout.annotations[0].text.count("<br>") == 2
+    _titles_clear_the_row_above(grid)
+    _titles_clear_the_row_above(dataset.sample_grid(ds, specs, [0, 1, 2, 3], show=["depth"]))
+    seeds = [scene_seed(0, "train", i) for i in (0, 1, 2)]
+    styled = {look: [render_scene(s, 32, 40, style=look)["image"] for s in seeds] for look in ("default", "B")}
+    styles = dataset.style_comparison(styled, [0, 1, 2])
+    assert [a.text for a in styles.layout.annotations][:2] == ["default · scene 0", "default · scene 1"]
+    assert len(styles.data) == 6 and len(styles._grid_ref) == 2
+    _titles_clear_the_row_above(styles)
+
+
 # -- predictions --------------------------------------------------------------------------------------------------
 
 def test_prediction_grid_is_four_columns_one_row_per_image_and_task(tiny_config):
@@ -81,6 +114,41 @@ def test_prediction_grid_is_four_columns_one_row_per_image_and_task(tiny_config)
     depth = exp.tasks[1]
     expected = predictions.error_map(depth, preds["depth"][0], item["depth"])[::-1]
     np.testing.assert_allclose(np.asarray(fig.data[4 * 5 + 3].z), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prediction_grid_errors_have_one_colour_range_per_task_and_a_colour_bar(tiny_config):
+    """Every error panel of a task shares that task's range (a panel scaled to its own maximum paints "wrong class"
+    in another colour per row), and each carries a colour bar beside it, inside the figure."""
+    exp = mtlwb.build_experiment(tiny_config(tasks=["semantic", "depth", "normal", "edge"]))
+    fig = predictions.prediction_grid(exp.model, exp.method, exp.eval_set, exp.tasks, [0, 1, 2])
+    errors = [d for d in fig.data if d.type == "heatmap"]
+    assert len(errors) == 3 * 4
+    by_task = {}
+    for d in errors:
+        by_task.setdefault(d.name, []).append(d)
+    assert sorted(by_task) == ["depth error", "edge error", "normal error", "semantic error"]
+    for name, panels in by_task.items():
+        assert all(d.zauto is False and d.zmin == 0 for d in panels), name
+        assert len({(d.zmin, d.zmax, json.dumps(d.colorscale)) for d in panels}) == 1, name   # one range per task
+        if name in ("semantic error", "edge error"):                  # bounded: every value inside the range
+            assert all(np.asarray(d.z).max() <= d.zmax == 1 for d in panels)
+    assert by_task["semantic error"][0].zmax == 1 and by_task["normal error"][0].zmax == 90
+    # "wrong class" (z = 1) has one colour, whatever a panel holds
+    scale = by_task["semantic error"][0].colorscale
+    assert [c for v, c in scale if v > 0.5] == ["crimson"] and "wrong" in by_task["semantic error"][0].colorbar.ticktext
+    depth = by_task["depth error"][0].zmax
+    pooled = np.concatenate([np.asarray(d.z).ravel() for d in by_task["depth error"]])   # every image's depth error
+    assert np.isclose(depth, np.percentile(pooled, 99), rtol=1e-5)
+    # a colour bar beside each error panel: right of the last column, within its row, inside the figure's margin
+    plot_width = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    for d, row in zip(errors, range(1, len(errors) + 1)):
+        panel = fig.get_subplot(row, 4)
+        bar = d.colorbar
+        assert d.showscale and bar.x >= panel.xaxis.domain[1] and bar.xanchor == "left"
+        low, high = bar.y - bar.len / 2, bar.y + bar.len / 2
+        assert panel.yaxis.domain[0] - 1e-6 <= low and high <= panel.yaxis.domain[1] + 1e-6
+        bar_px = (bar.x - 1) * plot_width + bar.thickness + 35          # bar, ticks and a short label
+        assert bar_px <= fig.layout.margin.r, (bar_px, fig.layout.margin.r)
 
 
 # -- task affinity ------------------------------------------------------------------------------------------------
@@ -147,6 +215,48 @@ def test_prior_beside_the_learned_affinities():
         affinity.task_relations(names)
 
 
+# what fits a JupyterLab notebook with the file browser open at a 1400 px wide window (tests/test_browser.py checks
+# the rendered task-affinity notebook itself)
+NOTEBOOK_WIDTH_PX = 900
+
+
+def _colorbars_stay_under_their_panels(fig: go.Figure) -> None:
+    """Each heatmap's colour bar lies flat under its own panel (x inside that panel's domain, below its axis, inside
+    the bottom margin): its tick labels cannot run into the next panel's labels."""
+    plot_height = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    for col, trace in enumerate(fig.data, 1):
+        domain = fig.get_subplot(1, col).xaxis.domain
+        bar = trace.colorbar
+        assert bar.orientation == "h" and bar.xanchor == "center" and bar.yanchor == "top", trace.name
+        assert domain[0] <= bar.x - bar.len / 2 and bar.x + bar.len / 2 <= domain[1], (trace.name, domain, bar.x)
+        below_px = -bar.y * plot_height                                   # the bar's top, under the axis
+        assert 25 <= below_px and below_px + bar.thickness + 20 <= fig.layout.margin.b, (trace.name, below_px)
+
+
+def test_side_by_side_affinities_fit_the_notebook_and_their_colour_bars_do_not_overlap():
+    names = ["semantic", "depth", "normal"]
+    grad = np.array([[1.0, -0.5, 0.2], [-0.5, 1.0, 0.1], [0.2, 0.1, 1.0]])
+    three = affinity.task_relations(names, prior=np.eye(3), prototype=np.full((3, 3), 1 / 3), gradient=grad)
+    two = affinity.affinity_comparison(np.full((3, 3), 1 / 3), grad, names)
+    for fig in (three, two):
+        assert fig.layout.width <= NOTEBOOK_WIDTH_PX
+        _colorbars_stay_under_their_panels(fig)
+    assert len(two.data) == 2 and two.layout.title.text == "Two task affinities side by side"
+    assert three.data[1].text[0] == ["0.33", "0.33", "0.33"] and three.data[2].text[0] == ["1.00", "-0.50", "0.20"]
+
+
+def test_per_image_affinity_cells_are_rounded(tpkr_run):
+    exp = mtlwb.load_experiment(tpkr_run, device="cpu")
+    heat = affinity.image_affinity_figure(exp, 0).data[1]
+    _, a = affinity.image_affinity(exp, 0)
+    assert a.dtype == np.float32                        # what printed 0.7200000286102295 through np.round
+    texts = [t for row in heat.text for t in row]
+    assert len(texts) == a.size and all(isinstance(t, str) and len(t) == 4 and t[1] == "." for t in texts), texts
+    assert [float(t) for t in texts] == [round(float(v), 2) for v in a.ravel()]
+    evo = affinity.affinity_evolution(mtlwb.load_record(tpkr_run))
+    assert all(isinstance(t, str) and len(t) == 4 for frame in evo.frames for row in frame.data[0].text for t in row)
+
+
 # -- latent spaces ------------------------------------------------------------------------------------------------
 
 def test_tsne_cache_hit_skips_recompute(tmp_path, monkeypatch):
@@ -182,9 +292,23 @@ def test_joint_latent_figures(jtr_run):
     assert list(latent.snapshot_paths(jtr_run)) == [1, 2]
     by_epoch = latent.joint_latent_over_epochs(exp, jtr_run, n_images=4, perplexity=3)
     assert by_epoch is not None and sum(len(t.x) for t in by_epoch.data) == 2 * 2 * 4
-    feats = latent.task_feature_figure(exp, jtr_run, n_images=6, perplexity=3)
-    assert {t.name for t in feats.data} == set(TASKS)
     assert list((exp.config.resolved_run_dir / "tsne").glob("*.npz"))
+
+
+def test_task_features_of_a_method_without_per_task_features_say_so(jtr_run, tpkr_run):
+    """JTR's heads all read the shared feature: its "per-task" t-SNE would embed T copies of each point (the notebook
+    showed 2 blobs); the figure shows each image once and says why. TPKR refines per task: T points per image."""
+    jtr = mtlwb.load_experiment(jtr_run, device="cpu")
+    x, meta = latent.collect_task_features(jtr, n_images=6)
+    assert x.shape[0] == 6 * len(TASKS) and latent.shared_by_all_tasks(x, meta)
+    feats = latent.task_feature_figure(jtr, jtr_run, n_images=6, perplexity=3)
+    assert [t.name for t in feats.data] == ["all tasks (one shared feature)"] and len(feats.data[0].x) == 6
+    assert "every task reads the same shared feature" in feats.layout.title.text
+    tpkr = mtlwb.load_experiment(tpkr_run, device="cpu")
+    assert not latent.shared_by_all_tasks(*latent.collect_task_features(tpkr, n_images=6))
+    feats = latent.task_feature_figure(tpkr, tpkr_run, n_images=6, perplexity=3)
+    assert {t.name for t in feats.data} == set(TASKS) and sum(len(t.x) for t in feats.data) == 6 * len(TASKS)
+    assert "shared" not in feats.layout.title.text
 
 
 def test_joint_latent_needs_joint_codes(tpkr_run):

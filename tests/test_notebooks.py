@@ -13,8 +13,21 @@ import pytest
 import torch
 
 import mtlwb
-from mtlwb.finished_runs import config_differences, find_finished_run, is_finished, notebook_run, train_or_load
-from mtlwb.notebook_params import TRAIN_NOTEBOOK_ONLY, check_cell_source, check_injected, injected_names
+from mtlwb.finished_runs import (
+    choose_run,
+    config_differences,
+    find_finished_run,
+    is_finished,
+    notebook_run,
+    train_or_load,
+)
+from mtlwb.notebook_params import (
+    TRAIN_NOTEBOOK_ONLY,
+    check_cell_source,
+    check_injected,
+    injected_names,
+    parameters_injected,
+)
 from mtlwb.notebook_runner import check_parameters, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,17 +195,50 @@ def test_notebook_run_reuses_only_a_run_of_the_same_parameters(tiny_config, tmp_
         notebook_run(str(tmp_path / "missing"), other, counting_train)
 
 
+def test_parameters_injected_means_papermill_was_given_parameters():
+    assert parameters_injected(_papermill_history("# Parameters\nepochs = 2\n"))
+    assert not parameters_injected(_papermill_history('# Parameters\nPAPERMILL_INPUT_PATH = "a.ipynb"\n'))
+    assert not parameters_injected(_papermill_history("epochs = 3\n"))     # a person's own cell in JupyterLab
+    assert not parameters_injected({})
+    # later cells still see it (the training cell runs several cells after the injected one)
+    assert parameters_injected({"_ih": ["", "epochs = 1", "# Parameters\nepochs = 2\n", "a = 1", "b = 2"]})
+
+
+def test_choose_run_shows_make_runs_run_only_for_the_stored_parameters(tiny_config, tmp_path):
+    quick = tmp_path / "quick"
+    mtlwb.train(tiny_config(train_samples=16, eval_samples=8, run_dir=str(quick / "run0")))
+    wanted = tiny_config(train_samples=8, eval_samples=8, run_dir=str(tmp_path / "mine"))
+    found, text = choose_run(wanted, None, quick, injected=False)                 # opened in JupyterLab
+    assert found == quick / "run0"
+    assert text.startswith(f"showing the finished run {str(quick / 'run0')!r} (1 epoch(s) on 16 training images) "
+                           "instead of training 1 epoch(s) on 8 training images")
+    assert choose_run(wanted, True, quick, injected=True)[0] == quick / "run0"
+    found, text = choose_run(wanted, None, quick, injected=True)                  # papermill -p: what was asked
+    assert found is None and text.endswith("; parameters were given to papermill)")
+    found, text = choose_run(wanted, False, quick, injected=False)
+    assert found is None and "reuse_finished_run=False" in text
+    found, text = choose_run(tiny_config(method="jtr"), None, quick, injected=False)   # none of this method
+    assert found is None and "no finished run with" in text and "run `make run` first" in text
+    assert choose_run(wanted, None, tmp_path / "missing", injected=False)[0] is None
+
+
 # --- the notebooks opened in JupyterLab after `make run` --------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def project_after_make_run(tiny_root, tmp_path_factory) -> Path:
-    """A copy of the project as ``make run`` leaves it: data/scenes-64x80 and a finished reports/sweeps/quick."""
-    root = tmp_path_factory.mktemp("project")
+def _fresh_project(root: Path, tiny_root: Path) -> Path:
+    """A copy of the project as a fresh clone has it once the data is generated (no reports/)."""
+    root.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "pyproject.toml", root)
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     (root / "mtlwb").symlink_to(ROOT / "mtlwb", target_is_directory=True)
     (root / "data").mkdir()
     (root / "data" / "scenes-64x80").symlink_to(tiny_root, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project_after_make_run(tiny_root, tmp_path_factory) -> Path:
+    """A copy of the project as ``make run`` leaves it: data/scenes-64x80 and a finished reports/sweeps/quick."""
+    root = _fresh_project(tmp_path_factory.mktemp("project"), tiny_root)
     quick = root / "reports" / "sweeps" / "quick"
     config = mtlwb.ExperimentConfig(data_root=str(tiny_root), method="supervised", epochs=1, batch_size=8,
                                     train_samples=16, eval_samples=8, progress=False, device="cpu",
@@ -207,14 +253,16 @@ def project_after_make_run(tiny_root, tmp_path_factory) -> Path:
 
 def _outputs(nb) -> str:
     return "\n".join(o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", ""))
+                     + o.get("data", {}).get("text/markdown", "")
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
 # per notebook: parameters, the words its output shows when its defaults found what they look for, and the file
 # (relative to the project root) that it reads or writes there
-FOUND = {"train": ({"reuse_finished_run": True}, "loaded the finished run 'reports/sweeps/quick/supervised-run'",
+FOUND = {"train": ({}, "loaded the finished run 'reports/sweeps/quick/supervised-run'",
                    "reports/sweeps/quick/supervised-run/metrics.json"),
-         "ablation_report": ({}, "sweep quick: 1 runs, baseline", "reports/sweeps/quick/state.json"),
+         "ablation_report": ({}, "**Sweep `quick`**: 1 run(s) (1 completed); baseline **method=supervised**",
+                             "reports/sweeps/quick/state.json"),
          "dataset_explorer": ({}, "24 training images", "data/scenes-64x80/meta.json"),
          "task_affinity": ({}, "'method': 'tpkr'", "reports/runs/nb-task-affinity/checkpoint.pt"),
          "joint_latent": ({}, "'method': 'jtr'", "reports/runs/nb-joint-latent/checkpoint.pt")}
@@ -237,3 +285,56 @@ def test_notebook_started_in_notebooks_folder_finds_what_make_run_wrote(name, pr
     assert expected in text, text[-2000:]
     assert (root / path).is_file()
     assert not (root / "notebooks" / "reports").exists() and not (root / "notebooks" / "data").exists()
+
+
+def _first_output(nb) -> str:
+    return next(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.slow
+def test_training_notebook_says_first_which_run_it_shows(project_after_make_run, tiny_root, tmp_path):
+    """Opened after `make run` (no parameters given): make run's run of the method, said in the first output. On a
+    fresh clone (what nbval sees): the stored tiny run is trained, said so. Under papermill -p: what was asked."""
+    import papermill as pm
+
+    def run(root: Path, name: str, **params) -> str:
+        out = tmp_path / f"{name}.ipynb"
+        pm.execute_notebook(str(root / "notebooks" / "train.ipynb"), str(out), parameters=params,
+                            cwd=str(root / "notebooks"), progress_bar=False, kernel_name="python3")
+        return _first_output(nbformat.read(out, as_version=4))
+
+    first = run(project_after_make_run, "after_make_run")
+    assert first.startswith("showing the finished run 'reports/sweeps/quick/supervised-run' (1 epoch(s) on 16 "
+                            "training images) instead of training 1 epoch(s) on 64 training images"), first
+    runs = project_after_make_run / "reports" / "runs"
+    assert not list(runs.glob("supervised-*"))                                          # nothing trained
+
+    first = run(project_after_make_run, "given", epochs=1, train_samples=8, eval_samples=8)
+    assert first.startswith("training the parameters of this notebook (1 epoch(s) on 8 training images; "
+                            "parameters were given to papermill)"), first
+
+    fresh = _fresh_project(tmp_path / "fresh", tiny_root)
+    first = run(fresh, "fresh")
+    assert first.startswith("training the parameters of this notebook (1 epoch(s) on 64 training images): no "
+                            "finished run with dataset='scenes'"), first
+    assert "run `make run` first" in first
+
+
+@pytest.mark.parametrize("tool", ["make_train_notebook.py", "make_analysis_notebooks.py"])
+def test_notebook_generators_and_the_stored_notebooks_agree(tool, tmp_path):
+    """The cell sources live twice (the generators' strings and the .ipynb): regenerated, they must give the stored
+    notebooks' cells, ids, sources and tags (outputs are what tools/store_notebook.py adds)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "notebooks").mkdir()
+    subprocess.run([sys.executable, str(ROOT / "tools" / tool)], cwd=tmp_path, check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    generated = sorted((tmp_path / "notebooks").glob("*.ipynb"))
+    assert generated
+    for path in generated:
+        new = nbformat.read(path, as_version=4)
+        stored = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
+        assert [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in new.cells] == \
+               [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in stored.cells], path.name

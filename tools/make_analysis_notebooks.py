@@ -1,5 +1,8 @@
-"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb (the notebooks are the
-artefacts).
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb from the cell sources below
+(only those named, e.g. ``notebooks/ablation_report.ipynb``, when given); ``--execute`` then stores their checked
+outputs (``tools/store_notebook.py``). Run from the project root:
+``PYTHONPATH=$PWD .venv/bin/python tools/make_analysis_notebooks.py [notebooks/<name>.ipynb ...] --execute``.
+The sources here and the stored notebooks must agree (``tests/test_notebooks.py`` compares them).
 
 Stored defaults are tiny so nbval re-executes each notebook in well under a minute. Cells whose output holds
 random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; deterministic tables are checked.
@@ -30,8 +33,18 @@ def with_parameter_check(cells: list) -> list:
     return [*cells[:at], code(check_cell_source(cells[at - 1].source)), *cells[at:]]
 
 
+NOTEBOOKS: dict[str, list] = {}   # path -> cells, in the order below
+
+
 def write(path: str, cells: list) -> None:
+    """Register a notebook's cells; ``__main__`` writes the notebooks asked for (all by default)."""
+    NOTEBOOKS[path] = cells
+
+
+def write_notebook(path: str, cells: list) -> None:
     nb = nbf.v4.new_notebook(cells=with_parameter_check(cells))
+    for i, cell in enumerate(nb.cells):     # ids by position: regenerating changes only what changed
+        cell.id = f"cell-{i}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbf.write(nb, path)
 
@@ -93,8 +106,7 @@ write("notebooks/dataset_explorer.ipynb", [
        "A source in another style is what `config.sources` trains on beside the main one (README, *Several "
        "training sources*)."),
     code("import numpy as np\n"
-         "import pandas as pd\n"
-         "import plotly.express as px\n\n"
+         "import pandas as pd\n\n"
          "from mtlwb.data.generate import scene_seed\n"
          "from mtlwb.data.scenes import render_scene\n\n"
          "h, w = train_set.image_size\n"
@@ -108,9 +120,8 @@ write("notebooks/dataset_explorer.ipynb", [
          "                        for j, c in enumerate(\"RGB\")},\n"
          "                     \"contrast (std)\": float(np.mean([r['image'].std() for r in rs]))}\n"
          "              for name, rs in styled.items()}).T.round(3)"),
-    tagged("styles_fig = px.imshow(np.stack([r[\"image\"] for rs in styled.values() for r in rs]), facet_col=0,\n"
-           "                       facet_col_wrap=len(indices), title=f\"top: {a_name}, bottom: {b_name}\")\n"
-           "styles_fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False).show()", IGNORE),
+    tagged("figures.dataset.style_comparison({name: [r[\"image\"] for r in rs] for name, rs in styled.items()},\n"
+           "                                 indices).show()", IGNORE),
     tagged("if second_root:\n"
            "    second = MultiTaskFolder(second_root, \"train\", task_specs)\n"
            "    print(read_json(Path(second_root) / \"meta.json\").get(\"style\"))\n"
@@ -275,7 +286,9 @@ write("notebooks/joint_latent.ipynb", [
            "else:\n"
            "    epochs_fig.show()\n"
            "    exp = mtlwb.load_experiment(run_dir, device=\"cpu\")  # back to the final weights", IGNORE),
-    md("## Per-task features (any method)\nThe refined features each head reads, mean-pooled per image."),
+    md("## Per-task features (any method)\nThe refined features each head reads, mean-pooled per image. Only a "
+       "method that refines the shared feature per task (tpkr) gives each head its own; for the others (supervised, "
+       "mtpsl, jtr) every head reads the same feature, and the figure shows each image once and says so."),
     tagged("tasks_fig = figures.task_feature_figure(exp, run_dir, n_images=min(n_images, 48), perplexity=perplexity)\n"
            "tasks_fig.show()", IGNORE),
     code("print(\"cached embeddings:\", len(list((Path(run_dir) / \"tsne\").glob(\"*.npz\"))) > 0)"),
@@ -288,24 +301,30 @@ write("notebooks/joint_latent.ipynb", [
 ])
 
 # --- ablation report: what summary.html shows (rendered with code cells hidden, so the reader sees one screen) ---
+# Order: which sweep, the verdict, the metrics table right under it, then the details (paired changes, curves,
+# per source, bars): the two things a reader came for fit the first screen.
 write("notebooks/ablation_report.ipynb", [
     md("# Ablation sweep report\n\n"
        "Summary of one sweep folder (`reports/sweeps/<name>/`, written by `mtlwb sweep sweeps/<name>.yaml`). All "
-       "numbers come from `mtlwb.aggregate` and `mtlwb.stats`; this notebook only shows them.\n\n"
-       "`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/quick`"),
-    tagged('sweep_dir = "reports/sweeps/quick"\n'
+       "numbers come from `mtlwb.aggregate` and `mtlwb.stats`; this notebook only shows them. "
+       "`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/<name>`; with the "
+       "default `sweep_dir = None` it shows the sweep `make run` wrote."),
+    tagged('# the sweep folder to report; None = reports/sweeps/quick (what `make run` writes) if it exists\n'
+           'sweep_dir = None\n'
            '# which test metrics each run contributes: auto (best epoch on validation where the run has a\n'
            '# validation split, else the last epoch), best_val, last\n'
            'select = "auto"', "parameters"),
-    tagged(SETUP + "\n"
-           "from IPython.display import Markdown, display\n\n"
+    tagged("from IPython.display import Markdown, display\n\n"
            "import mtlwb\n"
            "from mtlwb import aggregate, figures\n"
            + CHDIR +
            "figures.use_offline_renderer()\n"
-           "table = aggregate.load_table(sweep_dir, select) if (Path(sweep_dir) / \"state.json\").is_file() else None\n"
-           "print(f\"sweep {table.name}: {len(table.runs)} runs, baseline = {table.baseline_name}\" if table\n"
-           "      else f\"no sweep at {sweep_dir!r}: run `mtlwb sweep sweeps/<name>.yaml` first\")", IGNORE),
+           "# a path that is no sweep folder, or one with no finished run, is refused here in one line\n"
+           "sweep_dir = aggregate.report_sweep_dir(sweep_dir)\n"
+           "table = aggregate.load_table(sweep_dir, select) if sweep_dir else None\n"
+           "display(Markdown(aggregate.report_header(table, sweep_dir, select) if table else\n"
+           "                 \"No sweep to show: `make run` writes `reports/sweeps/quick`, or pass \"\n"
+           "                 \"`-p sweep_dir reports/sweeps/<name>`.\"))", IGNORE),
     md("## Verdict\nEach group against its baseline group, paired by seed: mean per-seed Δ_MTL with its 95 % "
        "t-interval, the number of paired seeds and the paired t-test's p. *Significant* means the interval "
        "excludes 0; below 3 paired seeds no interval is given (*n too small*)."),
@@ -313,12 +332,21 @@ write("notebooks/ablation_report.ipynb", [
            "    lines = aggregate.verdicts(table) or [\"no group is compared with a baseline\"]\n"
            "    display(Markdown(\"\\n\".join(f\"- **{line}**\" for line in lines)\n"
            "                     + f\"\\n\\n_{aggregate.selection_caption(table)}_\"))", IGNORE),
+    md("## Metrics per group\nRows are run groups (every parameter except the seed); primary metric per task as "
+       "mean ± std over seeds (↑ higher / ↓ lower is better); Δ_MTL (%) of the seed-averaged metrics relative to "
+       "the baseline named in the column header, then its paired estimate over the seeds both groups ran."),
+    tagged("aggregate.display_table(table) if table else None", IGNORE),
+    tagged("if table:\n"
+           "    for note in aggregate.describe(table):\n"
+           "        print(note)\n"
+           "    if not table.failures.empty:\n"
+           "        display(table.failures)", IGNORE),
     md("## Change vs the baseline, per task\n% of the baseline's primary metric, positive = better. Diamond: "
        "mean over the paired seeds, error bars: its 95 % confidence interval, circles: the seeds; an interval "
        "that does not cross the dashed zero line is a change beyond the seed noise."),
+    tagged("aggregate.change_table(table) if table else None", IGNORE),
     tagged("for fig in (figures.change_charts(table) if table and table.comparisons else []):\n"
            "    fig.show()", IGNORE),
-    tagged("aggregate.change_table(table) if table else None", IGNORE),
     md("## Learning curves\nPer group, each task's training loss (its supervised term) and its validation metric per "
        "evaluated epoch (the test split where the runs have no validation split); thick = mean over seeds, thin = "
        "seeds. A validation curve that peaks and falls, or plateaus, while the training loss keeps falling is the "
@@ -327,15 +355,6 @@ write("notebooks/ablation_report.ipynb", [
            "split = \"val\" if curves is not None and (curves[\"split\"] == \"val\").any() else \"test\"\n"
            "for task in table.tasks if table and not curves.empty else []:\n"
            "    figures.sweep_learning_curves(curves, task.name, task.primary_metric, split).show()", IGNORE),
-    md("## Summary\nRows are run groups (every parameter except the seed); primary metric per task as mean ± std "
-       "over seeds (↑ higher / ↓ lower is better); Δ_MTL (%) of the seed-averaged metrics relative to the baseline "
-       "named in the column header, then its paired estimate over the seeds both groups ran."),
-    tagged("aggregate.display_table(table) if table else None", IGNORE),
-    tagged("if table:\n"
-           "    for note in aggregate.describe(table):\n"
-           "        print(note)\n"
-           "    if not table.failures.empty:\n"
-           "        display(table.failures)", IGNORE),
     md("## Per evaluated source\nRuns with several training sources (`sources=`) evaluate each source's own test "
        "split (main = the config's `data_root`, the tables above); last epoch, mean ± std over seeds. Empty for a "
        "sweep of single-source runs."),
@@ -347,28 +366,20 @@ write("notebooks/ablation_report.ipynb", [
            "    aggregate.bar_chart(table, task.name).show()", IGNORE),
 ])
 
-NOTEBOOKS = ["notebooks/dataset_explorer.ipynb", "notebooks/task_affinity.ipynb", "notebooks/joint_latent.ipynb"]
-
-
-def execute_and_strip(path: str) -> None:
-    """Execute with the stored defaults and keep only the outputs nbval checks (plotly/widget outputs hold
-    random ids and ~5 MB of plotly.js; the executed reports with figures go to reports/ instead)."""
-    from nbconvert.preprocessors import ExecutePreprocessor
-
-    nb = nbf.read(path, as_version=4)
-    ExecutePreprocessor(timeout=300, kernel_name="python3").preprocess(nb, {"metadata": {"path": "notebooks"}})
-    for cell in nb.cells:
-        if cell.cell_type == "code" and IGNORE in cell.metadata.get("tags", []):
-            cell.outputs = []
-        cell.metadata.pop("execution", None)
-    nb.metadata.pop("widgets", None)                 # saved widget state: large, random model ids
-    nbf.write(nb, path)
-
-
 if __name__ == "__main__":
     import sys
+    from pathlib import Path
 
-    if "--execute" in sys.argv:
-        for p in NOTEBOOKS:
-            execute_and_strip(p)
-            print("executed", p)
+    chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(NOTEBOOKS)
+    unknown = [c for c in chosen if c not in NOTEBOOKS]
+    if unknown:
+        sys.exit(f"make_analysis_notebooks.py: {unknown} not written here; allowed {list(NOTEBOOKS)}")
+    for path in chosen:
+        write_notebook(path, NOTEBOOKS[path])
+        print("wrote", path)
+    if "--execute" in sys.argv:      # store the outputs nbval checks (tools/store_notebook.py)
+        from store_notebook import store
+
+        for path in chosen:
+            store(Path(path))
+            print("executed", path)

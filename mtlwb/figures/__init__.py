@@ -1,5 +1,9 @@
 """Plotly figures built from run records and models; notebooks only display them."""
 
+import re
+
+from plotly.io._base_renderers import NotebookRenderer
+
 from .change import change_chart, change_charts
 from .curves import history_frame, loss_curves, metric_curves
 from .predictions import error_map, prediction_grid, task_to_rgb
@@ -7,12 +11,29 @@ from .predictions import error_map, prediction_grid, task_to_rgb
 __all__ = ["change_chart", "change_charts", "error_map", "history_frame",
            "loss_curves", "metric_curves", "prediction_grid", "task_to_rgb"]
 
+OFFLINE_RENDERER = "mtlwb_notebook"
+
+
+class OfflineNotebookRenderer(NotebookRenderer):
+    """Plotly's ``notebook`` renderer (plotly.js embedded once) without the MathJax script it loads from a CDN with
+    every figure: no figure here has LaTeX, and an exported report must render with no network."""
+
+    mathjax_cdn = re.compile(r'\s*<script src="https?://[^"]*mathjax[^"]*"></script>')
+
+    def to_mimebundle(self, fig_dict):
+        bundle = super().to_mimebundle(fig_dict)
+        bundle["text/html"] = self.mathjax_cdn.sub("", bundle["text/html"])
+        return bundle
+
 
 def use_offline_renderer() -> None:
-    """Figures that render in JupyterLab *and* in exported HTML with no network (plotly.js embedded)."""
+    """Figures that render in JupyterLab (``plotly_mimetype``) *and* in exported HTML with no network."""
     import plotly.io as pio
 
-    pio.renderers.default = "plotly_mimetype+notebook"
+    if OFFLINE_RENDERER not in pio.renderers:
+        pio.renderers[OFFLINE_RENDERER] = OfflineNotebookRenderer()
+    pio.renderers.default = f"plotly_mimetype+{OFFLINE_RENDERER}"
+
 
 # Exploration figures (dataset, task affinity, gradients, latent spaces) and file export.
 from . import affinity, dataset, export, gradients, latent, scaling  # noqa: E402

@@ -19,6 +19,12 @@ from ..methods import forward_step
 from .widgets import figure_browser
 
 
+def cell_text(matrix: np.ndarray, decimals: int = 2) -> list[list[str]]:
+    """The numbers written in a heatmap's cells, as text rounded to ``decimals`` (``np.round`` of a float32 matrix
+    still prints 0.7200000286102295 once plotly has turned it into a float64)."""
+    return [[f"{v:.{decimals}f}" for v in row] for row in np.asarray(matrix, dtype=float)]
+
+
 def record_affinities(record: dict) -> tuple[list[int], np.ndarray]:
     """Epochs and the [E, T, T] test-averaged affinity logged in a tpkr run's history."""
     rows = [(h["epoch"], h["summaries"]["affinity"]) for h in record["history"]
@@ -56,7 +62,7 @@ def affinity_evolution(record: dict) -> go.Figure:
     names = task_names(record)
 
     def heat(m: np.ndarray) -> go.Heatmap:
-        return go.Heatmap(z=m, x=names, y=names, zmin=0, zmax=1, colorscale="Blues", text=np.round(m, 2),
+        return go.Heatmap(z=m, x=names, y=names, zmin=0, zmax=1, colorscale="Blues", text=cell_text(m),
                           texttemplate="%{text}", hovertemplate="task %{y} → slot %{x}: %{z:.3f}<extra></extra>")
 
     frames = [go.Frame(data=[heat(m)], name=str(e)) for e, m in zip(epochs, mats)]
@@ -152,8 +158,9 @@ def image_affinity_figure(exp, index: int, split: str = "eval") -> go.Figure:
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55],
                         subplot_titles=[f"{split} image {index}", "its task affinity"])
     fig.add_trace(go.Image(z=image), 1, 1)
-    fig.add_trace(go.Heatmap(z=a, x=names, y=names, zmin=0, zmax=1, colorscale="Blues", text=np.round(a, 2),
-                             texttemplate="%{text}", showscale=False), 1, 2)
+    fig.add_trace(go.Heatmap(z=a.astype(float), x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
+                             text=cell_text(a), texttemplate="%{text}", showscale=False,
+                             hovertemplate="task %{y} → slot %{x}: %{z:.3f}<extra></extra>"), 1, 2)
     fig.update_xaxes(visible=False, row=1, col=1)
     fig.update_yaxes(visible=False, row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
@@ -162,16 +169,8 @@ def image_affinity_figure(exp, index: int, split: str = "eval") -> go.Figure:
 
 def affinity_comparison(prototype: np.ndarray, gradient: np.ndarray, names: Sequence[str]) -> go.Figure:
     """Prototype affinity (tpkr only) beside gradient cosine (any method): do the two notions of 'related' agree?"""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["prototype affinity (rows sum to 1)",
-                                                        "gradient cosine on the shared encoder"],
-                        horizontal_spacing=0.15)
-    for col, (m, zmin, scale, bar_x) in enumerate([(prototype, 0, "Blues", 0.42), (gradient, -1, "RdBu", 1.0)], 1):
-        m = np.asarray(m, dtype=float)
-        fig.add_trace(go.Heatmap(z=m, x=list(names), y=list(names), zmin=zmin, zmax=1, colorscale=scale,
-                                 text=np.round(m, 2), texttemplate="%{text}",
-                                 colorbar=dict(x=bar_x, len=0.9)), 1, col)
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
-    return fig.update_layout(height=380, width=860, title="Two task affinities side by side")
+    return task_relations(names, prototype=prototype, gradient=gradient).update_layout(
+        title="Two task affinities side by side")
 
 
 def prior_heatmap(prior: np.ndarray | torch.Tensor, names: Sequence[str]) -> go.Figure:
@@ -184,6 +183,13 @@ def prior_heatmap(prior: np.ndarray | torch.Tensor, names: Sequence[str]) -> go.
 _RELATION_PANELS = {"prior": ("prior (task_prior)", "Greens", 0.0),
                     "prototype": ("prototype affinity (rows sum to 1)", "Blues", 0.0),
                     "gradient": ("gradient cosine on the shared encoder", "RdBu", -1.0)}
+
+
+# Side-by-side T×T panels must fit a JupyterLab notebook with the file browser open (about 900 px at a 1400 px
+# wide window): the panels share one task axis (labels once, on the left) and each colour bar lies flat under its
+# own panel, where its labels cannot run into the next panel's.
+RELATIONS_MAX_WIDTH = 860
+RELATIONS_LABELS_PX = 80      # the shared y axis' task names, left of the first panel
 
 
 def task_relations(names: Sequence[str], prior: np.ndarray | torch.Tensor | None = None,
@@ -199,15 +205,21 @@ def task_relations(names: Sequence[str], prior: np.ndarray | torch.Tensor | None
         if m.shape != (T, T):
             raise ValueError(f"task_relations: {key} has shape {m.shape}, expected ({T}, {T}) for tasks {list(names)}")
     n = len(given)
+    width = min(RELATIONS_MAX_WIDTH, RELATIONS_LABELS_PX + 260 * n)
     fig = make_subplots(rows=1, cols=n, subplot_titles=[_RELATION_PANELS[k][0] for k in given],
-                        horizontal_spacing=0.12)
+                        horizontal_spacing=0.04, shared_yaxes=True)
     for col, (key, m) in enumerate(given.items(), 1):
         _, scale, zmin = _RELATION_PANELS[key]
+        domain = fig.get_subplot(1, col).xaxis.domain
+        bar = dict(orientation="h", x=(domain[0] + domain[1]) / 2, xanchor="center", len=0.8 * (domain[1] - domain[0]),
+                   lenmode="fraction", y=-0.2, yanchor="top", thickness=10, tickfont=dict(size=10))
         fig.add_trace(go.Heatmap(z=m, x=list(names), y=list(names), zmin=zmin, zmax=1, colorscale=scale,
-                                 text=np.round(m, 2), texttemplate="%{text}", name=key,
-                                 colorbar=dict(x=col / n - 0.02, len=0.9, thickness=12)), 1, col)
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
-    return fig.update_layout(height=380, width=430 * n, title="Task relations: assumed and learned")
+                                 text=cell_text(m), texttemplate="%{text}", name=key, colorbar=bar,
+                                 hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"), 1, col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_annotations(font_size=12)
+    return fig.update_layout(height=400, width=width, title="Task relations: assumed and learned",
+                             margin=dict(l=RELATIONS_LABELS_PX, r=20, t=80, b=110))
 
 
 def mean_affinity(exp, limit: int | None = None) -> np.ndarray:

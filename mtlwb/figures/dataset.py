@@ -63,8 +63,9 @@ def sample_grid(dataset, tasks: Sequence[TaskSpec], indices: Sequence[int], tabl
             j = [u.name for u in tasks].index(t.name)
             mark = "" if table is None else (" ✓" if table[i, j] else " ✗ unlabelled")
             titles.append(t.name + mark)
-    fig = make_subplots(rows=len(indices), cols=len(cols), subplot_titles=titles, horizontal_spacing=0.01,
-                        vertical_spacing=0.06)
+    h, w = dataset[indices[0]]["image"].shape[-2:]
+    lines = 1 + len(level)                          # the image's title carries one line per image-level label
+    fig = titled_image_grid(len(indices), len(cols), titles, panel_width=170, aspect=h / w, title_lines=lines)
     for r, i in enumerate(indices, 1):
         item = dataset[i]
         fig.add_trace(go.Image(z=_image_rgb(item), name=f"image {i}"), r, 1)
@@ -74,13 +75,45 @@ def sample_grid(dataset, tasks: Sequence[TaskSpec], indices: Sequence[int], tabl
             if table is not None and not table[i, j]:
                 rgb = _dim(rgb)
             fig.add_trace(go.Image(z=rgb, name=f"{t.name} {i}"), r, c)
+    title = "Samples and ground truth" + (f" — setting {setting!r} (faded = not labelled)" if setting else "")
+    return fig.update_layout(title=title)
+
+
+TITLE_LINE_PX = 15   # one line of an 11 px subplot title
+
+
+def titled_image_grid(rows: int, cols: int, titles: Sequence[str], panel_width: int, aspect: float,
+                      title_lines: int = 1) -> go.Figure:
+    """Empty subplots for a grid of image panels, each with a title of up to ``title_lines`` lines.
+
+    The space between rows is set in pixels (a title's height plus a gap) rather than as a fraction of the figure,
+    so a title sits in its own band and never over the image above it, whatever the number of rows.
+    """
+    panel_height = panel_width * aspect
+    band = title_lines * TITLE_LINE_PX + 8
+    top, bottom = 50 + band, 5                       # figure title, then the first row's subplot titles
+    plot_height = rows * panel_height + (rows - 1) * band
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.01,
+                        vertical_spacing=band / plot_height if rows > 1 else 0.0)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_annotations(font_size=11)
-    title = "Samples and ground truth" + (f" — setting {setting!r} (faded = not labelled)" if setting else "")
-    extra = 14 * len(level)                         # title lines of the image-level labels
-    return fig.update_layout(title=title, height=(150 + extra) * len(indices) + 70, width=170 * len(cols) + 20,
-                             margin=dict(l=5, r=5, t=60 + extra, b=5))
+    return fig.update_layout(height=round(plot_height + top + bottom), width=panel_width * cols + 20,
+                             margin=dict(l=5, r=5, t=top, b=bottom))
+
+
+def style_comparison(styled: dict[str, Sequence[np.ndarray]], indices: Sequence[int]) -> go.Figure:
+    """One row per rendering style, one column per scene (``styled``: style name -> the scenes' images [H, W, 3] in
+    [0, 1]): the same rooms, so what differs between the rows is the domain gap a second source brings."""
+    names = list(styled)
+    h, w = np.asarray(styled[names[0]][0]).shape[:2]
+    titles = [f"{name} · scene {i}" for name in names for i in indices]
+    fig = titled_image_grid(len(names), len(indices), titles, panel_width=170, aspect=h / w)
+    for r, name in enumerate(names, 1):
+        for c, image in enumerate(styled[name], 1):
+            rgb = (np.clip(np.asarray(image, dtype=float), 0, 1) * 255).astype(np.uint8)
+            fig.add_trace(go.Image(z=rgb, name=f"{name} {indices[c - 1]}"), r, c)
+    return fig.update_layout(title="The same scenes in two rendering styles")
 
 
 def image_label_text(task: TaskSpec, value) -> str:

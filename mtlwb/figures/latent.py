@@ -244,8 +244,29 @@ def joint_latent_over_epochs(exp, run_dir: str | Path, n_images: int = 32, perpl
                         title="JTR joint-task codes of every epoch snapshot")
 
 
+def shared_by_all_tasks(x: np.ndarray, meta: pd.DataFrame) -> bool:
+    """Whether every task's vector of each image is the same vector: the method gives every head the shared
+    feature unchanged (supervised, mtpsl, jtr), so there are no per-task features to compare."""
+    tasks = list(dict.fromkeys(meta["task"]))
+    first = x[(meta["task"] == tasks[0]).to_numpy()]
+    return all(np.array_equal(first, x[(meta["task"] == t).to_numpy()]) for t in tasks[1:])
+
+
 def task_feature_figure(exp, run_dir: str | Path, n_images: int = 48, perplexity: float = 30.0) -> go.Figure:
-    """t-SNE of the per-task refined features coloured by task: do tasks get their own regions?"""
+    """t-SNE of the per-task refined features coloured by task: do tasks get their own regions?
+
+    For a method whose heads all read the one shared feature, T identical copies of each point would be embedded
+    (t-SNE then collapses them into a few blobs that look like a finding); the figure shows each image once and
+    says in its title that the tasks share the feature.
+    """
     x, meta = collect_task_features(exp, n_images)
+    method = exp.config.method
+    if shared_by_all_tasks(x, meta):
+        one = (meta["task"] == meta["task"].iloc[0]).to_numpy()
+        x, meta = x[one], meta[one].assign(task="all tasks (one shared feature)").reset_index(drop=True)
+        emb = cached_tsne(x, Path(run_dir) / "tsne", "shared-feature", perplexity)
+        return tsne_scatter(emb, meta, "task", title=f"Per-task features ({method}): every task reads the same "
+                            "shared feature<br><sup>no per-task refinement in this method: one point per image, "
+                            "no task regions to compare</sup>")
     emb = cached_tsne(x, Path(run_dir) / "tsne", "task-features", perplexity)
-    return tsne_scatter(emb, meta, "task", title=f"Per-task features ({exp.config.method}), coloured by task")
+    return tsne_scatter(emb, meta, "task", title=f"Per-task features ({method}), coloured by task")

@@ -58,6 +58,41 @@ def error_map(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> np.nd
 ERROR_UNITS = {"segmentation": "wrong class", "depth": "|error|", "normal": "angle °", "edge": "|p − y|",
                "classification": "1 − p(true class)", "regression": "|ŷ − y|"}
 
+# Error colours: one fixed range per task, never per panel (a panel scaled to its own maximum paints its worst
+# pixel the same colour whether it is off by 1 % or by 100 %). Bounded errors get their natural range; an angle
+# above 90° is as wrong as it gets for a normal (it points away) and saturates.
+ERROR_RANGES = {"segmentation": (0.0, 1.0), "edge": (0.0, 1.0), "normal": (0.0, 90.0)}
+ERROR_COLORSCALE = "Inferno"
+# segmentation: two colours only, the same "wrong class" colour in every panel
+WRONG_CLASS_COLORSCALE = [[0.0, "#202020"], [0.5, "#202020"], [0.5, "crimson"], [1.0, "crimson"]]
+
+
+def error_range(task: TaskSpec, errors: list[np.ndarray]) -> tuple[float, float]:
+    """The colour range of all of ``task``'s error panels: fixed for the bounded errors (``ERROR_RANGES``), else
+    0 to the 99th percentile of every shown map of the task together (depth in metres: one scale for all images)."""
+    if task.kind in ERROR_RANGES:
+        return ERROR_RANGES[task.kind]
+    values = np.concatenate([e.ravel() for e in errors]) if errors else np.zeros(1)
+    return 0.0, max(float(np.percentile(values, 99)), 1e-6)
+
+
+def error_heatmap(task: TaskSpec, error: np.ndarray, zrange: tuple[float, float], bar_x: float,
+                  bar_y: tuple[float, float]) -> go.Heatmap:
+    """One error panel [H, W] on its task's fixed range, with its colour bar beside it (``bar_y``: the row's
+    vertical extent, in figure fractions)."""
+    bar = dict(x=bar_x, xanchor="left", y=(bar_y[0] + bar_y[1]) / 2, yanchor="middle", len=bar_y[1] - bar_y[0],
+               lenmode="fraction", thickness=10, tickfont=dict(size=9), outlinewidth=0)
+    if task.kind == "segmentation":
+        scale = WRONG_CLASS_COLORSCALE
+        bar.update(tickvals=[0.25, 0.75], ticktext=["right", "wrong"])
+    else:
+        scale = ERROR_COLORSCALE
+        if task.kind == "normal":
+            bar.update(tickvals=[0, 30, 60, 90], ticktext=["0°", "30°", "60°", "≥90°"])
+    return go.Heatmap(z=error[::-1], zmin=zrange[0], zmax=zrange[1], zauto=False, colorscale=scale,
+                      showscale=True, colorbar=bar, name=f"{task.name} error",
+                      hovertemplate=f"{task.name} {ERROR_UNITS.get(task.kind, '|error|')}: %{{z:.3g}}<extra></extra>")
+
 
 def class_name(task: TaskSpec, index: int) -> str:
     """A classification task's class name (its index if the task names none; 'undefined' for −1)."""
@@ -96,6 +131,7 @@ def image_level_panels(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor)
             go.Bar(x=labels, y=err, marker_color="indianred", text=[f"{v:.2f}" for v in err])]
     return titles, bars
 GRID_COLUMNS = ("image", "ground truth", "prediction", "error")
+COLORBAR_PX = 60   # right margin for the error panels' colour bars and their tick labels
 
 
 @torch.no_grad()
@@ -124,6 +160,10 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
     height = len(rows) * (panel_height + title_px + gap_px) + 50
     fig = make_subplots(rows=len(rows), cols=len(GRID_COLUMNS), subplot_titles=titles,
                         horizontal_spacing=0.01, vertical_spacing=(title_px + gap_px) / height)
+    errors = {(r, t.name): error_map(t, preds[t.name][r].float().cpu(), items[r][t.name])   # [H, W] each
+              for r, t in rows if not t.image_level}
+    ranges = {t.name: error_range(t, [e for (_, name), e in errors.items() if name == t.name])
+              for t in tasks if not t.image_level}
     for row, (r, t) in enumerate(rows, 1):
         item = items[r]
         gt = item[t.name]
@@ -135,10 +175,12 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
             continue
         fig.add_trace(go.Image(z=task_to_rgb(t, gt.numpy())), row, 2)
         fig.add_trace(go.Image(z=task_to_rgb(t, pred.numpy())), row, 3)
-        err = error_map(t, pred, gt)                                        # [H, W]
-        fig.add_trace(go.Heatmap(z=err[::-1], colorscale="Inferno", showscale=False), row, 4)
+        panel = fig.get_subplot(row, len(GRID_COLUMNS))
+        fig.add_trace(error_heatmap(t, errors[(r, t.name)], ranges[t.name], bar_x=panel.xaxis.domain[1] + 0.01,
+                                    bar_y=panel.yaxis.domain), row, len(GRID_COLUMNS))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_annotations(font_size=11)
-    return fig.update_layout(height=round(height), width=panel_width * len(GRID_COLUMNS) + 40,
-                             margin=dict(l=5, r=5, t=50, b=5), title="Predictions (error in task units)")
+    return fig.update_layout(height=round(height), width=panel_width * len(GRID_COLUMNS) + 40 + COLORBAR_PX,
+                             margin=dict(l=5, r=5 + COLORBAR_PX, t=50, b=5),
+                             title="Predictions (error in task units; one colour range per task)")
