@@ -31,10 +31,12 @@ DATASETS = DATASET_NAMES  # scenes, nyuv2, cityscapes7, cityscapes19, pascal_con
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "poly")
+NORMAL_CROPS = ("auto", "bilinear", "nearest")
 # options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
                        "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
-                       "regression_loss": "l1", "sources": [], "task_prior": None, "grad_clip": 0.0}
+                       "regression_loss": "l1", "sources": [], "task_prior": None, "grad_clip": 0.0,
+                       "normal_crop": "auto"}
 
 
 @dataclass
@@ -48,6 +50,9 @@ class ExperimentConfig:
     train_samples: int | None = None      # use only the first N training images (tiny runs)
     eval_samples: int | None = None
     augment: bool = False                  # papers' scale-crop / flip / jitter on training batches (data/augment.py)
+    # how the scale-crop resizes normals: bilinear (the MTPSL/JTR loaders') | nearest | auto (nearest on the
+    # built-in scenes, whose earlier runs keep their ids and numbers; bilinear on the real datasets)
+    normal_crop: str = "auto"
     # extra training sources beside data_root (source 0): dicts {data_root, tasks, label_setting, weight, ...}
     # (data/sources.py); each with its own labelled tasks and sampling weight, evaluated on its own split
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -59,7 +64,7 @@ class ExperimentConfig:
     # labelled = mean over the labelled samples' valid pixels (mtlwb <= 0.1; B/k times larger at k of B labelled)
     loss_reduction: str = "batch"
     edge_loss: str = "balanced"            # mtl_pytorch: BCE with fixed pos. weight 0.95, / pixels (PASCAL baseline)
-    normal_loss: str = "cosine"            # l1: L1 of unit vectors (MTL-PyTorch PASCAL); cosine: 1 − cos
+    normal_loss: str = "cosine"            # cosine: 1 − cos; dot: 1 − p·g (MTPSL/JTR code); l1 (MTL-PyTorch PASCAL)
     regression_loss: str = "l1"            # image-level regression tasks: l1 or smooth_l1 of standardized values
     task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
     # prior knowledge of task relations (mtlwb/priors.py): a T×T matrix in tasks order, or related pairs with
@@ -105,6 +110,7 @@ class ExperimentConfig:
         _choice("normal_loss", self.normal_loss, NORMAL_LOSSES)
         _choice("regression_loss", self.regression_loss, REGRESSION_LOSSES)
         _choice("image_norm", self.image_norm, IMAGE_NORMS)
+        _choice("normal_crop", self.normal_crop, NORMAL_CROPS)
         bad = [t for t in self.tasks if t not in TASK_NAMES]
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: give distinct task names from {list(TASK_NAMES)}")
@@ -180,6 +186,12 @@ class ExperimentConfig:
         if self.image_norm == "auto":
             return "imagenet" if self.backbone_weights else "none"
         return self.image_norm
+
+    @property
+    def resolved_normal_crop(self) -> str:
+        if self.normal_crop == "auto":
+            return "nearest" if self.dataset == "scenes" else "bilinear"
+        return self.normal_crop
 
     @property
     def resolved_lr_step(self) -> int:

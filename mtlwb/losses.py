@@ -14,7 +14,9 @@ A batch with no labelled sample for the task returns an exact zero that is still
 Loss forms (``LossOptions``): edges ``"balanced"`` (BCE with the positive/negative weights set from the sample's own
 edge density) or ``"mtl_pytorch"`` (Multi-Task-Learning-PyTorch's PASCAL-Context loss: BCE with a fixed positive
 weight 0.95 and negative weight 0.05, averaged over pixels — the loss its task weight 50 was tuned for); normals
-``"cosine"`` (1 − cos) or ``"l1"`` (MTL-PyTorch: L1 between the unit prediction and the label, mean over channels).
+``"cosine"`` (1 − cos), ``"dot"`` (1 − pred·gt, the MTPSL and JTR code's: equal to the cosine for unit ground
+truth, but their loaders crop normals bilinearly, which shortens them, and the dot product then weighs a pixel by
+its label's length) or ``"l1"`` (MTL-PyTorch: L1 between the unit prediction and the label, mean over channels).
 
 Image-level tasks: classification is cross-entropy over the C logits (label −1 = undefined, no loss); regression
 (``LossOptions.regression``: ``"l1"`` or ``"smooth_l1"``, β = 1) compares standardized values (ŷ − y) / scale, the
@@ -30,7 +32,7 @@ denominator``), times the world size, so that the averaged gradient equals the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,7 @@ from .tasks import TaskSpec
 IGNORE_INDEX = -1
 REDUCTIONS = ("batch", "labelled")
 EDGE_LOSSES = ("balanced", "mtl_pytorch")
-NORMAL_LOSSES = ("cosine", "l1")
+NORMAL_LOSSES = ("cosine", "dot", "l1")
 REGRESSION_LOSSES = ("l1", "smooth_l1")
 
 
@@ -64,6 +66,12 @@ class LossOptions:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}: allowed {list(allowed)}")
+
+
+def with_dot_normals(options: LossOptions) -> LossOptions:
+    """``options`` with the references' dot-product normal loss where the normal loss is the default cosine (the
+    two agree on unit ground truth; an explicit other form, e.g. PASCAL's l1, is kept)."""
+    return replace(options, normal="dot") if options.normal == "cosine" else options
 
 
 def valid_samples(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
@@ -126,6 +134,8 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled
     if task.kind == "normal":
         if options.normal == "l1":
             return _reduce((pred - tgt).abs().mean(dim=1, keepdim=True), weight, reduction)
+        if options.normal == "dot":     # the refs': 1 − Σ pred·gt / valid pixels; gt not normalized
+            return _reduce(1.0 - (pred * tgt).sum(dim=1, keepdim=True), weight, reduction)
         cos = channel_cosine(pred, tgt).unsqueeze(1)
         return _reduce(1.0 - cos, weight, reduction)
     per_pixel = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none")

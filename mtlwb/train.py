@@ -88,6 +88,7 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
                           config.loss_options, config.task_prior_matrix)
+    method.use_label_table(torch.from_numpy(labelled))
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, main.test,
                       torch.from_numpy(labelled), device, main.val, sources)
 
@@ -184,7 +185,7 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
                         drop_last=len(sampler if sampler is not None else exp.train_set) > cfg.batch_size)
     # augmentation draws from its own generator (per rank), so it never shifts the shuffling or method noise
     aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 2 + 7919 * dist_utils.current().rank)
-    aug_options = AugmentOptions(flip=get_dataset(cfg.dataset).flip)
+    aug_options = AugmentOptions(flip=get_dataset(cfg.dataset).flip, normal_mode=cfg.resolved_normal_crop)
     view_spec = exp.method.view_spec
     exp.model.train()
     exp.method.train()
@@ -197,7 +198,8 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         if cfg.augment:
             batch = augment_batch(batch, exp.tasks, aug_gen, aug_options)
         # a method that trains on several augmented views gets them from the data layer, all in one forward pass
-        views = make_views(batch, exp.tasks, view_spec, aug_gen) if view_spec.active else [batch]
+        views = make_views(batch, exp.tasks, view_spec, aug_gen, normal_mode=cfg.resolved_normal_crop) \
+            if view_spec.active else [batch]
         images = torch.cat([_images(v, cfg) for v in views]) if len(views) > 1 else _images(batch, cfg)
         labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
         with _autocast(cfg, exp.device):

@@ -58,7 +58,8 @@ def test_options_added_later_keep_old_run_ids_at_their_defaults():
     """lr_schedule and task_weights came after runs were named: at their defaults they leave run_id as it was."""
     a = ExperimentConfig(seed=1)
     later = ("lr_schedule", "task_weights", "edge_loss", "normal_loss", "image_norm", "val_fraction", "val_seed",
-             "eval_every", "regression_loss", "sources", "task_prior", "grad_clip")
+             "eval_every", "regression_loss", "sources", "task_prior", "grad_clip",
+             "normal_crop")
     legacy = {k: v for k, v in a.to_dict().items() if k not in later}
     assert identity_dict(a.to_dict()) == legacy
     assert "loss_reduction" in identity_dict(a.to_dict())     # it changed the numbers: old ids must not be reused
@@ -66,6 +67,17 @@ def test_options_added_later_keep_old_run_ids_at_their_defaults():
     assert ExperimentConfig(seed=1, task_weights={"depth": 2.0}).run_id != a.run_id
     assert ExperimentConfig(seed=1, regression_loss="smooth_l1").run_id != a.run_id
     assert ExperimentConfig(seed=1, grad_clip=10.0).run_id != a.run_id
+    assert ExperimentConfig(seed=1, normal_crop="bilinear").run_id != a.run_id
+
+
+def test_normal_crop_auto_keeps_the_built_in_scenes_nearest_and_the_real_datasets_bilinear():
+    # auto = what each dataset's runs did before the option (scenes) / the references' loaders (real datasets)
+    assert ExperimentConfig().resolved_normal_crop == "nearest"
+    assert ExperimentConfig(normal_crop="bilinear").resolved_normal_crop == "bilinear"
+    assert ExperimentConfig(dataset="nyuv2", data_root="x").resolved_normal_crop == "bilinear"
+    assert ExperimentConfig(dataset="nyuv2", data_root="x", normal_crop="nearest").resolved_normal_crop == "nearest"
+    with pytest.raises(ValueError, match=r"normal_crop='linear': allowed \['auto', 'bilinear', 'nearest'\]"):
+        ExperimentConfig(normal_crop="linear")
 
 
 @settings(max_examples=80, deadline=None)

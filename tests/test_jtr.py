@@ -83,16 +83,19 @@ def test_joint_side_trains_only_the_joint_network():
     assert all(p.grad is None for p in m.decoder.parameters())
 
 
+@pytest.mark.parametrize("fidelity", ["paper", "published_code"])
 @pytest.mark.parametrize("views", [1, 3])
 @pytest.mark.parametrize("seg_encoding", ["soft", "hard"])
-def test_batched_equals_per_sample_reference(seg_encoding, views):
+def test_batched_equals_per_sample_reference(seg_encoding, views, fidelity):
     # views=3: the model side reads view 1 and the joint side view 2, each with its own noise; view 0 supervises only
+    # published_code with one view: the joint side still encodes on its own (softmax Ŷ, its own Gumbel draws)
     tasks = mixed_tasks(4)
-    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding, views=views)).double()
+    m = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding=seg_encoding, views=views, fidelity=fidelity)).double()
     step = _with_views(tasks, LAB, views)
     sides = step.views or [step]                                  # what the JTR terms read, model side first
     noise = m.draw_noise(sides[0], torch.Generator().manual_seed(1))
-    joint_noise = m.draw_noise(sides[1], torch.Generator().manual_seed(2)) if views == 3 else None
+    joint_noise = m.draw_noise(sides[-1], torch.Generator().manual_seed(2)) \
+        if views == 3 or fidelity == "published_code" else None
     side_preds = [p for v in sides for p in v.predictions.values()]
     leaves = side_preds + list(m.parameters())
     g_batched = assert_batched_equals_reference(m, step, leaves, noise, joint_noise)
@@ -119,7 +122,7 @@ def test_batched_equals_per_sample_reference_with_image_level_tasks(seg_encoding
     step = make_step(HETERO, HETERO_LAB, dtype=torch.float64)
     noise = m.draw_noise(step, torch.Generator().manual_seed(1))
     if seg_encoding == "hard":
-        assert noise["cls"].shape == (4, 4)                     # one Gumbel draw per image for classification
+        assert noise.y_hat["cls"].shape == (4, 4)                  # one Gumbel draw per image for classification
     leaves = list(step.predictions.values()) + list(m.parameters())
     assert_batched_equals_reference(m, step, leaves, noise)
 
@@ -243,19 +246,24 @@ def test_views_option_is_validated():
         JTROptions(photometric="autoaugment")
 
 
-def test_reference_code_recon_targets_apply_phi_twice_to_y_hat_depth_only():
+def test_reference_code_recon_targets_apply_phi_to_depth_and_compare_raw_normals_by_dot():
     from mtlwb.methods.jtr import reconstruction_loss
 
-    tasks = [TaskSpec("d", "depth", 1, "abs_err", True)]
+    depth = [TaskSpec("d", "depth", 1, "abs_err", True)]
     recon = torch.zeros(1, 1, 1, 2)                        # sigmoid(0) = 0.5 everywhere
-    y = torch.tensor([0.2, 0.9]).view(1, 1, 1, 2)          # already Φ-encoded depth
+    y = torch.tensor([0.2, 0.9]).view(1, 1, 1, 2)
     mask = torch.ones(1, 1, 1, 2)
-    paper = reconstruction_loss(tasks, recon, y, mask)
+    paper = reconstruction_loss(depth, recon, y, mask)     # y is the encoded target
     assert paper.item() == pytest.approx((0.3 + 0.4) / 2)
-    twice = torch.special.ndtr((y - 2.3618) / 1.5876)
-    quirk = reconstruction_loss(tasks, recon, y, mask, targets="reference_code", is_y_hat=True)
-    assert quirk.item() == pytest.approx((0.5 - twice).abs().mean().item())
-    assert reconstruction_loss(tasks, recon, y, mask, targets="reference_code").item() == pytest.approx(paper.item())
+    phi = torch.special.ndtr((y - 2.3618) / 1.5876)        # the ref. passes depth before Φ: Φ(Φ(d)) for Ŷ's
+    code = reconstruction_loss(depth, recon, y, mask, target_form="reference_code")
+    assert code.item() == pytest.approx((0.5 - phi).abs().mean().item())
+    normal = [TaskSpec("n", "normal", 3, "mean_angle", True)]
+    r = torch.tensor([3.0, 0.0, 0.0]).view(1, 3, 1, 1)     # unit reconstruction (1, 0, 0)
+    n = torch.tensor([0.6, 0.0, 0.0]).view(1, 3, 1, 1)     # a short raw normal in [−1, 1]
+    one = torch.ones(1, 1, 1, 1)
+    assert reconstruction_loss(normal, r, n, one, target_form="reference_code").item() == pytest.approx(0.4)
+    assert reconstruction_loss(normal, r, (n + 1) / 2, one).item() == pytest.approx(0.0)   # paper: direction only
 
 
 def test_reference_code_recon_targets_batched_equals_per_sample():
@@ -268,3 +276,139 @@ def test_reference_code_recon_targets_batched_equals_per_sample():
     paper = JTR(tasks, FEAT, JTROptions(width=4, seg_encoding="soft")).double()
     paper.load_state_dict(m.state_dict())
     assert not torch.allclose(paper.losses(step).auxiliary["jtr_recon"], batched["jtr_recon"])
+
+
+# the published code's differences, each on its own (module docstring of jtr.py)
+LAB3 = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])        # t0 segmentation, t1 depth, t2 normal
+
+
+def _inputs(**options) -> tuple[JTR, Step]:
+    tasks = mixed_tasks(3)
+    return JTR(tasks, FEAT, JTROptions(width=4, **options)).double(), make_step(tasks, LAB3, dtype=torch.float64)
+
+
+def test_fidelity_switch_sets_every_difference_and_each_can_be_reversed():
+    from mtlwb.methods.jtr import FIDELITY_SWITCHES
+
+    paper, code = JTROptions(), JTROptions(arch="reference")        # auto: by arch
+    assert paper.fidelity == "paper" and code.fidelity == "published_code"
+    for name, (p, c, _) in FIDELITY_SWITCHES.items():
+        assert getattr(paper, name) == p and getattr(code, name) == c, name
+    assert JTROptions(fidelity="published_code", mask_labels=True).mask_labels is True
+    assert JTROptions(arch="reference", fidelity="paper").recon_targets == "paper"
+    with pytest.raises(ValueError, match=r"jtr.fidelity='exact': allowed \['auto', 'paper', 'published_code'\]"):
+        JTROptions(fidelity="exact")
+    with pytest.raises(ValueError, match=r"jtr.gumbel_draws='per_pixel': allowed \['shared', 'independent'\]"):
+        JTROptions(gumbel_draws="per_pixel")
+    with pytest.raises(ValueError, match=r"jtr.mask_labels=1: allowed \[False, True\]"):
+        JTROptions(mask_labels=1)
+
+
+def test_mask_before_encoding_leaves_phi_of_zero_and_one_half_where_masked():
+    from mtlwb.methods.encodings import depth_by_cdf
+
+    for before in (False, True):
+        m, step = _inputs(mask_before_encoding=before, seg_encoding="soft")
+        x = m.joint_inputs(step)
+        out = (x.mask == 0).expand(-1, 9, -1, -1)                  # 5 + 1 + 3 channels
+        assert out.any()
+        seg, depth, normal = x.y_hat[:, :5], x.y_hat[:, 5:6], x.y_hat[:, 6:]
+        assert (seg[out[:, :5]] == 0).all()                       # one-hots are masked after encoding either way
+        if before:
+            assert torch.allclose(depth[out[:, :1]], depth_by_cdf(torch.zeros(())).double())
+            assert (normal[out[:, :3]] == 0.5).all()
+        else:
+            assert (depth[out[:, :1]] == 0).all() and (normal[out[:, :3]] == 0).all()
+
+
+def test_labels_stay_unmasked_where_another_task_is_invalid():
+    for mask_labels in (True, False):
+        m, step = _inputs(mask_labels=mask_labels, seg_encoding="soft")
+        x = m.joint_inputs(step)
+        # row 3 labels segmentation and depth: where its segmentation is ignored, its depth label is out of the mask
+        outside = (x.mask[3, 0] == 0) & (step.targets["t1"][3, 0] > 0)
+        assert outside.any()
+        label = x.y[3, 5][outside]
+        assert (label == 0).all() if mask_labels else (label > 0).all()
+
+
+def test_independent_gumbel_draws_for_y_hat_and_y_of_an_unlabelled_segmentation():
+    for draws in ("shared", "independent"):
+        m, step = _inputs(gumbel_draws=draws, recon_targets="reference_code")
+        noise = m.draw_noise(step, torch.Generator().manual_seed(0))
+        assert (noise.y is None) == (draws == "shared") and (noise.recon_y is None) == (draws == "shared")
+        x = m.joint_inputs(step, noise)
+        same = torch.equal(x.y_hat[1:3, :5], x.y[1:3, :5])        # rows 1, 2: segmentation unlabelled
+        assert same == (draws == "shared")
+        if draws == "independent":                                # the ref.-code targets draw again, on the joint side
+            j = m.joint_inputs(step, noise, joint=True)
+            assert not torch.equal(j.recon_y[1:3, :5], j.y[1:3, :5])
+
+
+def test_joint_side_reads_a_softmax_segmentation_the_model_side_a_one_hot():
+    m, step = _inputs(joint_y_hat_seg="softmax")
+    noise = m.draw_noise(step, torch.Generator().manual_seed(0))
+    model, joint = m.joint_inputs(step, noise), m.joint_inputs(step, noise, joint=True)
+    soft = step.predictions["t0"].softmax(dim=1) * joint.mask
+    torch.testing.assert_close(joint.y_hat[:, :5], soft)
+    assert set(model.y_hat[:, :5].unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(joint.y[1:3, :5], model.y[1:3, :5])   # Y's one-hot is still a one-hot
+    plain, _ = _inputs()
+    torch.testing.assert_close(plain.joint_inputs(step, noise, joint=True).y_hat, model.y_hat)
+
+
+def test_reference_code_targets_are_rebuilt_from_raw_predictions_and_labels():
+    m, step = _inputs(joint_y_hat_seg="softmax", recon_targets="reference_code", mask_labels=False)
+    noise = m.draw_noise(step, torch.Generator().manual_seed(0))
+    j = m.joint_inputs(step, noise, joint=True)
+    assert set(j.recon_y_hat[:, :5].unique().tolist()) <= {0.0, 1.0}          # a hard one-hot, the input a softmax
+    torch.testing.assert_close(j.recon_y[2, 6:], step.targets["t2"][2].detach())   # row 2's normals: the raw label
+    torch.testing.assert_close(j.recon_y[0, 6:], step.predictions["t2"][0].detach())  # row 0's: the raw prediction
+    torch.testing.assert_close(j.recon_y_hat[:, 5:6], j.y_hat[:, 5:6].detach())     # Ŷ's depth: Φ applied again later
+    paper, _ = _inputs(joint_y_hat_seg="softmax")
+    assert paper.joint_inputs(step, noise, joint=True).recon_y is None         # paper: the inputs themselves
+
+
+def test_nonzero_target_denominator_counts_the_targets_entries():
+    from mtlwb.methods.jtr import reconstruction_loss
+
+    seg = [TaskSpec("s", "segmentation", 2, "miou", False)]
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]).view(1, 2, 1, 4)   # pixel 3: no class
+    recon, mask = torch.zeros(1, 2, 1, 4), torch.ones(1, 1, 1, 4)
+    bce = 2 * 4 * torch.log(torch.tensor(2.0))                           # BCE(0, ·) = ln 2 on 8 entries
+    assert reconstruction_loss(seg, recon, target, mask).item() == pytest.approx(bce / 4)
+    assert reconstruction_loss(seg, recon, target, mask, denominator="nonzero_targets").item() == pytest.approx(
+        bce / 3)
+    normal = [TaskSpec("n", "normal", 3, "mean_angle", True)]
+    r = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 1, 2)
+    n = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 1, 2)      # one non-zero entry in all
+    got = reconstruction_loss(normal, r, n, torch.ones(1, 1, 1, 2), target_form="reference_code",
+                              denominator="nonzero_targets")
+    assert got.item() == pytest.approx(0.0)                              # 1 − Σ r̂·n·m / count = 1 − 1/1
+
+
+def test_depth_reconstruction_squeeze_is_the_references():
+    from mtlwb.methods.jtr import reconstruction_loss
+
+    depth = [TaskSpec("d", "depth", 1, "abs_err", True)]
+    recon, target, mask = torch.full((1, 1, 1, 1), 40.0, dtype=torch.float64), torch.ones(1, 1, 1, 1), \
+        torch.ones(1, 1, 1, 1)                                           # sigmoid = 1 to double precision
+    assert reconstruction_loss(depth, recon, target, mask).item() == pytest.approx(0.0, abs=1e-15)
+    assert reconstruction_loss(depth, recon, target, mask, squeeze=True).item() == pytest.approx(0.5e-5, rel=1e-9)
+
+
+def test_published_code_uses_the_dot_product_normal_loss_on_non_unit_labels():
+    from mtlwb.losses import LossOptions, task_loss
+
+    m, step = _inputs(dot_normal_loss=True)
+    step.targets["t2"] = step.targets["t2"] * 0.7                       # the refs' bilinear crops shorten normals
+    t = m.tasks[2]
+    got = m.supervised_losses(step)["t2"]
+    want = task_loss(t, step.predictions["t2"], step.targets["t2"], LAB3[:, 2], LossOptions(normal="dot"))
+    torch.testing.assert_close(got, want)
+    paper, _ = _inputs()
+    assert not torch.allclose(paper.supervised_losses(step)["t2"], got)
+    m.loss_options = LossOptions(normal="l1")                           # an explicit other form is kept
+    torch.testing.assert_close(m.supervised_losses(step)["t2"], task_loss(t, step.predictions["t2"],
+                                                                          step.targets["t2"], LAB3[:, 2],
+                                                                          LossOptions(normal="l1")))

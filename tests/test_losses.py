@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtlwb.losses import task_loss
+from mtlwb.losses import LossOptions, task_loss
 from mtlwb.tasks import DEPTH, EDGE, NORMAL, semantic
 
 SEG = semantic(5)
@@ -117,7 +117,6 @@ def test_loss_terms_refuse_a_name_that_is_both_supervised_and_auxiliary():
 
 
 def test_mtl_pytorch_edge_loss_is_fixed_weight_bce_over_pixels():
-    from mtlwb.losses import LossOptions
 
     pred = torch.tensor([0.0, 2.0, -1.0, 0.5]).view(1, 1, 1, 4)
     target = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 1, 4)
@@ -129,7 +128,6 @@ def test_mtl_pytorch_edge_loss_is_fixed_weight_bce_over_pixels():
 
 
 def test_l1_normal_loss_is_mean_abs_difference_of_unit_vectors():
-    from mtlwb.losses import LossOptions
 
     pred = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
     target = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)      # |1| + |−1| + 0 over 3 channels = 2/3
@@ -138,9 +136,21 @@ def test_l1_normal_loss_is_mean_abs_difference_of_unit_vectors():
 
 
 def test_loss_options_are_validated_by_config_name():
-    from mtlwb.losses import LossOptions
 
     with pytest.raises(ValueError, match="edge_loss='bce'"):
         LossOptions(edge="bce")
     with pytest.raises(ValueError, match="normal_loss='l2'"):
         LossOptions(normal="l2")
+
+
+def test_dot_normal_loss_is_the_references_on_non_unit_ground_truth():
+    # the refs' bilinear crops shorten normals: the dot product then weighs a pixel by its label's length
+    pred = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=1).T.reshape(1, 3, 1, 2)
+    target = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.8]]).T.reshape(1, 3, 1, 2)       # lengths 0.5 and 0.8
+    dot = task_loss(NORMAL, pred, target, torch.ones(1), LossOptions(normal="dot"))
+    assert dot.item() == pytest.approx(1.0 - (0.5 / 2 ** 0.5 + 0.8) / 2)                 # 1 − Σ p·g / valid pixels
+    cosine = task_loss(NORMAL, pred, target, torch.ones(1))
+    assert cosine.item() == pytest.approx(1.0 - (1 / 2 ** 0.5 + 1.0) / 2)                # direction only
+    unit = torch.nn.functional.normalize(target, dim=1)
+    assert task_loss(NORMAL, pred, unit, torch.ones(1), LossOptions(normal="dot")).item() == pytest.approx(
+        cosine.item())                                                                     # equal on unit labels

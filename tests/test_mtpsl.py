@@ -178,3 +178,70 @@ def test_film_tables_get_their_own_lr_and_decay():
     assert {id(p) for p in film["params"]} == film_ids and not film_ids & {id(p) for p in rest["params"]}
     assert (film["lr"], film["lr_step"], film["lr_gamma"], rest["lr"]) == (1e-3, 30, 0.5, 1e-4)
     assert "lr_step" not in rest
+
+
+def test_fidelity_switch_sets_the_published_pairs_draws_and_normal_loss():
+    paper, code = MTPSLOptions(), MTPSLOptions(arch="reference")            # auto: by arch
+    assert (paper.fidelity, paper.gumbel_per_pair, paper.full_label_pairs, paper.dot_normal_loss) == \
+        ("paper", False, True, False)
+    assert (code.fidelity, code.gumbel_per_pair, code.full_label_pairs, code.dot_normal_loss) == \
+        ("published_code", True, "full_run", True)
+    assert MTPSLOptions(fidelity="published_code", full_label_pairs=False).full_label_pairs is False
+    with pytest.raises(ValueError, match=r"mtpsl.full_label_pairs='all': allowed \[True, False, 'full_run'\]"):
+        MTPSLOptions(full_label_pairs="all")
+
+
+def test_published_full_label_pairs_pair_a_full_row_only_in_a_fully_labelled_run():
+    lab = torch.tensor([[1, 0, 0], [1, 1, 1]])
+    m = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4, full_label_pairs="full_run"))
+    assert {tuple(r) for r in m.pairs(lab).tolist()} == {(0, 1, 0), (0, 2, 0)}    # the full row: no pair
+    m.use_label_table(torch.tensor([[1, 0, 0], [1, 1, 1]]))                       # a partial run
+    assert m.pairs(lab).shape[0] == 2
+    m.use_label_table(torch.ones(5, 3))                                           # the ref.'s 'full' setting
+    full = {(1, s, t) for s in range(3) for t in range(3) if s != t}
+    assert {tuple(r) for r in m.pairs(torch.ones(2, 3, dtype=torch.long)).tolist()} == \
+        full | {(0, s, t) for (_, s, t) in full}
+
+
+def test_the_trainer_hands_the_label_table_to_the_method():
+    from mtlwb.config import ExperimentConfig
+    from mtlwb.train import build_experiment
+
+    common = dict(method="mtpsl", method_options={"fidelity": "published_code"}, train_samples=4, eval_samples=2,
+                  device="cpu", progress=False)
+    assert build_experiment(ExperimentConfig(label_setting="full", **common)).method.full_run
+    assert not build_experiment(ExperimentConfig(label_setting="onelabel", **common)).method.full_run
+
+
+def test_per_pair_gumbel_draws_as_the_published_code():
+    tasks = mixed_tasks(3)
+    lab = torch.tensor([[0, 1, 1], [0, 1, 0], [1, 0, 1]])
+    torch.manual_seed(0)
+    shared = MTPSL(tasks, FEAT, MTPSLOptions(width=4)).double()
+    per_pair = MTPSL(tasks, FEAT, MTPSLOptions(width=4, gumbel_per_pair=True)).double()
+    per_pair.load_state_dict(shared.state_dict())
+    step = make_step(tasks, lab, dtype=torch.float64)
+    b = per_pair.pairs(lab)[:, 0]
+    noise = per_pair.draw_noise(step, torch.Generator().manual_seed(1))
+    assert noise["t0"].shape == (b.numel(), 5, H, W)                               # one draw per triple
+    one_per_sample = shared.draw_noise(step, torch.Generator().manual_seed(2))
+    assert one_per_sample["t0"].shape == (3, 5, H, W)
+    # the same draw for every pair of a sample is the shared mode; a draw of its own per pair is not
+    same = per_pair.losses(step, {"t0": one_per_sample["t0"][b]})["mtpsl"]
+    torch.testing.assert_close(same, shared.losses(step, one_per_sample)["mtpsl"])
+    assert not torch.allclose(per_pair.losses(step, noise)["mtpsl"], same)
+    per_pair.losses(step)["mtpsl"].backward()                                     # draws its own when given none
+    assert step.predictions["t0"].grad[:2].abs().sum() > 0 and step.predictions["t0"].grad[2].abs().sum() == 0
+
+
+def test_published_code_uses_the_dot_product_normal_loss():
+    from mtlwb.losses import LossOptions, task_loss
+
+    tasks = mixed_tasks(3)
+    lab = torch.tensor([[0, 1, 1], [1, 0, 1]])
+    step = make_step(tasks, lab)
+    step.targets["t2"] = step.targets["t2"] * 0.6
+    m = MTPSL(tasks, FEAT, MTPSLOptions(width=4, dot_normal_loss=True))
+    want = task_loss(tasks[2], step.predictions["t2"], step.targets["t2"], lab[:, 2], LossOptions(normal="dot"))
+    torch.testing.assert_close(m.supervised_losses(step)["t2"], want)
+    assert not torch.allclose(MTPSL(tasks, FEAT, MTPSLOptions(width=4)).supervised_losses(step)["t2"], want)

@@ -53,20 +53,22 @@ def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, dtype: torch.dtype 
                            bottleneck=True)
 
 
-def test_jtr_reference_batched_equals_per_sample_reference():
+@pytest.mark.parametrize("fidelity", ["paper", "published_code"])
+def test_jtr_reference_batched_equals_per_sample_reference(fidelity):
     # float64: the same math; the reference joint network normalizes per sample, so batching changes nothing
     tasks = mixed_tasks(4)
     lab = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]])
-    m = build_method("jtr", tasks, 64, {"arch": "reference"}).double()
+    m = build_method("jtr", tasks, 64, {"arch": "reference", "fidelity": fidelity}).double()
     step = make_step(tasks, lab)
     noise = m.draw_noise(step, torch.Generator().manual_seed(1))
+    joint_noise = m.draw_noise(step, torch.Generator().manual_seed(2))     # published_code: the joint side's own
     leaves = list(step.predictions.values()) + list(m.parameters())
-    batched = {k: v for k, v in m.losses(step, noise).items() if k.startswith("jtr")}
+    batched = {k: v for k, v in m.losses(step, noise, joint_noise).items() if k.startswith("jtr")}
     sum(batched.values()).backward()
     g_batched = [torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in leaves]
     for t in leaves:
         t.grad = None
-    reference = per_sample_reference_losses(m, step, noise)
+    reference = per_sample_reference_losses(m, step, noise, joint_noise)
     sum(reference.values()).backward()
     g_reference = [torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in leaves]
     assert batched.keys() == reference.keys() == {"jtr_model", "jtr_joint", "jtr_recon"}

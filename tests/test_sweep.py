@@ -376,11 +376,19 @@ def test_paper_configurations_use_the_published_layouts_and_protocols():
         spec = load_spec(f"sweeps/benchmarks/{name}.yaml")
         opts = {r.params["method"]: r.params.get("method_options", {}) for r in spec.runs()}
         assert opts["mtpsl"]["arch"] == "reference" and opts["mtpsl"]["views"] == 2 and opts["mtpsl"]["film_lr_step"]
-        assert opts["jtr"] == {"arch": "reference", "views": 3, "photometric": "randaugment"}
+        assert opts["jtr"] == {"arch": "reference", "fidelity": "published_code", "views": 3,
+                               "photometric": "randaugment"}
+        assert opts["mtpsl"]["fidelity"] == "published_code"
         assert spec.fixed["backbone"] == "segnet" and spec.fixed["loss_reduction"] == "batch"
+        assert spec.fixed.get("normal_loss", "dot") == "dot"          # the references' (Cityscapes: no normals)
         assert "Table" in Path(f"sweeps/benchmarks/{name}.yaml").read_text()
-    pascal = load_spec("sweeps/benchmarks/pascal_context.yaml").fixed
-    assert (pascal["edge_loss"], pascal["normal_loss"], pascal["image_norm"]) == ("mtl_pytorch", "l1", "auto")
+    pascal = load_spec("sweeps/benchmarks/pascal_context.yaml")
+    assert (pascal.fixed["edge_loss"], pascal.fixed["normal_loss"], pascal.fixed["image_norm"]) == (
+        "mtl_pytorch", "l1", "auto")
+    runs = pascal.runs()
+    assert {r.params["method"] for r in runs} == {"supervised", "mtpsl", "jtr", "tpkr"} and len(runs) == 16
+    assert all(r.params["method_options"] == {"fidelity": "published_code"} for r in runs
+               if r.params["method"] in ("mtpsl", "jtr"))
 
 
 # --- frozen inputs: the notebook is snapshotted, a code change under a running sweep stops its later runs -----

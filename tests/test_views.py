@@ -103,3 +103,43 @@ def test_split_views_slices_each_views_rows_and_shares_labelled():
     no_bottleneck = split_views(Step(*per_sample(step)[:2], step.refined, step.predictions, step.targets, labelled),
                                 count)
     assert no_bottleneck.bottleneck is None and all(v.bottleneck is None for v in no_bottleneck.views)
+
+
+def _two_surfaces(h: int = 20, w: int = 24) -> dict:
+    """Normals facing +x on the left half, +y on the right, a zero (invalid) block in the middle."""
+    normal = torch.zeros(3, h, w)
+    normal[0, :, : w // 2] = 1.0
+    normal[1, :, w // 2:] = 1.0
+    normal[:, 8:12, 4:8] = 0.0
+    return {"image": torch.rand(3, h, w), "normal": normal}
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_normal_crop_mode_bilinear_as_the_references_nearest_keeps_unit_normals(mode):
+    from mtlwb.data.augment import AugmentOptions, augment_sample
+
+    options = AugmentOptions(scales=(1.5,), flip=False, normal_mode=mode)
+    item = _two_surfaces()
+    out = augment_sample(item, [NORMAL], torch.Generator().manual_seed(0), options)["normal"]
+    length = out.norm(dim=0)
+    if mode == "nearest":      # every normal is still a unit vector or an invalid zero
+        assert torch.all(((length - 1.0).abs() < 1e-6) | (length == 0))
+    else:                      # between the surfaces and around the hole the references' crop shortens normals
+        assert ((length > 1e-3) & (length < 0.99)).any()
+        # align_corners=True, as MTPSL's and JTR's RandomScaleCrop: a ramp over the 16 cropped columns is
+        # stretched to span them exactly over the 24 output columns (15/23 per column; align_corners=False: 1/1.5)
+        ramp = {"image": item["image"], "normal": torch.arange(24.0).expand(3, 20, 24).clone()}
+        out = augment_sample(ramp, [NORMAL], torch.Generator().manual_seed(0), options)["normal"]
+        assert torch.allclose(out[0, :, 1:] - out[0, :, :-1], torch.full((20, 23), 15 / 23))
+    with pytest.raises(ValueError, match=r"normal_crop='area': allowed \['bilinear', 'nearest'\]"):
+        AugmentOptions(normal_mode="area")
+
+
+def test_extra_views_crop_normals_as_asked():
+    batch = _batch()
+    lengths = {}
+    for mode in ("bilinear", "nearest"):
+        views = make_views(batch, TASKS, ViewSpec(extra=2), torch.Generator().manual_seed(4), normal_mode=mode)
+        lengths[mode] = torch.cat([v["normal"].norm(dim=1).flatten() for v in views[1:]])
+    assert torch.allclose(lengths["nearest"], torch.ones_like(lengths["nearest"]), atol=1e-5)
+    assert lengths["bilinear"].min() < 0.9           # random unit normals interpolated: shorter

@@ -3,10 +3,16 @@
 The papers (MTAN, MTPSL, JTR) train with a random scale-crop: pick s in
 {1.0, 1.2, 1.5}, crop an (H/s)x(W/s) window, resize it back to HxW. A crop
 that is s times closer makes the scene look s times nearer, so depth is
-divided by s. Labels, depth, normals and edges use nearest resizing so
-that ignore values (-1, 0) are never blended into valid ones; the image is
-bilinear. A horizontal flip mirrors the scene, so the normal's x component
-changes sign. Photometric jitter touches only the image.
+divided by s. Labels, depth and edges use nearest resizing so that ignore
+values (-1, 0) are never blended into valid ones; the image is bilinear.
+Normals (``normal_mode``): ``"bilinear"`` is the references' (MTPSL's and
+JTR's RandomScaleCrop, align_corners=True): interpolated normals are shorter
+than 1 between differing directions, and an invalid (zero) pixel blends into
+its valid neighbours (which the references' dot-product normal loss then
+weighs by their length); ``"nearest"`` keeps every normal a unit vector (or
+zero) and the invalid pixels apart. A horizontal flip mirrors the scene, so
+the normal's x component changes sign. Photometric jitter touches only the
+image.
 
 Parameters are drawn per sample on the CPU generator (so a resumed epoch,
 reseeded from (seed, epoch), replays the same augmentations whatever the
@@ -28,6 +34,7 @@ import torch.nn.functional as F
 from ..tasks import TaskSpec
 
 SCALES = (1.0, 1.2, 1.5)
+NORMAL_MODES = ("bilinear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,11 @@ class AugmentOptions:
     brightness: float = 0.2     # factor drawn from [1 - b, 1 + b]
     contrast: float = 0.2
     saturation: float = 0.2
+    normal_mode: str = "nearest"   # "bilinear": the references' normal crop (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.normal_mode not in NORMAL_MODES:
+            raise ValueError(f"normal_crop={self.normal_mode!r}: allowed {list(NORMAL_MODES)}")
 
 
 def _uniform(gen: torch.Generator, spread: float) -> float:
@@ -44,10 +56,10 @@ def _uniform(gen: torch.Generator, spread: float) -> float:
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """[C, h, w] -> [C, H, W]."""
+    """[C, h, w] -> [C, H, W]; "bilinear_corners": bilinear with align_corners=True (the references' normals)."""
     if mode == "nearest":
         return F.interpolate(x[None].float(), size=size, mode="nearest")[0].to(x.dtype)
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=mode == "bilinear_corners")[0]
 
 
 def _jitter(image: torch.Tensor, b: float, c: float, s: float) -> torch.Tensor:
@@ -86,7 +98,8 @@ def augment_sample(item: dict, tasks: list[TaskSpec], gen: torch.Generator,
     for t in tasks:
         if t.name not in item or t.image_level:
             continue
-        x = geometric(item[t.name], "nearest")
+        bilinear_normal = t.kind == "normal" and options.normal_mode == "bilinear"
+        x = geometric(item[t.name], "bilinear_corners" if bilinear_normal else "nearest")
         if t.kind == "depth":
             x = x / scale
         elif t.kind == "normal" and flip:

@@ -8,8 +8,8 @@ views here, runs the model once on the concatenated images (BatchNorm sees all v
 hands the extra views to the method in ``Step.views``.
 
 A further view is made from view 0 *as augmented* (its image, labels, depth divided by the scale, normals), with
-the same scale-crop as ``augment.py`` and no flip or jitter; every draw comes from the trainer's augmentation
-generator, so a resumed epoch replays the same views.
+the same scale-crop as ``augment.py`` (normals resized as ``normal_mode`` says) and no flip or jitter; every draw
+comes from the trainer's augmentation generator, so a resumed epoch replays the same views.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from .augment import AugmentOptions, augment_sample
 from .randaugment import RandAugmentOptions, rand_augment
 
 PHOTOMETRIC = ("none", "randaugment")
-_CROP_ONLY = AugmentOptions(flip=False, brightness=0.0, contrast=0.0, saturation=0.0)
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,14 @@ class ViewSpec:
 
 
 def make_views(batch: dict, tasks: list[TaskSpec], spec: ViewSpec, gen: torch.Generator,
-               randaugment: RandAugmentOptions = RandAugmentOptions()) -> list[dict]:
+               randaugment: RandAugmentOptions = RandAugmentOptions(), normal_mode: str = "nearest") -> list[dict]:
     """A collated batch → [view 0, view 1, …] (1 + spec.extra collated batches of the same samples)."""
     keys = ["image"] + [t.name for t in tasks if t.name in batch]
     n = batch["image"].shape[0]
+    crop_only = AugmentOptions(flip=False, brightness=0.0, contrast=0.0, saturation=0.0, normal_mode=normal_mode)
     views = [batch]
     for _ in range(spec.extra):
-        samples = [augment_sample({k: batch[k][i] for k in keys}, tasks, gen, _CROP_ONLY) for i in range(n)]
+        samples = [augment_sample({k: batch[k][i] for k in keys}, tasks, gen, crop_only) for i in range(n)]
         views.append(dict(batch, **{k: torch.stack([s[k] for s in samples]) for k in keys}))
     if spec.photometric == "randaugment":
         views = [dict(v, image=torch.stack([rand_augment(v["image"][i], gen, randaugment) for i in range(n)]))

@@ -151,9 +151,17 @@ class Method(nn.Module):
         """Predictions of a method with ``owns_heads`` (dense [B, C, *size], image-level [B, C])."""
         raise NotImplementedError(f"{type(self).__name__}.decode: only a method with owns_heads = True predicts")
 
+    def use_label_table(self, labelled: torch.Tensor) -> None:
+        """Take the run's whole training label table [N, T] (set by the trainer before training); a method whose
+        published code behaves differently in a fully labelled run overrides this (nothing, by default)."""
+
+    def supervised_loss_options(self) -> LossOptions:
+        """The form of the supervised losses: the config's (``loss_options``), unless a method's options change it."""
+        return self.loss_options
+
     def supervised_losses(self, step: Step) -> dict[str, torch.Tensor]:
-        return {t.name: task_loss(t, step.predictions[t.name], step.targets[t.name], step.labelled[:, i],
-                                  self.loss_options)
+        options = self.supervised_loss_options()
+        return {t.name: task_loss(t, step.predictions[t.name], step.targets[t.name], step.labelled[:, i], options)
                 for i, t in enumerate(self.tasks)}
 
     def losses(self, step: Step) -> LossTerms:

@@ -10,21 +10,49 @@ Multi-Task Learning", CVPR 2024, arXiv 2404.01976 (ref. code KentoNishi/JTR-CVPR
 d = 1 − cos over channels, mean over positions. Gradient routing (as in the ref. code): the model-side term runs E
 with frozen (detached) weights, and Ŷ' / Y' hold the *labelled* tasks' predictions detached — so it only moves the
 predictions of unlabelled tasks (through both Ŷ' and Y', as in the ref.; ``detach_target`` stops the Y' path).
-The joint-side terms see detached inputs and train only E, D. Both sides encode the same values, so the batch
-[Ŷ'; Y'] goes through E once and ``two_routes`` splits the backward — the model-side gradient reaches only the
-inputs, the joint-side gradient only E's weights — instead of the ref.'s per-sample deep copy of the joint network
-and second encoder pass; one backward for everything. E uses per-sample, per-channel normalization (the ref.'s
-BatchNorm at batch size 1), so the batched terms equal the per-sample ones exactly (``per_sample_reference_losses``).
+The joint-side terms see detached inputs and train only E, D. When both sides encode the same values (one view,
+``fidelity: paper``), the batch [Ŷ'; Y'] goes through E once and ``two_routes`` splits the backward — the
+model-side gradient reaches only the inputs, the joint-side gradient only E's weights — instead of the ref.'s
+per-sample deep copy of the joint network and second encoder pass; otherwise the joint side is encoded in a second
+pass. One backward for everything. E uses per-sample, per-channel normalization (the ref.'s BatchNorm at batch
+size 1), so the batched terms equal the per-sample ones exactly (``per_sample_reference_losses``).
 
 Normalization: the ref. sums per-sample terms and divides by the batch size; we average over samples — the same.
 Views: ``views=3, photometric="randaugment"`` is the ref.'s protocol — the model runs once on three augmented views
 of each batch (views 1 and 2 further scale-crops of view 0, a photometric RandAugment on each image), the supervised
 losses read view 0, the model-side distance view 1, the joint network's distance and reconstruction view 2 (E then
-runs twice). With ``views=1`` (default, cheaper) both sides read one view and E runs once.
-Differences from the ref.: with one view, Ŷ and Y share one Gumbel draw and one encoding for both terms; masks
-multiply the encodings (the ref. masks depth before Φ and normals before (n+1)/2); reconstruction targets are
-exactly the detached inputs (the ref. redraws Gumbel noise, re-applies Φ to Ŷ's depth and compares Y's normals in
-[−1, 1]).
+runs twice). With ``views=1`` (default, cheaper) both sides read one view.
+
+Fidelity (``fidelity``, see ``arch.py``): ``"paper"`` is the equations above read cleanly; ``"published_code"``
+computes exactly what the ref. code computes (pinned by ``tests/test_reference_parity.py`` against a recording of
+the ref. code, float64, to 1e-8). ``"auto"`` (default) is ``published_code`` with ``arch="reference"`` and
+``paper`` with ``arch="compact"``: whoever asks for the published network gets its computation, and the compact
+runs made before the switch existed keep their ids and numbers. Each difference is an option of its own (None:
+as ``fidelity`` says; README "Published numbers" lists each one's measured effect):
+
+    option                paper            published_code   what the ref. code does
+    mask_before_encoding  False            True             masks depth / normal (/ edge) predictions *before*
+                                                            Φ and (n+1)/2, so masked pixels hold Φ(0), 0.5
+    mask_labels           True             False            never multiplies the labels by the joint mask: one-hot,
+                                                            Φ(d), (n+1)/2 stay where another task is invalid
+    gumbel_draws          "shared"         "independent"    every Gumbel one-hot of a segmentation prediction is a
+                                                            draw of its own (Ŷ's and Y's of an unlabelled task,
+                                                            and the reconstruction targets)
+    joint_y_hat_seg       "encoding"       "softmax"        the joint side's Ŷ segmentation is a plain softmax
+    recon_targets         "paper"          "reference_code" targets rebuilt from the raw predictions and labels: Φ
+                                                            again on Ŷ's depth, Ŷ's normals in [0, 1] and Y's raw
+                                                            normals compared by a dot product with the unit
+                                                            reconstruction, one-hots (hard Gumbel even where Ŷ's
+                                                            input was a softmax), labels unmasked
+    recon_denominator     "valid_pixels"   "nonzero_targets"  each reconstruction term divided by the number of
+                                                            non-zero entries of its target (all channels)
+    depth_recon_squeeze   False            True             depth reconstruction (σ(r) − ½)(1 − 1e-5) + ½
+    dot_normal_loss       False            True             supervised normal loss 1 − Σ pred·gt / valid pixels
+                                                            (where ``normal_loss`` is the default cosine; equal for
+                                                            unit ground truth, not for the refs' bilinear crops)
+
+Not part of the switch: the protocol (``views``, ``photometric``) and the data (``normal_crop``, config), which
+the benchmark sweeps set alongside it.
 
 Image-level tasks (classification, regression; ``image_level_encoding``, see ``encodings.py``): ``"broadcast"``
 (default) puts each one in Ŷ and Y as a C_t-channel map of the image size, constant over positions — the softmax
@@ -33,6 +61,8 @@ scale) — so E, D and both distances need no second branch. Its reconstruction 
 constant map (BCE summed over classes / |Φ-error|, mean over the joint mask's positions), i.e. the error of
 reconstructing the one value everywhere. Its valid mask is the sample's (an undefined label masks every position,
 as an ignore pixel masks one). ``"none"`` keeps image-level tasks out of Ŷ, Y and the mask: supervised loss only.
+The ref. has no such tasks: under ``published_code`` they are masked after encoding and reconstructed against
+their inputs (the denominators and ``mask_labels`` apply as to dense tasks).
 
 Prior knowledge of task relations (``ExperimentConfig.task_prior``, P [T, T], not in the paper): with
 ``prior_weighting``, task t's channels of Ŷ and Y are multiplied by w_t = m_t / max_s m_s before E (both sides, both
@@ -52,15 +82,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.views import PHOTOMETRIC, ViewSpec
+from ..losses import LossOptions, with_dot_normals
 from ..ops import channel_cosine, channel_normalize
 from ..priors import related_strength, restricted
-from .arch import check_arch
+from .arch import check_arch, resolve_fidelity
 from .base import LossTerms, Method, Step, register, step_rows
 from .encodings import (
     DEPTH_MU,
@@ -68,15 +100,19 @@ from .encodings import (
     IMAGE_LEVEL_ENCODINGS,
     SEG_ENCODINGS,
     clean_target,
+    depth_by_cdf,
     encode_label,
     encode_prediction,
     gumbel_noise,
     joint_task_indices,
     joint_valid_mask,
+    segmentation_label,
+    segmentation_prediction,
 )
 from .jtr_segnet import reference_joint_network
 
 STRIDES = (1, 2)
+DEPTH_SQUEEZE = 1e-5            # ref. code: depth reconstruction (σ(r) − ½)(1 − 1e-5) + ½
 
 
 def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -172,39 +208,68 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1.0 - channel_cosine(a, b, eps=1e-12)).flatten(1).mean(dim=1)
 
 
-def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                        targets: str = "paper", is_y_hat: bool = False, mu: float = DEPTH_MU,
-                        sigma: float = DEPTH_SIGMA, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per sample [N]: Σ_t w_t · mean over valid pixels of the task's reconstruction error (target = encoded input;
-    an image-level task's is its constant map, so its term is the error of reconstructing that value everywhere;
-    ``weights`` [T], default all 1).
+CATEGORICAL = ("segmentation", "classification")
+RECON_DENOMINATORS = ("valid_pixels", "nonzero_targets")
 
-    ``targets="reference_code"`` reproduces two quirks of the JTR code's reconstruction targets for Ŷ (the
-    prediction stack): its depth target is Φ applied once more to the already Φ-encoded prediction, and its normal
-    target stays in the encoded [0, 1] range (compared unnormalized with the unit reconstruction) where Y's normals
-    are compared in [−1, 1]. ``"paper"`` (default) compares every input with exactly what went in.
+
+def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
+                        target_form: str = "paper", denominator: str = "valid_pixels", squeeze: bool = False,
+                        mu: float = DEPTH_MU, sigma: float = DEPTH_SIGMA,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample [N]: Σ_t w_t · rec_t(recon_t, target_t) over the joint mask (``weights`` [T], default all 1).
+
+    ``target`` [N, ΣC_t, H, W] is what each task's reconstruction is compared with: the encoded inputs
+    (``target_form="paper"``) or the ref. code's targets (``"reference_code"``, built by ``JTR.joint_inputs``: depth
+    *before* the Φ applied here, normals unnormalized). Per task: BCE summed over channels (one-hot maps, edges),
+    |σ(r) − t| (depth, t = Φ(target) for the ref.'s form; ``squeeze``: σ scaled by 1 − 1e-5 around ½, as the
+    ref.), the mean |σ(r) − t| over a regression's values, and for normals 1 − cos(r, 2t − 1) (paper: t in the
+    [0, 1] encoding) or 1 − r̂·t with t as given (ref.). ``denominator``: ``"valid_pixels"`` = the mean over the
+    mask; ``"nonzero_targets"`` = the ref.'s sum over the mask divided by the number of non-zero entries of the
+    task's target as given (all channels; at least 1), the normals' term then being 1 − Σ r̂·t·m / count as the
+    ref. writes it.
     """
+    code = target_form == "reference_code"
     total = recon.new_zeros(recon.shape[0])
-    denom = mask.flatten(1).sum(dim=1).clamp_min(1.0)
+    pixels = mask.flatten(1).sum(dim=1).clamp_min(1.0)                                  # [N]
     widths = [t.channels for t in tasks]
-    quirks = targets == "reference_code" and is_y_hat
     for k, (t, r, y) in enumerate(zip(tasks, recon.split(widths, dim=1), target.split(widths, dim=1))):
         if weights is not None and weights[k] == 0:
             continue
+        count = (y != 0).flatten(1).sum(dim=1).clamp_min(1).to(r.dtype) if denominator == "nonzero_targets" \
+            else pixels
         if t.kind in ("segmentation", "edge", "classification"):
             err = F.binary_cross_entropy_with_logits(r, y, reduction="none").sum(dim=1, keepdim=True)
         elif t.kind == "depth":
-            goal = torch.special.ndtr((y - mu) / sigma) if quirks else y
-            err = (torch.sigmoid(r) - goal).abs()
+            p = torch.sigmoid(r)
+            goal = depth_by_cdf(y, mu, sigma) if code and not t.image_level else y
+            err = ((p - 0.5) * (1.0 - DEPTH_SQUEEZE) + 0.5 - goal).abs() if squeeze else (p - goal).abs()
         elif t.kind == "regression":    # Φ-encoded values in (0, 1), constant maps: mean over the task's values
             err = (torch.sigmoid(r) - y).abs().mean(dim=1, keepdim=True)
-        elif quirks:  # normals against the [0, 1] encoding, as the ref. code does for Ŷ
-            err = 1.0 - (channel_normalize(r, eps=1e-8) * y).sum(dim=1, keepdim=True)
+        elif code:
+            dot = (channel_normalize(r, eps=1e-8) * y).sum(dim=1, keepdim=True)
+            if denominator == "nonzero_targets":
+                term = 1.0 - (dot * mask).flatten(1).sum(dim=1) / count
+                total = total + (term if weights is None else weights[k] * term)
+                continue
+            err = 1.0 - dot
         else:  # normals: compare directions in [-1, 1]
             err = 1.0 - channel_cosine(r, 2.0 * y - 1.0, eps=1e-8).unsqueeze(1)
-        term = (err * mask).flatten(1).sum(dim=1) / denom
+        term = (err * mask).flatten(1).sum(dim=1) / count
         total = total + (term if weights is None else weights[k] * term)
     return total
+
+
+# {option: (paper, published_code, allowed values)}; see the module docstring's table
+FIDELITY_SWITCHES = {
+    "mask_before_encoding": (False, True, (False, True)),
+    "mask_labels": (True, False, (False, True)),
+    "gumbel_draws": ("shared", "independent", ("shared", "independent")),
+    "joint_y_hat_seg": ("encoding", "softmax", ("encoding", "softmax")),
+    "recon_targets": ("paper", "reference_code", ("paper", "reference_code")),
+    "recon_denominator": ("valid_pixels", "nonzero_targets", RECON_DENOMINATORS),
+    "depth_recon_squeeze": (False, True, (False, True)),
+    "dot_normal_loss": (False, True, (False, True)),
+}
 
 
 @dataclass
@@ -222,11 +287,21 @@ class JTROptions:
     detach_target: bool = False    # ref.: False (unlabelled predictions get gradient through Y as well)
     views: int = 1                 # ref. 3: view 0 supervised, view 1 model side, view 2 joint network
     photometric: str = "none"      # ref. "randaugment": photometric RandAugment on every view (data/randaugment.py)
-    recon_targets: str = "paper"   # "reference_code": Ŷ's depth target Φ(Φ(d)), Ŷ's normals compared in [0, 1]
     arch: str = "compact"          # "reference": the published SegNet_JTR layout (jtr_segnet.py); width and
     #                                input_stride then stay at their defaults (they shape "compact")
     image_level_encoding: str = "broadcast"   # image-level tasks as constant maps in Ŷ, Y; "none": left out
     prior_weighting: bool = False  # with a task_prior: task t's channels in the joint space × w_t (see header)
+    # the published code's computation (module docstring): one switch, and each difference on its own (None:
+    # as fidelity says; "auto" = published_code with arch "reference", paper with "compact")
+    fidelity: str = "auto"
+    mask_before_encoding: bool | None = None
+    mask_labels: bool | None = None
+    gumbel_draws: str | None = None
+    joint_y_hat_seg: str | None = None
+    recon_targets: str | None = None
+    recon_denominator: str | None = None
+    depth_recon_squeeze: bool | None = None
+    dot_normal_loss: bool | None = None
 
     def __post_init__(self) -> None:
         if self.image_level_encoding not in IMAGE_LEVEL_ENCODINGS:
@@ -244,8 +319,6 @@ class JTROptions:
             raise ValueError(f"jtr.width={self.width}: must be >= 1")
         if self.views not in (1, 3):
             raise ValueError(f"jtr.views={self.views}: allowed 1 (one view) or 3 (ref.: supervised / model / joint)")
-        if self.recon_targets not in ("paper", "reference_code"):
-            raise ValueError(f"jtr.recon_targets={self.recon_targets!r}: allowed 'paper', 'reference_code'")
         if self.photometric not in PHOTOMETRIC:
             raise ValueError(f"jtr.photometric={self.photometric!r}: allowed {PHOTOMETRIC}")
         if self.input_stride not in STRIDES:
@@ -253,12 +326,59 @@ class JTROptions:
         check_arch("jtr", self, {"width": 16, "input_stride": 2})
         if not isinstance(self.prior_weighting, bool):
             raise ValueError(f"jtr.prior_weighting={self.prior_weighting!r}: must be true or false")
+        resolve_fidelity("jtr", self, FIDELITY_SWITCHES)
+
+    @property
+    def one_pass(self) -> bool:
+        """Both sides encode the same values (one view, shared draws, targets = inputs): E runs once."""
+        return (self.views == 1 and self.gumbel_draws == "shared" and self.joint_y_hat_seg == "encoding"
+                and self.recon_targets == "paper")
 
 
 def prior_task_weights(prior: torch.Tensor) -> torch.Tensor:
     """P [T, T] -> w [T] = m / max(m), m_t the mean prior strength between task t and the others."""
     m = related_strength(prior)
     return m / m.max()
+
+
+Noise = dict[str, torch.Tensor]
+
+
+@dataclass
+class GumbelDraws:
+    """The Gumbel noise of one side's categorical encodings, {task: [B, C, H, W] (or [B, C])} per use.
+
+    ``y_hat``: Ŷ's one-hots (always drawn for hard encodings; the ref.-code targets reuse it where draws are
+    shared). ``y``: Y's one-hots of unlabelled tasks, ``recon_y_hat`` / ``recon_y``: the ref.-code reconstruction
+    targets' — each None where it shares ``y_hat``'s draw (``gumbel_draws="shared"``).
+    """
+
+    y_hat: Noise
+    y: Noise | None = None
+    recon_y_hat: Noise | None = None
+    recon_y: Noise | None = None
+
+    def rows(self, b: int) -> GumbelDraws:
+        """Sample ``b``'s draws (batch size 1)."""
+        def part(n: Noise | None) -> Noise | None:
+            return None if n is None else {k: v[b:b + 1] for k, v in n.items()}
+        return GumbelDraws(part(self.y_hat), part(self.y), part(self.recon_y_hat), part(self.recon_y))
+
+
+class JointInputs(NamedTuple):
+    """One side's inputs of the joint network: Ŷ', Y' [B, ΣC_t, H, W], the joint mask [B, 1, H, W], and the
+    reconstruction targets of Ŷ and Y (None: the inputs themselves, detached)."""
+
+    y_hat: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    recon_y_hat: torch.Tensor | None = None
+    recon_y: torch.Tensor | None = None
+
+    def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        hat = self.y_hat if self.recon_y_hat is None else self.recon_y_hat
+        y = self.y if self.recon_y is None else self.recon_y
+        return hat.detach(), y.detach()
 
 
 @register
@@ -301,6 +421,10 @@ class JTR(Method):
                 raise ValueError("jtr.prior_weighting: the task_prior relates none of the tasks in the joint space "
                                  f"{[t.name for t in self.joint_tasks]} to another")
 
+    def supervised_loss_options(self) -> LossOptions:
+        """The config's, with the ref.'s dot-product normal loss under ``dot_normal_loss``."""
+        return with_dot_normals(self.loss_options) if self.options.dot_normal_loss else self.loss_options
+
     def weigh_channels(self, x: torch.Tensor) -> torch.Tensor:
         """[N, ΣC_t, H, W] -> task t's channels × w_t (unchanged without prior weighting)."""
         w = self.joint_task_weights
@@ -310,70 +434,157 @@ class JTR(Method):
                                                                     device=x.device))
         return x * per_channel.view(1, -1, 1, 1)
 
-    def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Gumbel noise per segmentation task (empty for soft encodings), so two code paths can share it."""
-        if self.options.seg_encoding != "hard":
-            return {}
-        return {t.name: gumbel_noise(step.predictions[t.name], generator) for t in self.joint_tasks
-                if t.kind in ("segmentation", "classification")}
-
-    def views(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                        torch.Tensor]:
-        """(Ŷ', Y', mask): [B, ΣC_t, H, W] × 2 with labelled tasks' predictions detached, mask [B, 1, H, W]."""
+    def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> GumbelDraws:
+        """The Gumbel noise of one side (empty for soft encodings), drawn explicitly so two code paths can share it:
+        Ŷ's draw, and with ``gumbel_draws="independent"`` Y's and the ref.-code targets' own draws."""
         o = self.options
-        noise = self.draw_noise(step) if noise is None else noise
+        if o.seg_encoding != "hard":
+            return GumbelDraws({})
+        categorical = [t for t in self.joint_tasks if t.kind in CATEGORICAL]
+
+        def draw() -> Noise:
+            return {t.name: gumbel_noise(step.predictions[t.name], generator) for t in categorical}
+
+        draws = GumbelDraws(draw())
+        if o.gumbel_draws == "independent":
+            draws.y = draw()
+            if o.recon_targets == "reference_code":
+                draws.recon_y_hat, draws.recon_y = draw(), draw()
+        return draws
+
+    def _encode_prediction(self, task, pred: torch.Tensor, mask: torch.Tensor, noise: Noise | None,
+                           seg: str | None = None) -> torch.Tensor:
+        """A prediction's encoding under the joint mask: masked after encoding, or (``mask_before_encoding``, the
+        ref.) a dense non-categorical prediction masked before it (masked pixels then hold Φ(0), 0.5, ½)."""
+        o = self.options
+        size = tuple(mask.shape[-2:])
+        before = o.mask_before_encoding and task.kind not in CATEGORICAL and not task.image_level
+        enc = encode_prediction(task, pred * mask if before else pred, seg=seg or o.seg_encoding, depth="cdf",
+                                tau=o.gumbel_tau, mu=o.depth_mu, sigma=o.depth_sigma,
+                                noise=None if noise is None else noise.get(task.name), size=size)
+        return enc if before else enc * mask
+
+    def joint_inputs(self, step: Step, noise: GumbelDraws | Noise | None = None, joint: bool = False) -> JointInputs:
+        """One side's (Ŷ', Y', mask, targets): labelled tasks' predictions detached; ``joint``: the joint network's
+        side (its Ŷ segmentation a softmax under ``joint_y_hat_seg``, its reconstruction targets built)."""
+        o = self.options
+        draws = self.draw_noise(step) if noise is None else noise
+        draws = draws if isinstance(draws, GumbelDraws) else GumbelDraws(dict(draws))
         labelled = step.labelled[:, self.joint_idx]                                           # [B, T_joint]
         mask = joint_valid_mask(self.joint_tasks, step.targets, labelled, step.images)
         size = tuple(mask.shape[-2:])
-        y_hat, y = [], []
+        hat_seg = "soft" if joint and o.joint_y_hat_seg == "softmax" else o.seg_encoding
+        code_targets = joint and o.recon_targets == "reference_code"
+        y_hat, y, t_hat, t_y = [], [], [], []
         for i, t in enumerate(self.joint_tasks):
             lab = labelled[:, i].bool().view(-1, 1, 1, 1)
-            pred = encode_prediction(t, step.predictions[t.name], seg=o.seg_encoding, depth="cdf", tau=o.gumbel_tau,
-                                     mu=o.depth_mu, sigma=o.depth_sigma, noise=noise.get(t.name), size=size)
-            label = encode_label(t, clean_target(t, step.targets[t.name], labelled[:, i]), depth="cdf",
-                                 mu=o.depth_mu, sigma=o.depth_sigma, size=size)
-            y_hat.append(torch.where(lab, pred.detach(), pred) * mask)
-            y.append(torch.where(lab, label, pred.detach() if o.detach_target else pred) * mask)
-        return torch.cat(y_hat, dim=1), torch.cat(y, dim=1), mask
+            pred = step.predictions[t.name]
+            target = clean_target(t, step.targets[t.name], labelled[:, i])
+            enc_hat = self._encode_prediction(t, pred, mask, draws.y_hat, hat_seg)
+            own_draw = t.kind in CATEGORICAL and (draws.y is not None or hat_seg != o.seg_encoding)
+            enc_y = self._encode_prediction(t, pred, mask, draws.y_hat if draws.y is None else draws.y) \
+                if own_draw else enc_hat                                  # Y's one-hot: its own draw / encoding
+            label = encode_label(t, target, depth="cdf", mu=o.depth_mu, sigma=o.depth_sigma, size=size)
+            y_hat.append(torch.where(lab, enc_hat.detach(), enc_hat))
+            y.append(torch.where(lab, label * mask if o.mask_labels else label,
+                                 enc_y.detach() if o.detach_target else enc_y))
+            if code_targets:
+                hat_target, y_target = self._code_targets(t, pred, target, lab, mask, draws, y_hat[-1], y[-1])
+                t_hat.append(hat_target)
+                t_y.append(y_target)
+        if not code_targets:
+            return JointInputs(torch.cat(y_hat, dim=1), torch.cat(y, dim=1), mask)
+        return JointInputs(torch.cat(y_hat, dim=1), torch.cat(y, dim=1), mask, torch.cat(t_hat, dim=1).detach(),
+                           torch.cat(t_y, dim=1).detach())
+
+    def _code_targets(self, task, pred: torch.Tensor, target: torch.Tensor, lab: torch.Tensor, mask: torch.Tensor,
+                      draws: GumbelDraws, y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ref. code's reconstruction targets of one task, (Ŷ's, Y's), built from the raw prediction and label.
+
+        Segmentation: one-hots of the prediction under the mask (hard Gumbel for Ŷ even where its input is a
+        softmax; fresh draws with ``gumbel_draws="independent"``), the label's one-hot unmasked. Depth (before the
+        Φ that ``reconstruction_loss`` applies, and by which the ref. counts its non-zero entries): Ŷ's encoded
+        input, so Φ applies twice; the raw label / prediction for Y, unmasked. Normals: Ŷ's encoded input in
+        [0, 1]; the raw label / prediction in [−1, 1] for Y. Other kinds (not in the ref.): the inputs.
+        """
+        o = self.options
+        pred = pred.detach()
+        if task.image_level or task.kind not in ("segmentation", "depth", "normal"):
+            return y_hat, y
+        if task.kind == "segmentation":
+            hard = o.seg_encoding == "hard"
+
+            def one_hot(n: Noise | None) -> torch.Tensor:
+                noise = (n if n is not None else draws.y_hat).get(task.name) if hard else None
+                return segmentation_prediction(pred, hard=hard, tau=o.gumbel_tau, noise=noise) * mask
+            hat_target = one_hot(draws.recon_y_hat)
+            y_pred = one_hot(draws.recon_y) if draws.recon_y is not None else y
+            return hat_target, torch.where(lab, segmentation_label(target, task.channels).to(pred), y_pred)
+        return y_hat, torch.where(lab, target, pred)              # depth: Φ in reconstruction_loss; normals
+
+    def views(self, step: Step, noise: GumbelDraws | Noise | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """(Ŷ', Y', mask) of the model side: [B, ΣC_t, H, W] × 2 with labelled tasks' predictions detached, mask
+        [B, 1, H, W]."""
+        return tuple(self.joint_inputs(step, noise)[:3])
 
     def jtr_terms(self, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                  joint_view: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                  joint_view: JointInputs | tuple | None = None) -> dict[str, torch.Tensor]:
         """Per-sample terms [B] (weighted): model side on frozen E, joint side on detached inputs.
 
-        ``joint_view`` (Ŷ, Y, mask of another augmented view; the ref.'s view 2) feeds the joint-side terms; by
-        default they read the same Ŷ', Y' as the model side, and E runs once for both.
+        ``joint_view`` (a ``JointInputs``, or (Ŷ, Y, mask), of the joint side: another augmented view — the ref.'s
+        view 2 — or the same view encoded as the ref.'s joint side does) feeds the joint-side terms; by default they
+        read the same Ŷ', Y' as the model side, and E runs once for both.
         """
         o, B = self.options, y_hat.shape[0]
         inputs = torch.cat([y_hat, y])                                                         # [2B, ΣC, H, W]
         frozen_codes, codes = two_routes(self.encoder, self.weigh_channels(inputs))             # [2B, F, h, w]
+        targets = inputs.detach()
         if joint_view is not None:
-            mask = joint_view[2]
-            inputs = torch.cat(joint_view[:2]).detach()
+            joint_view = JointInputs(*joint_view)
+            mask = joint_view.mask
+            inputs = torch.cat([joint_view.y_hat, joint_view.y]).detach()
             codes = self.encoder(self.weigh_channels(inputs))                                   # second pass
+            targets = torch.cat(joint_view.targets())
         terms = {"jtr_model": o.model_weight * cosine_distance(*frozen_codes.chunk(2)),
                  "jtr_joint": o.joint_weight * cosine_distance(*codes.chunk(2))}
-        inputs = inputs.detach()
         if o.reconstruction:
             recon = self.decoder(codes, inputs.shape[-2:])
-            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma,
-                  "weights": self.joint_task_weights}
-            rec_hat = reconstruction_loss(self.joint_tasks, recon[:B], inputs[:B], mask, is_y_hat=True, **kw)
-            rec_y = reconstruction_loss(self.joint_tasks, recon[B:], inputs[B:], mask, **kw)
-            terms["jtr_recon"] = o.recon_weight * (rec_hat + rec_y)
+            rec = self.reconstruction_terms(mask)
+            terms["jtr_recon"] = o.recon_weight * (rec(recon[:B], targets[:B]) + rec(recon[B:], targets[B:]))
         return terms
+
+    def reconstruction_terms(self, mask: torch.Tensor):
+        """rec(recon, target) → [N] over ``mask`` under the options (normal form, denominator, squeeze, prior
+        weights)."""
+        o = self.options
+        kw = {"target_form": o.recon_targets, "denominator": o.recon_denominator, "squeeze": o.depth_recon_squeeze,
+              "mu": o.depth_mu, "sigma": o.depth_sigma, "weights": self.joint_task_weights}
+        return lambda r, t: reconstruction_loss(self.joint_tasks, r, t, mask, **kw)
 
     @property
     def view_spec(self) -> ViewSpec:
         return ViewSpec(extra=self.options.views - 1, photometric=self.options.photometric)
 
-    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None,
-               joint_noise: dict[str, torch.Tensor] | None = None) -> LossTerms:
-        """``noise`` / ``joint_noise``: Gumbel noise of the model-side / joint-side view (drawn when None)."""
-        if self.options.views == 3:     # ref.: view 1 model side, view 2 joint network (each its own Gumbel draw)
-            terms = self.jtr_terms(*self.views(step.views[0], noise),
-                                   joint_view=self.views(step.views[1], joint_noise))
-        else:
-            terms = self.jtr_terms(*self.views(step, noise))
+    def sides(self, step: Step, noise: GumbelDraws | Noise | None = None,
+              joint_noise: GumbelDraws | Noise | None = None) -> tuple[Step, GumbelDraws, Step | None,
+                                                                      GumbelDraws | None]:
+        """(model-side step, its draws, joint-side step or None when it is the model side's inputs, its draws)."""
+        o = self.options
+        model_step, joint_step = (step.views[0], step.views[1]) if o.views == 3 else (step, step)
+        noise = self.draw_noise(model_step) if noise is None else noise
+        if o.one_pass:
+            return model_step, noise, None, None
+        if joint_noise is None:     # one view, shared draws: the joint side reuses the model side's
+            joint_noise = noise if o.views == 1 and o.gumbel_draws == "shared" else self.draw_noise(joint_step)
+        return model_step, noise, joint_step, joint_noise
+
+    def losses(self, step: Step, noise: GumbelDraws | Noise | None = None,
+               joint_noise: GumbelDraws | Noise | None = None) -> LossTerms:
+        """``noise`` / ``joint_noise``: Gumbel noise of the model-side / joint-side inputs (drawn when None)."""
+        model_step, noise, joint_step, joint_noise = self.sides(step, noise, joint_noise)
+        joint = None if joint_step is None else self.joint_inputs(joint_step, joint_noise, joint=True)
+        terms = self.jtr_terms(*self.joint_inputs(model_step, noise)[:3], joint_view=joint)
         return LossTerms(self.supervised_losses(step), {k: v.mean() for k, v in terms.items()})
 
     @torch.no_grad()
@@ -388,36 +599,36 @@ def _sample(step: Step, b: int) -> Step:
     return step_rows(step, b, b + 1, step.labelled[b:b + 1])
 
 
-def per_sample_reference_losses(method: JTR, step: Step, noise: dict[str, torch.Tensor] | None = None,
-                                joint_noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def _rows(noise: GumbelDraws | Noise, b: int) -> GumbelDraws:
+    return (noise if isinstance(noise, GumbelDraws) else GumbelDraws(dict(noise))).rows(b)
+
+
+def per_sample_reference_losses(method: JTR, step: Step, noise: GumbelDraws | Noise | None = None,
+                                joint_noise: GumbelDraws | Noise | None = None) -> dict[str, torch.Tensor]:
     """The ref. code's formulation, for tests and benchmarks: a Python loop over samples (batch size 1), the joint
     network (E and D) deep-copied per sample to freeze it for the model-side term, E run on each of Ŷ, Y separately,
     terms summed and divided by the batch size; with ``views=3`` the model side reads view 1 and the joint side
     view 2. Returns the JTR terms only (no supervised losses); equal to ``method.losses(...).auxiliary``."""
     o, B = method.options, step.labelled.shape[0]
-    model_step, joint_step = (step.views[0], step.views[1]) if o.views == 3 else (step, step)
-    noise = method.draw_noise(model_step) if noise is None else noise
-    if joint_step is model_step:
-        joint_noise = noise
-    elif joint_noise is None:
-        joint_noise = method.draw_noise(joint_step)
+    model_step, noise, joint_step, joint_noise = method.sides(step, noise, joint_noise)
+    weigh = method.weigh_channels
     totals: dict[str, torch.Tensor] = {}
     for b in range(B):
-        y_hat, y, mask = method.views(_sample(model_step, b), {k: v[b:b + 1] for k, v in noise.items()})
+        model = method.joint_inputs(_sample(model_step, b), _rows(noise, b))
         copied = copy.deepcopy(nn.ModuleList([method.encoder, method.decoder]))   # its gradients are discarded
-        weigh = method.weigh_channels
-        terms = {"jtr_model": o.model_weight * cosine_distance(copied[0](weigh(y_hat)), copied[0](weigh(y)))}
-        y_hat, y, mask = method.views(_sample(joint_step, b), {k: v[b:b + 1] for k, v in joint_noise.items()})
-        code_hat, code_y = method.encoder(weigh(y_hat.detach())), method.encoder(weigh(y.detach()))
+        terms = {"jtr_model": o.model_weight * cosine_distance(copied[0](weigh(model.y_hat)),
+                                                               copied[0](weigh(model.y)))}
+        joint = model if joint_step is None else method.joint_inputs(_sample(joint_step, b), _rows(joint_noise, b),
+                                                                     joint=True)
+        code_hat, code_y = method.encoder(weigh(joint.y_hat.detach())), method.encoder(weigh(joint.y.detach()))
         terms["jtr_joint"] = o.joint_weight * cosine_distance(code_hat, code_y)
         if o.reconstruction:
-            size = y.shape[-2:]
-            kw = {"targets": o.recon_targets, "mu": o.depth_mu, "sigma": o.depth_sigma,
-                  "weights": method.joint_task_weights}
-            terms["jtr_recon"] = o.recon_weight * (
-                reconstruction_loss(method.joint_tasks, method.decoder(code_y, size), y.detach(), mask, **kw)
-                + reconstruction_loss(method.joint_tasks, method.decoder(code_hat, size), y_hat.detach(), mask,
-                                      is_y_hat=True, **kw))
+            size = joint.y.shape[-2:]
+            target_hat, target_y = joint.targets()
+            rec = method.reconstruction_terms(joint.mask)
+            terms["jtr_recon"] = o.recon_weight * (rec(method.decoder(code_y, size), target_y)
+                                                   + rec(method.decoder(code_hat, size), target_hat))
         for k, v in terms.items():
             totals[k] = totals.get(k, 0.0) + v.sum() / B
     return totals
+

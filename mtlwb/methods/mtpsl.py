@@ -19,9 +19,26 @@ map alone: ``norm="instance"`` (per-map statistics, the default) is that; ``"bat
 ``views=2`` is the ref.'s protocol: the consistency term reads a second view (a further random scale-crop of the
 first: predictions, labels and backbone feature of view 1), the supervised losses view 0. The ref. optimizes the
 FiLM γ/β tables alone with Adam lr 1e-3 and StepLR(30, 0.5) (``film_lr``, ``film_lr_step``, ``film_lr_gamma``), the
-rest of the mapping network with the model (lr 1e-4, StepLR(100, 0.5)). A segmentation prediction gets one Gumbel
-draw per sample, shared by its pairs (the ref. redraws per pair); the ref.'s optional linear ramp-up of the weight
-(``--rampup up``; off in its commands) is not reproduced.
+rest of the mapping network with the model (lr 1e-4, StepLR(100, 0.5)). The ref.'s optional linear ramp-up of the
+weight (``--rampup up``; off in its commands) is not reproduced.
+
+Fidelity (``fidelity``, see ``arch.py``): ``"published_code"`` computes exactly what the ref. code computes (pinned
+by ``tests/test_reference_parity.py`` against a recording of it, float64, to 1e-8); ``"paper"`` differs only where
+the ref.'s choices are incidental. ``"auto"`` (default) is ``published_code`` with ``arch="reference"`` and
+``paper`` with ``arch="compact"`` (the compact runs made before the switch keep their ids and numbers). The
+differences, each an option of its own (None: as ``fidelity`` says):
+
+    option            paper     published_code  what the ref. code does
+    gumbel_per_pair   False     True            a segmentation prediction gets a fresh Gumbel draw for every pair
+                                                it is the source of (paper: one per sample, shared by its pairs;
+                                                same expected loss, lower variance, stems run once per map)
+    full_label_pairs  True      "full_run"      a fully labelled sample takes part in no pair, unless every row of
+                                                the run's label table is fully labelled (the ref.'s ``full``
+                                                setting, all T(T−1) pairs); True: all pairs always, False: never.
+                                                (The ref. even fails on such a row in a partial run, its loss being
+                                                the integer 0; no row of its published label files is full.)
+    dot_normal_loss   False     True            supervised normal loss 1 − Σ pred·gt / valid pixels (see
+                                                ``jtr.py``; where ``normal_loss`` is the default cosine)
 
 Image-level tasks (classification, regression; ``image_level_encoding``, see ``encodings.py``): ``"broadcast"``
 (default) makes each one a map like any other — the Gumbel one-hot of its logits (a label: one-hot) or Φ((y − loc)
@@ -52,12 +69,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.views import ViewSpec
+from ..losses import LossOptions, with_dot_normals
 from ..ops import channel_cosine
 from ..priors import restricted
-from .arch import check_arch
+from .arch import check_arch, resolve_fidelity
 from .base import LossTerms, Method, Step, register
-from .encodings import IMAGE_LEVEL_ENCODINGS, clean_target, encode_label, encode_prediction, joint_task_indices
+from .encodings import (
+    IMAGE_LEVEL_ENCODINGS,
+    clean_target,
+    encode_label,
+    encode_prediction,
+    gumbel_noise,
+    joint_task_indices,
+)
 from .mtpsl_mapfns import ReferenceMappingNet, reference_anchor, reference_stems
+
+CATEGORICAL = ("segmentation", "classification")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -120,6 +147,14 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1.0 - channel_cosine(a, b, eps=1e-12)).flatten(1).mean(dim=1)
 
 
+# {option: (paper, published_code, allowed values)}; see the module docstring's table
+FIDELITY_SWITCHES = {
+    "gumbel_per_pair": (False, True, (False, True)),
+    "full_label_pairs": (True, "full_run", (True, False, "full_run")),
+    "dot_normal_loss": (False, True, (False, True)),
+}
+
+
 @dataclass
 class MTPSLOptions:
     weight: float = 2.0            # ref. --con-weight 2.0
@@ -127,7 +162,8 @@ class MTPSLOptions:
     width: int = 16                # ref. 64 → 512 (SegNet); small for CPU (was 32)
     input_stride: int = 2          # stems' stride: 2 = backbone-like, 1 = ref. layout at full resolution
     gumbel_tau: float = 1.0
-    full_label_pairs: bool = True  # fully labelled samples use all pairs s ≠ t (ref. 'full' setting)
+    full_label_pairs: bool | str | None = None  # fully labelled samples: all pairs (True), none (False), all only
+    #                                in a fully labelled run ("full_run", the ref.); None: as fidelity says
     mapping_lr: float | None = None  # the mapping network's convs and norms; ref. = the model's lr (None)
     film_lr: float | None = None   # FiLM γ/β tables; ref. 1e-3 (10× its model lr 1e-4); None = mapping_lr
     film_lr_step: int = 0          # ref. 30: their own StepLR(film_lr_step, film_lr_gamma); 0 = the model's schedule
@@ -140,6 +176,9 @@ class MTPSLOptions:
     image_level_encoding: str = "broadcast"   # image-level tasks as constant maps in the pairs; "none": no pairs
     prior_threshold: float = 0.0   # with a task_prior: only pairs with P[s, t] > threshold enter the loss
     prior_weighting: bool = False  # with a task_prior: each pair's term × P[s, t]
+    fidelity: str = "auto"         # paper | published_code | auto (published_code with arch "reference")
+    gumbel_per_pair: bool | None = None    # ref.: a fresh Gumbel draw per pair; None: as fidelity says
+    dot_normal_loss: bool | None = None    # ref.: supervised normal loss 1 − pred·gt; None: as fidelity says
 
     def __post_init__(self) -> None:
         if self.image_level_encoding not in IMAGE_LEVEL_ENCODINGS:
@@ -171,6 +210,7 @@ class MTPSLOptions:
             raise ValueError(f"mtpsl.prior_threshold={self.prior_threshold}: must be a number in [0, 1)")
         if not isinstance(self.prior_weighting, bool):
             raise ValueError(f"mtpsl.prior_weighting={self.prior_weighting!r}: must be true or false")
+        resolve_fidelity("mtpsl", self, FIDELITY_SWITCHES)
 
 
 @register
@@ -195,6 +235,16 @@ class MTPSL(Method):
                                                                 padding=1), _norm(o.norm, o.width), nn.ReLU())
                                         for t in self.joint_tasks])
             self.mapping = MappingNet(o.width, feature_channels, T * (T - 1), o.norm, o.input_stride)
+        self.full_run = False      # every row of the run's label table fully labelled (``use_label_table``)
+
+    def use_label_table(self, labelled: torch.Tensor) -> None:
+        """Whether the run is fully labelled: ``full_label_pairs="full_run"`` (the ref.) pairs full rows only then."""
+        table = labelled[:, self.joint_idx] if labelled.dim() == 2 else labelled
+        self.full_run = bool(table.numel()) and bool(table.bool().all())
+
+    def supervised_loss_options(self) -> LossOptions:
+        """The config's, with the ref.'s dot-product normal loss under ``dot_normal_loss``."""
+        return with_dot_normals(self.loss_options) if self.options.dot_normal_loss else self.loss_options
 
     @classmethod
     def check_task_prior(cls, options: MTPSLOptions, prior: torch.Tensor | None) -> None:
@@ -213,14 +263,16 @@ class MTPSL(Method):
     def pairs(self, labelled: torch.Tensor) -> torch.Tensor:
         """labelled [B, T] → [P, 3] long (sample, source s, target t): s unlabelled, t labelled, s ≠ t.
 
-        A fully labelled sample contributes all T(T−1) pairs when ``full_label_pairs`` (every source is then a
-        prediction checked against another task's label); a sample with no label contributes none. With a
-        ``task_prior``, only pairs with P[s, t] > ``prior_threshold`` remain.
+        A fully labelled sample contributes all T(T−1) pairs when ``full_label_pairs`` is True, or is "full_run"
+        in a fully labelled run (every source is then a prediction checked against another task's label), none
+        otherwise; a sample with no label contributes none. With a ``task_prior``, only pairs with P[s, t] >
+        ``prior_threshold`` remain.
         """
         lab = labelled.bool()
         B, T = lab.shape
         source = ~lab
-        if self.options.full_label_pairs:
+        full = self.options.full_label_pairs
+        if full is True or (full == "full_run" and self.full_run):
             source = source | lab.all(dim=1, keepdim=True)
         ok = source[:, :, None] & lab[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=lab.device)
         if self.joint_prior is not None:
@@ -238,10 +290,11 @@ class MTPSL(Method):
 
         A prediction is the source of up to T−1 pairs and a label the target of up to T−1; the stems and the
         mapping net's first conv are pair-independent, so they run on the M distinct maps and the triples gather
-        their rows afterwards (``MappingNet(rows=…)``): their cost grows with B·T, not with the pairs.
+        their rows afterwards (``MappingNet(rows=…)``): their cost grows with B·T, not with the pairs. ``sample``
+        [P] is each triple's row in ``enc[task]`` (the sample, or the triple's own row for per-pair encodings).
         """
         T = len(self.joint_tasks)
-        keys, rows = (sample * T + task).unique(return_inverse=True)      # keys sorted: grouped by sample
+        keys, rows = (sample * T + task).unique(return_inverse=True)      # keys sorted: grouped by row
         key_sample, key_task = keys // T, keys % T
         out, order = [], []
         for k, stem in enumerate(self.stems):
@@ -260,9 +313,43 @@ class MTPSL(Method):
     def view_spec(self) -> ViewSpec:
         return ViewSpec(extra=self.options.views - 1)
 
-    def losses(self, step: Step) -> LossTerms:
+    def consistency_view(self, step: Step) -> Step:
+        """The view the consistency term reads: view 1 with ``views=2`` (the ref.'s), else the supervised one."""
+        return step.views[0] if self.options.views == 2 else step
+
+    def draw_noise(self, step: Step, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Gumbel noise of the categorical predictions, {task: [B, C, H, W]} (one draw per sample) or, with
+        ``gumbel_per_pair``, {task: [P, C, H, W]} (one per triple of ``pairs``, in its order), so that two code
+        paths can share it; ``losses`` draws its own when given none."""
+        view = self.consistency_view(step)
+        b = self.pairs(view.labelled[:, self.joint_idx])[:, 0]
+        return {k.name: gumbel_noise(view.predictions[k.name][b] if self.options.gumbel_per_pair
+                                     else view.predictions[k.name], generator)
+                for k in self.joint_tasks if k.kind in CATEGORICAL}
+
+    def _source_encodings(self, step: Step, b: torch.Tensor, s: torch.Tensor,
+                          noise: dict[str, torch.Tensor] | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encoded source predictions per task and each triple's row in its task's tensor: [B, C, H, W] and the
+        sample, or (``gumbel_per_pair``, categorical tasks) [P_k, C, H, W], one Gumbel draw per triple."""
+        o = self.options
+        size = tuple(step.images.shape[-2:])                                          # dense predictions' size
+        index, encodings = b.clone(), []
+        for k, task in enumerate(self.joint_tasks):
+            pred = step.predictions[task.name]
+            n = None if noise is None else noise.get(task.name)
+            if o.gumbel_per_pair and task.kind in CATEGORICAL:
+                sel = (s == k).nonzero().squeeze(1)
+                index[sel] = torch.arange(sel.numel(), device=b.device)
+                pred, n = pred[b[sel]], None if n is None else n[sel]
+            encodings.append(encode_prediction(task, pred, seg="hard", depth="max", tau=o.gumbel_tau, noise=n,
+                                               size=size))
+        return encodings, index
+
+    def losses(self, step: Step, noise: dict[str, torch.Tensor] | None = None) -> LossTerms:
+        """``noise``: the Gumbel noise of the consistency view's categorical predictions (``draw_noise``; drawn
+        when None)."""
         supervised = self.supervised_losses(step)
-        step = step.views[0] if self.options.views == 2 else step       # the ref.'s consistency view
+        step = self.consistency_view(step)
         o, T = self.options, len(self.joint_tasks)
         labelled = step.labelled[:, self.joint_idx]                                   # [B, T] pair columns
         triples = self.pairs(labelled)
@@ -270,12 +357,11 @@ class MTPSL(Method):
             return LossTerms(supervised, {"mtpsl": step.features.sum() * 0.0})
         b, s, t = triples.unbind(dim=1)
         size = tuple(step.images.shape[-2:])                                          # dense predictions' size
-        pred_enc = [encode_prediction(k, step.predictions[k.name], seg="hard", depth="max", tau=o.gumbel_tau,
-                                      size=size) for k in self.joint_tasks]
+        pred_enc, source_index = self._source_encodings(step, b, s, noise)
         label_enc = [encode_label(k, clean_target(k, step.targets[k.name], labelled[:, i]), depth="max", size=size)
-                     for i, k in enumerate(self.joint_tasks)]
+                     .to(pred_enc[i].dtype) for i, k in enumerate(self.joint_tasks)]      # one-hots are float32
         pair = self.pair_column(s, t, T)
-        maps_s, rows_s = self._stems(pred_enc, s, b)                                  # [M_s, width, h, w], [P]
+        maps_s, rows_s = self._stems(pred_enc, s, source_index)                       # [M_s, width, h, w], [P]
         maps_t, rows_t = self._stems(label_enc, t, b)
         rows = torch.cat([rows_s, rows_t + maps_s.shape[0]])                          # [2P]
         m_s, m_t = self.mapping(torch.cat([maps_s, maps_t]), torch.cat([pair, pair]), rows).chunk(2)
