@@ -5,8 +5,8 @@
 #    (a GPU is there but no CUDA torch) any Python, into a fresh venv that gets torch from the package index,
 #    else the first with torch (CPU; the benchmark then needs --device cpu).
 # 2. Installs only what benchmarks/gpu_requirements.py reports missing (versions from pyproject.toml), into
-#    reports/gpu/venv-* (git-ignored; or $MTLWB_GPU_VENV), a venv that sees the system's packages, so an existing
-#    CUDA torch is kept.
+#    reports/gpu/venv-* (git-ignored; or $MTLWB_GPU_VENV): a venv that sees the interpreter's packages, so an
+#    existing CUDA torch is kept and only the missing packages are added.
 #    No package index reachable: put the wheels in a folder and set MTLWB_WHEELS=<folder>.
 # 3. Runs benchmarks/gpu_bench.py with what is left of the time budget (MTLWB_GPU_BUDGET, default 600 s, set-up
 #    included). Arguments are passed on, e.g. `bash benchmarks/gpu.sh --tiny --device cpu` (a CPU smoke run).
@@ -59,10 +59,20 @@ find_missing
 if [ "$mode" = isolated ] || [ ${#missing[@]} -gt 0 ]; then
   venv=${MTLWB_GPU_VENV:-$out/venv-$mode}
   if [ ! -x "$venv/bin/python" ]; then
-    flags=()
-    [ "$mode" = system ] && flags=(--system-site-packages)
-    quiet "$py" -m venv "${flags[@]}" "$venv" || fail "could not make a virtual environment with $py (no venv module?); \
-install these into $py instead: ${missing[*]}"
+    if [ "$mode" = system ]; then
+      # sees the interpreter's own packages through a .pth file (`--system-site-packages` would show the base
+      # Python's instead when $py is itself a venv) and runs that interpreter's pip, so what is there (torch,
+      # setuptools) satisfies the new packages' requirements and only the missing ones are installed
+      quiet "$py" -m venv --without-pip "$venv" || fail "could not make a virtual environment with $py (no venv \
+module?); install these into $py instead: ${missing[*]}"
+      purelib=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+      "$py" -c 'import site; print("\n".join(f"import site; site.addsitedir({d!r})" for d in site.getsitepackages()))' \
+        > "$purelib/mtlwb-base-packages.pth"
+      quiet "$venv/bin/python" -m pip --version || quiet "$venv/bin/python" -m ensurepip \
+        || fail "no pip for $venv (nor ensurepip); install these into $py instead: ${missing[*]}"
+    else
+      quiet "$py" -m venv "$venv" || fail "could not make a virtual environment with $py (no venv module?)"
+    fi
   fi
   py=$venv/bin/python
   find_missing

@@ -415,7 +415,7 @@ def report(rows: list[dict], results: dict[int, dict], env: dict, args: argparse
                            "precision": r["precision"], "ms/step": ms, "images/s": res.get("images/s", nan),
                            "x sup.": ms / sup if sup else nan, "peak MiB": res.get("peak MiB", nan),
                            "status": res["status"]})
-    device = env.get("gpu") or "CPU"
+    device = env.get("gpu") or "no CUDA device (a CPU run)"
     if env.get("gpu"):
         device += (f" ({env['gpu MiB'] / 1024:.0f} GiB), CUDA {env['cuda']}, cuDNN {env['cudnn']}")
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -447,7 +447,7 @@ def report(rows: list[dict], results: dict[int, dict], env: dict, args: argparse
         generated = (f"generated in {made['seconds']:.0f} s" if "seconds" in made else made["status"])
         lines += ["", f"### Short training run: built-in scenes {d['size'][0]}×{d['size'][1]}", "",
                   f"`mtlwb.train.train` per method: {d['n_train']} training and {d['n_val']} evaluation scenes "
-                  f"({generated}), batch {trains[0]['batch']}, {trains[0]['epochs']} epochs, lr 1e-4, augmentation "
+                  f"({generated}), batch {trains[0]['batch']}, epochs {trains[0]['epochs']}, lr 1e-4, augmentation "
                   f"on, `num_workers` {trains[0]['num_workers']}, evaluated after the last epoch (metrics of an "
                   "untrained-length run: a check that training works, not a result). s/epoch includes that "
                   "evaluation; train images/s is of the epochs between the first and the last.", "",
