@@ -7,7 +7,7 @@ DATA := data/scenes-64x80
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup data run test lint unit nbval lab bench clean browser reports
+.PHONY: setup data run test lint unit nbval lab bench bench-gpu clean browser reports
 
 setup: $(STAMP)
 
@@ -53,6 +53,12 @@ lab: $(STAMP)
 
 bench: data
 	$(PY) benchmarks/run_all.py
+
+# GPU figures on a CUDA machine in one command, set-up included (its own interpreter choice and venv, not .venv):
+# every method's step time, images/s and peak memory at 288x384 and 128x256, fp32/bf16/fp16, and a short training
+# run, within 10 minutes; the markdown lands in reports/gpu/bench_gpu.md. Options: make bench-gpu ARGS="--tiny --device cpu"
+bench-gpu:
+	bash benchmarks/gpu.sh $(ARGS)
 
 clean:
 	rm -rf reports/runs reports/sweeps .pytest_cache

@@ -19,6 +19,8 @@ Run as ``python benchmarks/bench_reference.py [--quick]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import common  # noqa: I001  (sets thread env vars and sys.path before torch/mtlwb load)
 import torch
 
@@ -40,12 +42,37 @@ VARIANTS = (
 )
 
 
+def training_step(model, method, tasks, optimizer, labelled: torch.Tensor, views: Callable[[], list[dict]],
+                  device: str = "cpu") -> Callable[[], float]:
+    """One optimizer step of the trainer's path on the views ``views()`` returns (made anew per step, or fixed):
+    one forward pass on the concatenated views, ``split_views``, method losses, equal weighting, backward, Adam."""
+    weighting = build_weighting("equal", [t.name for t in tasks])
+    active = {t.name: bool(labelled[:, i].any()) for i, t in enumerate(tasks)}
+    model.train()
+    method.train()
+
+    def step() -> float:
+        vs = [{k: v.to(device) for k, v in view.items()} for view in views()]
+        images = torch.cat([v["image"] for v in vs])
+        features, refined, preds = forward_step(model, method, images)
+        targets = {t.name: torch.cat([v[t.name] for v in vs]) for t in tasks}
+        s = split_views(Step(images, features, refined, preds, targets, labelled,
+                             getattr(model.encoder, "last_bottleneck", None)), len(vs))
+        out = method.losses(s)
+        loss = weighting.combine(out.supervised, active=active) + sum(out.auxiliary.values(), torch.zeros(()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
 def make_step(method_name: str, options: dict, batch: int, size: tuple[int, int], device: str, seed: int = 0):
     torch.manual_seed(seed)
     tasks = make_tasks(list(TASKS), NUM_CLASSES)
     model = MultiTaskNet(tasks, "segnet").to(device)
     method = build_method(method_name, tasks, model.feature_channels, options).to(device)
-    weighting = build_weighting("equal", [t.name for t in tasks])
     optimizer = torch.optim.Adam([{"params": list(model.parameters()), "lr": 1e-4}] + method.parameter_groups(1e-4))
     g = torch.Generator().manual_seed(seed)
     h, w = size
@@ -54,27 +81,12 @@ def make_step(method_name: str, options: dict, batch: int, size: tuple[int, int]
     labelled = common.label_table(batch, len(tasks), "onelabel", device)
     aug = torch.Generator().manual_seed(seed + 1)
     spec = method.view_spec
-    model.train()
-    method.train()
 
-    def step() -> float:
-        views = make_views(batch_data, tasks, spec, aug) if spec.active else [batch_data]
-        views = [{k: v.to(device) for k, v in view.items()} for view in views]
-        images = torch.cat([v["image"] for v in views])
-        features, refined, preds = forward_step(model, method, images)
-        targets = {t.name: torch.cat([v[t.name] for v in views]) for t in tasks}
-        s = split_views(Step(images, features, refined, preds, targets, labelled,
-                             getattr(model.encoder, "last_bottleneck", None)), len(views))
-        out = method.losses(s)
-        active = {t.name: bool(labelled[:, i].any()) for i, t in enumerate(tasks)}
-        loss = weighting.combine(out.supervised, active=active) + sum(out.auxiliary.values(), torch.zeros(()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+    def views() -> list[dict]:
+        return make_views(batch_data, tasks, spec, aug) if spec.active else [batch_data]
 
     n_aux = sum(p.numel() for p in method.parameters())
-    return step, n_aux
+    return training_step(model, method, tasks, optimizer, labelled, views, device), n_aux
 
 
 def step_rows(device: str, size: tuple[int, int], batch: int, repeats: int) -> list[dict]:

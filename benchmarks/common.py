@@ -213,6 +213,18 @@ def synthetic_targets(tasks, batch: int, height: int, width: int, generator: tor
     return out
 
 
+def protocol_options(sweep: str | Path) -> dict[str, dict]:
+    """Method -> ``method_options`` of the published protocols in a benchmark sweep (``sweeps/benchmarks/*.yaml``):
+    its ``include`` entries, and no options for the methods of its grid. The sweeps are the one place these live."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / sweep).read_text())
+    options = {m: {} for m in spec.get("grid", {}).get("method", [])}
+    for entry in spec.get("include", []):
+        options.setdefault(entry["method"], dict(entry.get("method_options", {})))
+    return options
+
+
 def main(doc: str, run: Callable[[bool], list[dict]], report: Callable[[list[dict]], str]) -> None:
     """The command line every benchmark module shares: ``python benchmarks/<module>.py [--quick]``."""
     import argparse

@@ -15,6 +15,7 @@ import traceback
 
 import bench_data
 import bench_jtr_batched
+import bench_published
 import bench_reference
 import bench_regularizers
 import bench_sweep_overhead
@@ -29,6 +30,7 @@ SECTIONS = (
     ("Regularizer cost vs number of tasks", bench_regularizers),
     ("JTR: per-sample reference vs batched", bench_jtr_batched),
     ("Reference layouts and protocols: step cost; JTR batched vs per-sample", bench_reference),
+    ("Published code vs mtlwb, like for like", bench_published),
     ("Data: generator, loader, evaluation", bench_data),
     ("t-SNE", bench_tsne),
     ("Sweep overhead: papermill vs in-process", bench_sweep_overhead),
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(common.ROOT / "reports" / "benchmarks.md"))
     parser.add_argument("--only", nargs="*", help="run only the modules with these names (e.g. bench_tsne)")
     args = parser.parse_args(argv)
+    if not args.only or "bench_published" in args.only:
+        error = bench_published.check_env()      # a wrong code path: one line before any work
+        if error:
+            print(f"run_all: {error}", file=sys.stderr)
+            return 2
     common.pin_threads()
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [f"# Benchmarks{' (quick)' if args.quick else ''}", "",
