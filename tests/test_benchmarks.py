@@ -141,7 +141,8 @@ def test_gpu_plan_measures_every_registered_method_with_its_protocol(monkeypatch
     assert {tuple(r["tasks"]) for r in city} == {("semantic", "depth")}
     assert [r["precision"] for r in nyu[:len(METHODS)]] == ["fp32"] * len(METHODS)   # fp32 first
     jtr = next(r for r in nyu if r["method"] == "jtr")
-    assert jtr["options"] == {"arch": "reference", "views": 3, "photometric": "randaugment"} and jtr["protocol"]
+    assert jtr["options"] == {"arch": "reference", "views": 3, "photometric": "randaugment",
+                              "fidelity": "published_code"} and jtr["protocol"]
     mtpsl = next(r for r in nyu if r["method"] == "mtpsl")
     assert mtpsl["options"]["arch"] == "reference" and mtpsl["options"]["views"] == 2
     dummy = next(r for r in nyu if r["method"] == _DummyMethod.name)
