@@ -36,7 +36,7 @@ NORMAL_CROPS = ("auto", "bilinear", "nearest")
 _ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
                        "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
                        "regression_loss": "l1", "sources": [], "task_prior": None, "grad_clip": 0.0,
-                       "normal_crop": "auto"}
+                       "normal_crop": "auto", "diagnostics": False, "diagnostics_probe": 16}
 
 
 @dataclass
@@ -95,6 +95,11 @@ class ExperimentConfig:
     val_fraction: float = 0.0              # part of the training images held out as a labelled validation split
     val_seed: int = 0                      # draws the held-out images; independent of seed, like mask_seed
     eval_every: int = 1                    # evaluate every k epochs (and always after the last one)
+    # mechanism diagnostics at every evaluated epoch (mtlwb/diagnostics.py): do the auxiliary terms' gradients point
+    # where the hidden labels' would? Measured on a fixed probe of diagnostics_probe training images; no effect on
+    # training (same numbers on or off)
+    diagnostics: bool = False
+    diagnostics_probe: int = 16
 
     def __post_init__(self) -> None:
         self.tasks = _task_list(self.tasks)
@@ -116,7 +121,7 @@ class ExperimentConfig:
             raise ValueError(f"tasks={self.tasks}: give distinct task names from {list(TASK_NAMES)}")
         check_tasks(self.dataset, self.tasks)
         self.sources = [spec.to_dict() for spec in parse_sources(self.sources, self.dataset, self.tasks)]
-        for name in ("augment", "channels_last"):
+        for name in ("augment", "channels_last", "diagnostics"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be true or false")
         if not isinstance(self.method_options, dict):
@@ -136,6 +141,7 @@ class ExperimentConfig:
                 _int(name, getattr(self, name), 1)
         _int("val_seed", self.val_seed, 0)
         _int("eval_every", self.eval_every, 1)
+        _int("diagnostics_probe", self.diagnostics_probe, 1)
         if (isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float))
                 or not 0 <= self.val_fraction < 1):
             raise ValueError(f"val_fraction={self.val_fraction!r}: must be a number in [0, 1) "

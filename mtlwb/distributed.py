@@ -27,8 +27,9 @@ Single process (WORLD_SIZE unset or 1): every helper is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -71,9 +72,24 @@ def init_from_env(device: str = "auto") -> DistInfo:
     return info
 
 
+_SINGLE = False      # inside ``single_process()``
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Within the block, ``current()`` reports one process, so no loss calls a collective: for work that only rank
+    0 does (the mechanism diagnostics), where a collective would wait for ranks that never join it."""
+    global _SINGLE
+    before, _SINGLE = _SINGLE, True
+    try:
+        yield
+    finally:
+        _SINGLE = before
+
+
 def current() -> DistInfo:
-    """The running group's info (single-process default when none)."""
-    if dist.is_available() and dist.is_initialized():
+    """The running group's info (single-process default when none, and inside ``single_process()``)."""
+    if not _SINGLE and dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return DistInfo()
 

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import diagnostics
 from . import distributed as dist_utils
 from .config import ExperimentConfig, identity_dict
 from .data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
@@ -357,6 +358,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
         entry = {"epoch": epoch + 1, "lr": lr, "train": train_terms}
         if _evaluates(epoch + 1, config):
             entry.update(_evaluations(exp, eval_loader, val_loader, source_loaders))
+            if config.diagnostics:      # measured on a fixed probe batch; restores every state it touches
+                entry["diagnostics"] = diagnostics.measure(exp, weighting.weights())
         entry.update(weights=weighting.weights(), seconds=time.perf_counter() - t0)
         history.append(entry)
         state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
