@@ -13,6 +13,10 @@ Next to it, every group is compared with its baseline group *seed by seed* (``mt
 per-task change and the per-seed Δ_MTL with a 95 % t-interval and a paired t-test over the seeds both
 groups ran ("n too small" below three pairs). Which epoch's test metrics a run contributes is ``select``:
 the epoch best on the validation split when the run has one (``val_fraction`` > 0), else the last epoch.
+
+Runs recorded with ``diagnostics`` (``mtlwb.diagnostics``) contribute the diagnostics of that same epoch
+(columns ``diag:<task>/<measure>``); ``diagnostics_table`` gives their mean and 95 % t-interval over each group's
+seeds: does the cross-task signal point where the hidden labels would?
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from typing import Any
 
 import pandas as pd
 
+from . import diagnostics
 from .data.sources import sources_text
 from .io import atomic_write_text, read_json
 from .metrics import delta_mtl
 from .records import label_split_text
-from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, holm, verdict_line
+from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, holm, paired_estimate, verdict_line
 from .tasks import TaskSpec
 
 NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
@@ -167,6 +172,7 @@ def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
             metrics, row["selected"] = _selected_metrics(record, select, rid)
             for task, values in metrics.items():
                 row.update({metric_column(task, m): v for m, v in values.items()})
+            row.update({DIAG + k: v for k, v in diagnostics.flatten(_selected_entry(record, row["selected"])).items()})
             for source, by_task in (record.get("final_by_source") or {}).items():   # several training sources
                 row.update({source_column(source, task, m): v for task, vs in by_task.items() for m, v in vs.items()})
         # a parameter a run did not set takes the value it ran with (from its record), so groups compare
@@ -198,6 +204,16 @@ def _selected_metrics(record: dict, select: str, run_id: str) -> tuple[dict, str
     if select != "last" and best:
         return best["test"], "best_val"
     return record["final"], "last"
+
+
+def _selected_entry(record: dict, selected: str) -> dict:
+    """The history entry of the epoch whose test metrics the run contributes ({} when the record has none)."""
+    evaluated = [h for h in record.get("history") or [] if "eval" in h]
+    if not evaluated:
+        return {}
+    if selected == "best_val":
+        return next((h for h in evaluated if h["epoch"] == record["best_val"]["epoch"]), {})
+    return evaluated[-1]
 
 
 def selection_caption(table: SweepTable) -> str:
@@ -435,6 +451,72 @@ def change_table(table: SweepTable) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# --- mechanism diagnostics ----------------------------------------------------------------------------------
+DIAG = "diag:"                    # runs-frame column prefix of a diagnostics measure at the selected epoch
+# (measure, column header, with a confidence interval) of each row of diagnostics_table
+DIAGNOSTICS_COLUMNS = (("cosine", "prediction cos", True), ("positive_share", "share cos > 0", False),
+                       ("norm_ratio", "‖g_aux‖ / ‖g_sup‖", False), ("backbone_cosine", "backbone cos", True),
+                       ("backbone_supervised_cosine", "yardstick: labelled cos", False),
+                       ("landscape truth_below_prediction", "truth < prediction (share of seeds)", False))
+BACKBONE_ROW = "all tasks (backbone)"
+
+
+def _diag_text(values: list[float], interval: bool) -> str:
+    """Mean over seeds (with its t-interval when asked), "n/a" without values."""
+    if not values:
+        return "n/a"
+    return paired_estimate(values).text(digits=3) if interval else f"{sum(values) / len(values):.3g}"
+
+
+def _seed_values(per_seed: pd.DataFrame, key: str) -> list[float]:
+    """The seeds' values of one diagnostics measure (seeds where it does not apply left out)."""
+    column = DIAG + key
+    return [float(v) for v in per_seed[column] if not math.isnan(v)] if column in per_seed else []
+
+
+def diagnostics_table(table: SweepTable) -> pd.DataFrame:
+    """Per group and task, at the selected epoch: the auxiliary gradient's cosine with the hidden label's on the
+    prediction (mean [95 % CI] over seeds, * = the interval excludes 0), the share of images where it is positive,
+    its norm relative to a labelled image's supervised gradient, the same cosine on the shared encoder, the
+    yardstick (the labelled supervision's encoder cosine with the hidden labels'), and the share of seeds whose
+    auxiliary term is lower at the truth than at the prediction; one more row per group for the encoder totals over
+    tasks. Empty when no run recorded diagnostics; "n/a" where a measure does not apply (e.g. a method whose terms
+    read no prediction)."""
+    done = table.runs[table.runs["status"] == "completed"]
+    columns = [c for c in done.columns if c.startswith(DIAG)]
+    if table.summary.empty or not columns:
+        return pd.DataFrame()
+    rows = []
+    for _, group in table.summary.iterrows():
+        per_seed = _runs_of(done, group, table).groupby("seed")[columns].mean()
+        n = len(_seed_values(per_seed, "backbone/supervised_cosine"))      # seeds that recorded diagnostics
+        if not n:
+            continue
+        for t in table.tasks:
+            row = {"group": group["group"], "task": t.name, "n_seeds": n}
+            row.update({header: _diag_text(_seed_values(per_seed, f"{t.name}/{key}"), ci)
+                        for key, header, ci in DIAGNOSTICS_COLUMNS})
+            rows.append(row)
+        row = {"group": group["group"], "task": BACKBONE_ROW, "n_seeds": n}
+        row.update({header: "" for _, header, _ in DIAGNOSTICS_COLUMNS})
+        row.update({"backbone cos": _diag_text(_seed_values(per_seed, "backbone/cosine"), True),
+                    "yardstick: labelled cos": _diag_text(_seed_values(per_seed, "backbone/supervised_cosine"), False),
+                    "‖g_aux‖ / ‖g_sup‖": _diag_text(_seed_values(per_seed, "backbone/norm_ratio"), False)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+DIAGNOSTICS_CAPTION = (
+    "At the selected epoch, on the probe images where a task is hidden from training: *prediction cos* is the "
+    "cosine between the gradient the method's auxiliary terms send into the task's prediction and the gradient "
+    "the hidden label would send (mean [95 % CI] over seeds, * = the interval excludes 0; 1 = the term acts as the "
+    "label would, 0 = unrelated); *share cos > 0* the share of images where it is positive; *‖g_aux‖ / ‖g_sup‖* its "
+    "size relative to the supervised gradient a labelled image gets; *backbone cos* the same cosine on the shared "
+    "encoder's parameters, beside the *yardstick*: the labelled supervision's encoder cosine with the hidden "
+    "labels'; *truth < prediction* the share of seeds whose auxiliary term is lower with the ground truth in place "
+    "of the prediction. n/a: the measure does not apply (no auxiliary term, or one that reads no prediction).")
+
+
 # --- tables -------------------------------------------------------------------------------------------
 def _pm(mean: float, std: float) -> str:
     if mean is None or math.isnan(mean):
@@ -505,6 +587,10 @@ def write_summary(sweep_dir: str | Path, select: str = "auto", table: SweepTable
         md += ["## Change per task vs the baseline (paired by seed)", "",
                f"% of the baseline's primary metric, positive = better; mean [{CONFIDENCE:.0%} CI] over the paired "
                "seeds, p of the paired t-test, * = the interval excludes 0.", "", to_markdown(changes), ""]
+    diag = diagnostics_table(table)
+    if not diag.empty:
+        md += ["## Does the cross-task signal point where the hidden labels would?", "", DIAGNOSTICS_CAPTION, "",
+               to_markdown(diag), ""]
     md += [f"- {n}" for n in describe(table)]
     fails = table.failures
     if not fails.empty:
@@ -534,6 +620,19 @@ def learning_curves(sweep_dir: str | Path, table: SweepTable) -> pd.DataFrame:
                     if task in primary and primary[task] in metrics:
                         rows.append((group, run["seed"], h["epoch"], split, task, metrics[primary[task]]))
     return pd.DataFrame(rows, columns=["group", "seed", "epoch", "split", "task", "value"])
+
+
+def diagnostics_curves(sweep_dir: str | Path, table: SweepTable) -> pd.DataFrame:
+    """Long frame (group, seed, epoch, task, measure, value) of every completed run's recorded diagnostics, per
+    evaluated epoch (``mtlwb.diagnostics.history_frame``); empty when no run recorded them."""
+    sweep_dir = Path(sweep_dir)
+    frames = []
+    for _, run in table.runs[table.runs["status"] == "completed"].iterrows():
+        group = _label(pd.Series({k: run[f"param:{k}"] for k in table.varying}), table.varying)
+        frame = diagnostics.history_frame(read_json(sweep_dir / run["run_id"] / "metrics.json").get("history", []))
+        frames.append(frame.assign(group=group, seed=run["seed"]))
+    columns = ["group", "seed", "epoch", "task", "measure", "value"]
+    return pd.concat(frames)[columns].reset_index(drop=True) if frames else pd.DataFrame(columns=columns)
 
 
 def metrics_long(table: SweepTable) -> pd.DataFrame:

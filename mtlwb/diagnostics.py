@@ -471,5 +471,34 @@ def _total(auxiliary: Mapping[str, torch.Tensor]) -> float:
     return float(sum(float(v.detach()) for v in auxiliary.values()))
 
 
+# --- reading the record --------------------------------------------------------------------------------------------
+def flatten(entry: Mapping[str, Any]) -> dict[str, float]:
+    """One history entry's ``diagnostics`` as ``{"<task>/<field>": value}``: the task fields, the landscape as
+    ``"<task>/landscape <form>"`` (``truth_below_prediction`` as 0/1) and the backbone totals as
+    ``"backbone/<field>"``. Not applicable values (None) are left out; so is everything for an entry without
+    diagnostics."""
+    d = entry.get("diagnostics") or {}
+    out: dict[str, float] = {}
+    for task, fields in (d.get("tasks") or {}).items():
+        for key in TASK_FIELDS:
+            if fields.get(key) is not None:
+                out[f"{task}/{key}"] = float(fields[key])
+        for key, value in (fields.get("landscape") or {}).items():
+            out[f"{task}/landscape {key}"] = float(value)
+    for key in BACKBONE_FIELDS:
+        if (d.get("backbone") or {}).get(key) is not None:
+            out[f"backbone/{key}"] = float(d["backbone"][key])
+    return out
+
+
+def history_frame(history: list[Mapping[str, Any]]):
+    """Long frame (epoch, task, measure, value) of every evaluated epoch's diagnostics in a run's history; task
+    ``backbone`` holds the totals over tasks."""
+    import pandas as pd
+
+    rows = [(h["epoch"], *key.split("/", 1), value) for h in history for key, value in flatten(h).items()]
+    return pd.DataFrame(rows, columns=["epoch", "task", "measure", "value"])
+
+
 __all__ = ["BACKBONE_FIELDS", "LANDSCAPE", "PROBE_SIZE", "TARGET_FORMS", "TASK_FIELDS", "Probe", "TargetForms",
-           "build_probe", "isolated", "measure", "target_as_prediction"]
+           "build_probe", "flatten", "history_frame", "isolated", "measure", "target_as_prediction"]

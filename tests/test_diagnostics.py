@@ -209,3 +209,107 @@ def test_forms_of_the_truth_have_the_prediction_shape_and_keep_the_truth():
         if task.kind == "normal":
             assert torch.allclose(diagnostics.target_as_prediction("noise", task, y, pred, gen).norm(dim=1),
                                   torch.ones(2, 4, 6))
+
+
+# --- the record, aggregated: hand-made sweep records (no training) ---------------------------------------------------
+TASKS = [{"name": "depth", "kind": "depth", "channels": 1, "primary_metric": "abs_err", "lower_is_better": True},
+         {"name": "normal", "kind": "normal", "channels": 3, "primary_metric": "mean_angle", "lower_is_better": True}]
+
+
+def _entry(epoch: int, cosine: float | None, backbone: float | None, below: bool) -> dict:
+    """A history entry with diagnostics: ``cosine`` None = terms that read no prediction; ``backbone`` None = no
+    auxiliary term."""
+    reads = cosine is not None
+    land = {**{f: 1.0 for f in diagnostics.LANDSCAPE}, "truth_below_prediction": below} if reads else None
+    task = {"hidden": 3, "labelled": 1, "cosine": cosine, "positive_share": 0.5 if reads else None,
+            "reached": 1.0 if reads else None, "norm_ratio": 2.0 if reads else None, "backbone_cosine": backbone,
+            "backbone_supervised_cosine": -0.25}
+    d = {"auxiliary_terms": [] if backbone is None else ["aux"], "reads_predictions": reads,
+         "tasks": {"depth": {**task, "landscape": land}, "normal": {**task, "landscape": land}},
+         "backbone": {"cosine": backbone, "supervised_cosine": -0.5, "norm_ratio": None if backbone is None else 1.5,
+                      "auxiliary_norm": None, "supervised_norm": 1.0, "hidden_norm": 1.0}}
+    return {"epoch": epoch, "train": {}, "eval": {"depth": {"abs_err": 1.0}, "normal": {"mean_angle": 30.0}},
+            "diagnostics": d}
+
+
+def _diagnostics_sweep(root):
+    # method -> per seed: (epoch-2 prediction cosine, epoch-2 backbone cosine, truth below prediction)
+    plan = {"jtr": [(0.1, 0.05, True), (0.2, 0.1, False), (0.3, 0.15, True)],
+            "tpkr": [(None, 0.2, False)] * 3, "supervised": [(None, None, False)] * 3}
+    runs = {}
+    for method, seeds in plan.items():
+        for seed, (cos, bb, below) in enumerate(seeds):
+            rid = f"{method}{seed}"
+            params = {"method": method, "seed": seed}
+            history = [_entry(1, None if cos is None else -1.0, None if bb is None else -1.0, False),
+                       _entry(2, cos, bb, below)]
+            record = {"run_id": rid, "status": "completed", "config": params, "tasks": TASKS,
+                      "final": history[-1]["eval"], "history": history}
+            (root / rid).mkdir(parents=True)
+            (root / rid / "metrics.json").write_text(json.dumps(record))
+            runs[rid] = {"params": params, "status": "completed", "error": None, "notebook": ""}
+    (root / "state.json").write_text(json.dumps({"name": "diag", "baseline": {"method": "supervised"},
+                                                 "runs": runs}))
+    return root
+
+
+def test_sweep_tables_carry_the_diagnostics_of_the_selected_epoch(tmp_path):
+    from mtlwb import aggregate
+
+    sweep = _diagnostics_sweep(tmp_path / "d")
+    table = aggregate.load_table(sweep)
+    diag = aggregate.diagnostics_table(table).set_index(["group", "task"])
+    jtr = diag.loc[("jtr", "normal")]
+    half = 4.302653 * 0.1 / 3 ** 0.5                          # t_{0.975, 2} · sd / √n over the 3 seeds
+    assert jtr["prediction cos"] == f"+0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}]"      # epoch 2, not epoch 1
+    assert jtr["truth < prediction (share of seeds)"] == "0.667" and jtr["n_seeds"] == 3
+    assert jtr["share cos > 0"] == "0.5" and jtr["‖g_aux‖ / ‖g_sup‖"] == "2"
+    assert diag.loc[("tpkr", "normal"), "prediction cos"] == "n/a"            # its terms read no prediction
+    assert diag.loc[("tpkr", "normal"), "backbone cos"].startswith("+0.200 [+0.200, +0.200]")
+    assert diag.loc[("supervised", "depth"), "backbone cos"] == "n/a"          # no auxiliary term
+    assert diag.loc[("supervised", aggregate.BACKBONE_ROW), "yardstick: labelled cos"] == "-0.5"
+    assert diag.loc[("jtr", aggregate.BACKBONE_ROW), "backbone cos"].startswith("+0.100 [")
+    md = aggregate.write_summary(sweep).read_text()
+    assert "## Does the cross-task signal point where the hidden labels would?" in md and "+0.200 [" in md
+
+    # the epoch best on validation is the epoch whose diagnostics count
+    for path in sweep.glob("jtr*/metrics.json"):
+        record = json.loads(path.read_text())
+        record["best_val"] = {"epoch": 1, "test": record["final"]}
+        path.write_text(json.dumps(record))
+    best = aggregate.diagnostics_table(aggregate.load_table(sweep)).set_index(["group", "task"])
+    assert best.loc[("jtr", "normal"), "prediction cos"].startswith("-1.000 [-1.000, -1.000]")
+
+
+def test_sweep_without_diagnostics_has_no_diagnostics_table(tmp_path):
+    from mtlwb import aggregate
+
+    sweep = _diagnostics_sweep(tmp_path / "d")
+    for path in sweep.glob("*/metrics.json"):
+        record = json.loads(path.read_text())
+        record["history"] = [{k: v for k, v in h.items() if k != "diagnostics"} for h in record["history"]]
+        path.write_text(json.dumps(record))
+    table = aggregate.load_table(sweep)
+    assert aggregate.diagnostics_table(table).empty and aggregate.diagnostics_curves(sweep, table).empty
+    assert "hidden labels would" not in aggregate.write_summary(sweep).read_text()
+
+
+def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):
+    from mtlwb import aggregate, figures
+
+    sweep = _diagnostics_sweep(tmp_path / "d")
+    table = aggregate.load_table(sweep)
+    curves = aggregate.diagnostics_curves(sweep, table)
+    assert set(curves["group"]) == {"jtr", "tpkr", "supervised"} and set(curves["epoch"]) == {1, 2}
+    fig = figures.alignment_over_epochs(curves, measures=("cosine",), tasks=["normal"])
+    means = {t.name: t for t in fig.data if t.mode == "lines+markers"}
+    assert set(means) == {"jtr"}                               # only jtr's terms read predictions
+    assert list(means["jtr"].x) == [1, 2] and list(means["jtr"].y) == pytest.approx([-1.0, 0.2])
+    assert sum(t.mode == "lines" for t in fig.data) == 3       # its three seeds, thin
+    both = figures.alignment_over_epochs(curves)               # prediction and backbone rows, both tasks
+    assert {t.name for t in both.data if t.mode == "lines+markers"} == {"jtr", "tpkr"}
+    assert len(both.layout.annotations) == 4                   # 2 task columns + 2 measure rows titled
+    land = figures.landscape_chart(curves)
+    assert {t.name for t in land.data} == set(diagnostics.LANDSCAPE)
+    with pytest.raises(ValueError, match="no values of"):
+        figures.alignment_over_epochs(curves[curves["group"] == "supervised"], measures=("cosine",))

@@ -36,7 +36,7 @@ def use_offline_renderer() -> None:
 
 
 # Exploration figures (dataset, task affinity, gradients, latent spaces) and file export.
-from . import affinity, dataset, export, gradients, latent, scaling  # noqa: E402
+from . import affinity, dataset, diagnostics, export, gradients, latent, scaling  # noqa: E402
 from .affinity import (  # noqa: E402
     affinity_comparison,
     affinity_evolution,
@@ -58,12 +58,14 @@ from .dataset import (  # noqa: E402
     sample_browser,
     sample_grid,
 )
+from .diagnostics import alignment_over_epochs, landscape_chart  # noqa: E402
 from .export import export_figure, find_browser, write_html, write_png  # noqa: E402
 from .gradients import gradient_affinity, gradient_affinity_heatmap  # noqa: E402
 from .latent import cached_tsne, joint_latent_figure, joint_latent_over_epochs, task_feature_figure  # noqa: E402
 from .scaling import cost_vs_tasks  # noqa: E402
 from .sweep_curves import sweep_learning_curves  # noqa: E402
 
+__all__ += ["alignment_over_epochs", "diagnostics", "landscape_chart"]
 __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_heatmap", "affinity_trajectories",
             "cached_tsne", "class_histogram", "cost_vs_tasks", "dataset", "export", "export_figure", "find_browser",
             "gradient_affinity", "gradient_affinity_heatmap", "gradients", "image_affinity_browser",
