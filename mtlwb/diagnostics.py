@@ -500,5 +500,28 @@ def history_frame(history: list[Mapping[str, Any]]):
     return pd.DataFrame(rows, columns=["epoch", "task", "measure", "value"])
 
 
+EPOCH_COLUMNS = {"hidden": "hidden", "labelled": "labelled", "cosine": "prediction cos",
+                 "positive_share": "share cos > 0", "reached": "reached", "norm_ratio": "‖g_aux‖ / ‖g_sup‖",
+                 "backbone_cosine": "backbone cos", "backbone_supervised_cosine": "yardstick: labelled cos"}
+
+
+def epoch_table(entry: Mapping[str, Any]):
+    """One evaluated epoch's diagnostics as a table: a row per task (the landscape's values as its last columns)
+    and a row ``backbone`` with the totals over tasks; empty cells where a measure does not apply."""
+    import pandas as pd
+
+    d = entry.get("diagnostics") or {}
+    rows = []
+    for task, fields in (d.get("tasks") or {}).items():
+        row = {"task": task, **{header: fields.get(key) for key, header in EPOCH_COLUMNS.items()}}
+        row.update({f"L_aux at {k}": v for k, v in (fields.get("landscape") or {}).items()})
+        rows.append(row)
+    if d:
+        b = d["backbone"]
+        rows.append({"task": "backbone", "backbone cos": b["cosine"], "yardstick: labelled cos": b["supervised_cosine"],
+                     "‖g_aux‖ / ‖g_sup‖": b["norm_ratio"]})
+    return pd.DataFrame(rows).set_index("task") if rows else pd.DataFrame()
+
+
 __all__ = ["BACKBONE_FIELDS", "LANDSCAPE", "PROBE_SIZE", "TARGET_FORMS", "TASK_FIELDS", "Probe", "TargetForms",
-           "build_probe", "flatten", "history_frame", "isolated", "measure", "target_as_prediction"]
+           "build_probe", "epoch_table", "flatten", "history_frame", "isolated", "measure", "target_as_prediction"]

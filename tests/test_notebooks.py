@@ -31,10 +31,11 @@ from mtlwb.notebook_params import (
 from mtlwb.notebook_runner import check_parameters, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["train", "dataset_explorer", "joint_latent", "task_affinity", "ablation_report"]
+NOTEBOOKS = ["train", "dataset_explorer", "joint_latent", "task_affinity", "diagnostics", "ablation_report"]
 # per notebook: a mistyped name and the parameter difflib must suggest for it
 TYPOS = {"train": ("epoch", "epochs"), "dataset_explorer": ("indice", "indices"),
          "joint_latent": ("perplexty", "perplexity"), "task_affinity": ("image_idx", "image_index"),
+         "diagnostics": ("diagnostic_probe", "diagnostics_probe"),
          "ablation_report": ("sweepdir", "sweep_dir")}
 
 
@@ -265,7 +266,9 @@ FOUND = {"train": ({}, "loaded the finished run 'reports/sweeps/quick/supervised
                              "reports/sweeps/quick/state.json"),
          "dataset_explorer": ({}, "24 training images", "data/scenes-64x80/meta.json"),
          "task_affinity": ({}, "'method': 'tpkr'", "reports/runs/nb-task-affinity/checkpoint.pt"),
-         "joint_latent": ({}, "'method': 'jtr'", "reports/runs/nb-joint-latent/checkpoint.pt")}
+         "joint_latent": ({}, "'method': 'jtr'", "reports/runs/nb-joint-latent/checkpoint.pt"),
+         "diagnostics": ({}, "auxiliary terms: ['mtpsl'] | read the predictions: True",
+                         "reports/runs/nb-diagnostics/checkpoint.pt")}
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,ablation_report}.ipynb from the cell sources below
-(only those named, e.g. ``notebooks/ablation_report.ipynb``, when given); ``--execute`` then stores their checked
-outputs (``tools/store_notebook.py``). Run from the project root:
+"""Writes notebooks/{dataset_explorer,task_affinity,joint_latent,diagnostics,ablation_report}.ipynb from the cell
+sources below (only those named, e.g. ``notebooks/ablation_report.ipynb``, when given); ``--execute`` then stores
+their checked outputs (``tools/store_notebook.py``). Run from the project root:
 ``PYTHONPATH=$PWD .venv/bin/python tools/make_analysis_notebooks.py [notebooks/<name>.ipynb ...] --execute``.
 The sources here and the stored notebooks must agree (``tests/test_notebooks.py`` compares them).
 
@@ -300,6 +300,87 @@ write("notebooks/joint_latent.ipynb", [
            "    print(figures.export_figure(fig, export_dir, name))", IGNORE),
 ])
 
+write("notebooks/diagnostics.ipynb", [
+    md("# Mechanism diagnostics: does the cross-task signal point where the hidden labels would?\n\n"
+       "A run trained with `diagnostics=True` measures, at every evaluated epoch and on a fixed probe of training "
+       "images, what its method's auxiliary terms do to the tasks that are *hidden* on an image, against what the "
+       "hidden ground truth (kept by the built-in scenes) would do (`mtlwb/diagnostics.py`; README, *Mechanism "
+       "diagnostics*).\n\n"
+       "With `run_dir = None` the notebook shows its own tiny run — depth labelled on every image, normals on a "
+       "quarter, the setting where depth carries what normals need — trained into `reports/runs/nb-diagnostics` "
+       "unless a finished run of exactly these parameters is there (a run of other parameters is moved aside, never "
+       "shown). Set `run_dir` to a finished run trained with `diagnostics=True` to show that one."),
+    tagged('# a finished run to show (trained with diagnostics=True), or None: the tiny run of the parameters below\n'
+           'run_dir = None\n'
+           'method = "mtpsl"\n'
+           'tasks = ["depth", "normal"]\n'
+           'label_setting = "ratio:depth=1.0,normal=0.25"\n'
+           'epochs = 3\n'
+           'train_samples = 32\n'
+           'eval_samples = 16\n'
+           '# images of the fixed probe the diagnostics are measured on\n'
+           'diagnostics_probe = 8\n'
+           'export_dir = "reports/figures/diagnostics"', "parameters"),
+    code("import mtlwb\n"
+         "from mtlwb import diagnostics, figures, records\n"
+         "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.finished_runs import notebook_run\n"
+         + CHDIR +
+         "figures.use_offline_renderer()\n"
+         "if run_dir is None:\n"
+         "    ensure_dataset(\"data/scenes-64x80\")\n"
+         "own = mtlwb.ExperimentConfig(method=method, tasks=tasks, label_setting=label_setting, epochs=epochs,\n"
+         "                             train_samples=train_samples, eval_samples=eval_samples, diagnostics=True,\n"
+         "                             diagnostics_probe=diagnostics_probe, run_dir=\"reports/runs/nb-diagnostics\",\n"
+         "                             progress=False)\n"
+         "run_dir = notebook_run(run_dir, own)\n"
+         "record = mtlwb.load_record(run_dir)\n"
+         "measured = [h for h in record[\"history\"] if \"diagnostics\" in h]\n"
+         "curves = diagnostics.history_frame(record[\"history\"])\n"
+         "if not measured:\n"
+         "    print(f\"{str(run_dir)!r} recorded no diagnostics: train it with diagnostics=True\")\n"
+         "records.run_summary(record)"),
+    md("## What was measured\nThe method's auxiliary terms (those added to the supervised losses), whether they read "
+       "the task predictions at all (TPKR's do not; supervised-only and DiffusionMTL have none), and the probe."),
+    code("last = measured[-1][\"diagnostics\"] if measured else {}\n"
+         "print(\"auxiliary terms:\", last.get(\"auxiliary_terms\"), \"| read the predictions:\",\n"
+         "      last.get(\"reads_predictions\"))\n"
+         "print(\"probe:\", {k: v for k, v in last.get(\"probe\", {}).items() if k != \"positions\"},\n"
+         "      \"| epochs measured:\", [h[\"epoch\"] for h in measured])"),
+    md("## How to read it\n"
+       "- **prediction cos**: over the probe images where a task is hidden, the cosine between the gradient the "
+       "auxiliary terms send into that task's prediction and the gradient its hidden label would send. 1 = the term "
+       "pushes the prediction as the label would; 0 = unrelated (noise, or a term that ignores the task); negative = "
+       "away from the truth. **share cos > 0**: on how many of those images it points the right way at all. "
+       "**‖g_aux‖ / ‖g_sup‖**: how large that push is against the supervised gradient a labelled image gets — a "
+       "well-aligned but tiny signal does little, a large unaligned one does harm.\n"
+       "- **backbone cos**: the same question on the shared encoder's weights, the only place where a method that "
+       "never reads predictions (TPKR) can help the hidden tasks. Compare it with the **yardstick**, the cosine of "
+       "the labelled supervision's gradient with the hidden labels' (in train mode BatchNorm couples the probe's "
+       "images, so the yardstick can be negative).\n"
+       "- **landscape** (`L_aux at …`): the auxiliary term with the hidden entries set to the prediction, the ground "
+       "truth, a perturbed truth, a constant and noise. A term whose value is lowest at the truth rewards the truth; "
+       "one lower at the prediction than at the truth pulls the model toward its own guesses."),
+    tagged("diagnostics.epoch_table(measured[-1]).round(3) if measured else None", IGNORE),
+    md("## Over the epochs\nTop: prediction level; bottom: shared encoder. Dashed: 0 (unrelated to the hidden label)."),
+    tagged("alignment = figures.alignment_over_epochs(curves) if last.get(\"auxiliary_terms\") else None\n"
+           "if alignment is None:\n"
+           "    print(\"no auxiliary term: nothing to align (the yardstick is in the table above)\")\n"
+           "else:\n"
+           "    alignment.show()", IGNORE),
+    md("## Landscape at the last measured epoch"),
+    tagged("landscape = figures.landscape_chart(curves) if last.get(\"reads_predictions\") else None\n"
+           "if landscape is None:\n"
+           "    print(\"the auxiliary terms read no prediction: no landscape\")\n"
+           "else:\n"
+           "    landscape.show()", IGNORE),
+    md("## Export"),
+    tagged("for name, fig in {\"alignment\": alignment, \"landscape\": landscape}.items():\n"
+           "    if fig is not None:\n"
+           "        print(figures.export_figure(fig, export_dir, name))", IGNORE),
+])
+
+
 # --- ablation report: what summary.html shows (rendered with code cells hidden, so the reader sees one screen) ---
 # Order: which sweep, the verdict, the metrics table right under it, then the details (paired changes, curves,
 # per source, bars): the two things a reader came for fit the first screen.
@@ -347,6 +428,18 @@ write("notebooks/ablation_report.ipynb", [
     tagged("aggregate.change_table(table) if table else None", IGNORE),
     tagged("for fig in (figures.change_charts(table) if table and table.comparisons else []):\n"
            "    fig.show()", IGNORE),
+    md("## Does the cross-task signal point where the hidden labels would?\nFor runs trained with `diagnostics: "
+       "true` (`mtlwb/diagnostics.py`), at the selected epoch, mean [95 % CI] over seeds; README, *Mechanism "
+       "diagnostics*. Below: the prediction- and encoder-level cosines over the epochs, one line per group."),
+    tagged("diag = aggregate.diagnostics_table(table) if table else None\n"
+           "if diag is None or diag.empty:\n"
+           "    print(\"no run of this sweep recorded diagnostics (diagnostics: true in its grid)\")\n"
+           "else:\n"
+           "    display(Markdown(aggregate.DIAGNOSTICS_CAPTION))\n"
+           "    display(diag)", IGNORE),
+    tagged("diag_curves = aggregate.diagnostics_curves(sweep_dir, table) if table else None\n"
+           "if diag_curves is not None and diag_curves[\"measure\"].isin([\"cosine\", \"backbone_cosine\"]).any():\n"
+           "    figures.alignment_over_epochs(diag_curves).show()", IGNORE),
     md("## Learning curves\nPer group, each task's training loss (its supervised term) and its validation metric per "
        "evaluated epoch (the test split where the runs have no validation split); thick = mean over seeds, thin = "
        "seeds. A validation curve that peaks and falls, or plateaus, while the training loss keeps falling is the "

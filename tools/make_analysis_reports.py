@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mtlwb.notebook_runner import execute, export_html
 
-for name in ("dataset_explorer", "task_affinity", "joint_latent"):
+for name in ("dataset_explorer", "task_affinity", "joint_latent", "diagnostics"):
     out = execute(Path("notebooks") / f"{name}.ipynb", Path("reports") / f"{name}.ipynb", cwd="notebooks",
                   progress=False)
     html = export_html(out, Path("reports") / f"{name}.html")

@@ -67,6 +67,10 @@ PARAMETERS = ('dataset = "scenes"\n'
               'val_fraction = 0.0\n'
               'val_seed = 0\n'
               'eval_every = 1\n'
+              '# diagnostics: at every evaluated epoch, do the auxiliary terms point where the hidden labels would?\n'
+              '# (mtlwb/diagnostics.py; no effect on training), measured on diagnostics_probe training images\n'
+              'diagnostics = False\n'
+              'diagnostics_probe = 16\n'
               'sources = []\n'
               '# device: auto, cpu, cuda; precision: fp32, bf16, fp16 (autocast)\n'
               'device = "auto"\n'
@@ -118,7 +122,8 @@ cells = [
            "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
            "    eval_samples=eval_samples, device=device, precision=precision, num_workers=num_workers,\n"
            "    run_dir=run_dir, progress=progress, val_fraction=val_fraction, val_seed=val_seed,\n"
-           "    eval_every=eval_every, sources=sources, task_prior=task_prior)\n"
+           "    eval_every=eval_every, sources=sources, task_prior=task_prior, diagnostics=diagnostics,\n"
+           "    diagnostics_probe=diagnostics_probe)\n"
            "# make run's finished run, or train these parameters: said first, before anything else happens\n"
            "injected = parameters_injected(globals())   # papermill -p: train what was asked\n"
            "finished_run, plan = choose_run(config, reuse_finished_run, finished_runs_dir, injected)\n"
