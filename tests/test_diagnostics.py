@@ -313,3 +313,27 @@ def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):
     assert {t.name for t in land.data} == set(diagnostics.LANDSCAPE)
     with pytest.raises(ValueError, match="no values of"):
         figures.alignment_over_epochs(curves[curves["group"] == "supervised"], measures=("cosine",))
+
+
+@pytest.mark.slow
+def test_report_shows_the_diagnostics_table_and_figure(tmp_path):
+    from mtlwb import aggregate
+
+    html = aggregate.render_report(_diagnostics_sweep(tmp_path / "d")).read_text()
+    assert "Does the cross-task signal point where the hidden labels would?" in html
+    assert "truth &lt; prediction (share of seeds)" in html or "truth < prediction (share of seeds)" in html
+    assert "+0.200 [" in html and "Does the auxiliary signal point where the hidden label would?" in html
+
+
+def test_under_torchrun_the_measurement_calls_no_collective(monkeypatch):
+    """Only rank 0 measures; a loss's global denominator (loss_reduction="labelled") must not wait for the others."""
+    from mtlwb import distributed
+
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    assert distributed.current().world_size == 2
+    with diagnostics.isolated(torch.nn.Identity()):
+        assert distributed.current().world_size == 1
+        assert float(distributed.global_sum(torch.tensor(3.0))) == 3.0          # no all_reduce
+    assert distributed.current().world_size == 2
