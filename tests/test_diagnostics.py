@@ -337,3 +337,21 @@ def test_under_torchrun_the_measurement_calls_no_collective(monkeypatch):
         assert distributed.current().world_size == 1
         assert float(distributed.global_sum(torch.tensor(3.0))) == 3.0          # no all_reduce
     assert distributed.current().world_size == 2
+
+
+def test_batch_norm_keeps_its_forward_and_decouples_the_images_gradients():
+    """Held batch statistics: the training-mode output, but a loss on image 0 sends nothing to image 1."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4)).train()
+    x = torch.randn(3, 3, 5, 5, requires_grad=True)
+    coupled = net(x)
+    grad = torch.autograd.grad(coupled[0].sum() ** 2, x)[0]
+    assert grad[1].abs().sum() > 0                                  # plain training mode: image 1 is reached
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with diagnostics.per_image_batch_norm(net):
+        held = net(x)
+        grad = torch.autograd.grad(held[0].sum() ** 2, x)[0]
+    assert torch.allclose(held, coupled, atol=1e-6)
+    assert grad[1].abs().sum() == 0 and grad[0].abs().sum() > 0
+    assert "forward" not in vars(net[1])                           # the layer's own forward is back
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())   # running statistics untouched

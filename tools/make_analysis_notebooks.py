@@ -356,8 +356,8 @@ write("notebooks/diagnostics.ipynb", [
        "well-aligned but tiny signal does little, a large unaligned one does harm.\n"
        "- **backbone cos**: the same question on the shared encoder's weights, the only place where a method that "
        "never reads predictions (TPKR) can help the hidden tasks. Compare it with the **yardstick**, the cosine of "
-       "the labelled supervision's gradient with the hidden labels' (in train mode BatchNorm couples the probe's "
-       "images, so the yardstick can be negative).\n"
+       "the labelled supervision's gradient with the hidden labels': how far the labels given already point "
+       "where the hidden ones would.\n"
        "- **landscape** (`L_aux at …`): the auxiliary term with the hidden entries set to the prediction, the ground "
        "truth, a perturbed truth, a constant and noise. A term whose value is lowest at the truth rewards the truth; "
        "one lower at the prediction than at the truth pulls the model toward its own guesses."),
