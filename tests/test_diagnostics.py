@@ -220,7 +220,8 @@ def _entry(epoch: int, cosine: float | None, backbone: float | None, below: bool
     """A history entry with diagnostics: ``cosine`` None = terms that read no prediction; ``backbone`` None = no
     auxiliary term."""
     reads = cosine is not None
-    land = {**{f: 1.0 for f in diagnostics.LANDSCAPE}, "truth_below_prediction": below} if reads else None
+    land = {**{f: 1.0 for f in diagnostics.LANDSCAPE}, "truth": 0.5, "truth_below_prediction": below} if reads \
+        else None
     task = {"hidden": 3, "labelled": 1, "cosine": cosine, "positive_share": 0.5 if reads else None,
             "reached": 1.0 if reads else None, "norm_ratio": 2.0 if reads else None, "backbone_cosine": backbone,
             "backbone_supervised_cosine": -0.25}
@@ -309,8 +310,9 @@ def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):
     both = figures.alignment_over_epochs(curves)               # prediction and backbone rows, both tasks
     assert {t.name for t in both.data if t.mode == "lines+markers"} == {"jtr", "tpkr"}
     assert len(both.layout.annotations) == 4                   # 2 task columns + 2 measure rows titled
-    land = figures.landscape_chart(curves)
-    assert {t.name for t in land.data} == set(diagnostics.LANDSCAPE)
+    land = {t.name: t for t in figures.landscape_chart(curves).data}          # relative to the prediction
+    assert set(land) == set(diagnostics.LANDSCAPE)
+    assert list(land["truth"].y) == [-0.5, -0.5] and list(land["prediction"].y) == [0.0, 0.0]
     with pytest.raises(ValueError, match="no values of"):
         figures.alignment_over_epochs(curves[curves["group"] == "supervised"], measures=("cosine",))
 
@@ -322,7 +324,7 @@ def test_report_shows_the_diagnostics_table_and_figure(tmp_path):
     html = aggregate.render_report(_diagnostics_sweep(tmp_path / "d")).read_text()
     assert "Does the cross-task signal point where the hidden labels would?" in html
     assert "truth &lt; prediction (share of seeds)" in html or "truth < prediction (share of seeds)" in html
-    assert "+0.200 [" in html and "Does the auxiliary signal point where the hidden label would?" in html
+    assert "+0.200 [" in html and "Alignment with the hidden labels" in html
 
 
 def test_under_torchrun_the_measurement_calls_no_collective(monkeypatch):

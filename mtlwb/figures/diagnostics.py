@@ -55,14 +55,14 @@ def alignment_over_epochs(curves: pd.DataFrame, measures: Sequence[str] = ("cosi
                                 legendgroup=group, showlegend=r == 1 and c == 1, line={"color": color, "width": 3})
     fig.add_hline(y=0, line_dash="dash", line_color="gray")
     fig.update_xaxes(title_text="epoch", row=len(measures))
-    return fig.update_layout(title="Does the auxiliary signal point where the hidden label would? (cosine; 1 = as "
-                                   "the label, 0 = unrelated; thick: mean over seeds, thin: seeds)",
+    return fig.update_layout(title="Alignment with the hidden labels (cosine: 1 = as the label, 0 = unrelated)",
                              height=300 + 220 * len(measures), legend={"orientation": "h", "y": -0.15})
 
 
 def landscape_chart(curves: pd.DataFrame, epoch: int | None = None) -> go.Figure:
-    """The auxiliary term's value per task with the task's hidden entries set to each form of ``LANDSCAPE``, at
-    ``epoch`` (default: the last with a landscape), mean over groups' seeds; one bar group per task."""
+    """The auxiliary term per task with the task's hidden entries set to each form of ``LANDSCAPE``, minus its value
+    at the prediction (so the prediction's bar is 0 and a bar below 0 is a form the term prefers), at ``epoch``
+    (default: the last with a landscape), mean over each group's seeds; one panel per group."""
     curves = _with_groups(curves)
     land = curves[curves["measure"].isin([f"landscape {f}" for f in LANDSCAPE])]
     if land.empty:
@@ -74,7 +74,10 @@ def landscape_chart(curves: pd.DataFrame, epoch: int | None = None) -> go.Figure
         raise ValueError(f"landscape_chart: no landscape at epoch={epoch}; epochs {sorted(land['epoch'].unique())}")
     mean = at.groupby(["group", "task", "measure"], as_index=False, sort=False)["value"].mean()
     mean["input"] = mean["measure"].str.removeprefix("landscape ")
-    fig = px.bar(mean, x="task", y="value", color="input", barmode="group", facet_row="group",
-                 category_orders={"input": list(LANDSCAPE)},
-                 labels={"value": "auxiliary term", "input": "hidden entries set to"})
+    base = mean[mean["input"] == "prediction"].set_index(["group", "task"])["value"]
+    mean["change"] = mean["value"] - base.reindex(pd.MultiIndex.from_frame(mean[["group", "task"]])).to_numpy()
+    several = mean["group"].nunique() > 1
+    fig = px.bar(mean, x="task", y="change", color="input", barmode="group", facet_row="group" if several else None,
+                 category_orders={"input": list(LANDSCAPE)}, hover_data={"value": ":.4g"},
+                 labels={"change": "L_aux − L_aux at the prediction", "input": "hidden entries set to"})
     return fig.update_layout(title=f"Landscape of the auxiliary term at epoch {epoch}: is it lowest at the truth?")
