@@ -7,7 +7,7 @@ DATA := data/scenes-64x80
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup data run test lint unit nbval lab bench clean browser reports
+.PHONY: setup data run test lint unit nbval lab bench clean browser reports docs docs-check
 
 setup: $(STAMP)
 
@@ -36,7 +36,7 @@ unit: $(STAMP)
 nbval: data
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
-test: lint data browser unit nbval
+test: lint data browser unit nbval docs-check
 
 # Chromium from Debian for the browser test and PNG export (kaleido); never a downloaded browser.
 browser:
@@ -48,6 +48,14 @@ browser:
 reports: data
 	$(PY) tools/make_analysis_reports.py
 
+# the documentation site (mkdocs.yml): built strictly and offline by `make test` (a broken link, a missing anchor
+# or a page out of the navigation fails), served with live reload by `make docs`
+docs-check: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
 
@@ -55,4 +63,4 @@ bench: data
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf reports/runs reports/sweeps .pytest_cache
+	rm -rf reports/runs reports/sweeps .pytest_cache site
