@@ -7,7 +7,7 @@ DATA := data/scenes-64x80
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup data run test lint unit nbval lab bench bench-gpu clean browser reports
+.PHONY: setup data run test lint unit nbval lab bench bench-gpu clean browser reports docs docs-check
 
 setup: $(STAMP)
 
@@ -36,7 +36,7 @@ unit: $(STAMP)
 nbval: data
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
-test: lint data browser unit nbval
+test: lint data browser unit nbval docs-check
 
 # Chromium from Debian for the browser test and PNG export (kaleido); never a downloaded browser.
 browser:
@@ -47,6 +47,14 @@ browser:
 # the analysis notebooks executed with their defaults and exported to self-contained HTML under reports/
 reports: data
 	$(PY) tools/make_analysis_reports.py
+
+# the documentation site (mkdocs.yml): built strictly and offline by `make test` (a broken link, a missing anchor
+# or a page out of the navigation fails), served with live reload by `make docs`
+docs-check: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
@@ -61,4 +69,4 @@ bench-gpu:
 	bash benchmarks/gpu.sh $(ARGS)
 
 clean:
-	rm -rf reports/runs reports/sweeps .pytest_cache
+	rm -rf reports/runs reports/sweeps .pytest_cache site

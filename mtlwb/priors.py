@@ -8,11 +8,11 @@ weights in the joint space).
 
 Two spellings, both with rows and columns in ``tasks`` order:
 
-* a T×T matrix (list of lists): P[s][t] is the strength with which task s relates to task t, values in [0, 1],
+* a T×T matrix (list of lists): `P[s][t]` is the strength with which task s relates to task t, values in [0, 1],
   the diagonal 1 (a task is fully related to itself); it may be asymmetric;
 * a dict of related pairs ``{"depth-normal": 1.0, "semantic-depth": 0.3}``: a key names two different tasks joined
-  by "-" (no task name contains one). An unordered pair sets both P[s][t] and P[t][s] unless the dict also gives
-  the reverse order ("normal-depth"), which then sets P[t][s] alone. Unspecified pairs are 0, the diagonal 1.
+  by "-" (no task name contains one). An unordered pair sets both `P[s][t]` and `P[t][s]` unless the dict also gives
+  the reverse order ("normal-depth"), which then sets `P[t][s]` alone. Unspecified pairs are 0, the diagonal 1.
 
 ``None`` (the default) means no prior: every method behaves exactly as without this module.
 """
