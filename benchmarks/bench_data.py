@@ -3,7 +3,7 @@
 * generator: ``bench_scenes.run`` (render only at three sizes, write only, full ``generate_dataset``);
 * loader: ``MultiTaskFolder`` + ``DataLoader`` (batch 16, shuffled, num_workers 0 as the trainer's default) over
   data/scenes-64x80 when it exists, else over a small set generated into a temporary directory;
-* evaluation: ``mtlwb.train.evaluate`` (inference mode, loading + forward + metrics) on the default model;
+* evaluation: ``mtlwb.experiment.loop.evaluate`` (inference mode, loading + forward + metrics) on the default model;
 * the loader must deliver ≥ 5× the images/s of a supervised training step (timed in the same run), so that
   loading never bounds training.
 
@@ -25,8 +25,8 @@ from mtlwb.config import ExperimentConfig
 from mtlwb.data import generate_dataset
 from mtlwb.data.folder import MultiTaskFolder
 from mtlwb.data.scenes import NUM_CLASSES
+from mtlwb.experiment.loop import build_experiment, evaluate
 from mtlwb.tasks import make_tasks
-from mtlwb.train import build_experiment, evaluate
 
 DATA = common.ROOT / "data" / "scenes-64x80"
 BATCH = 16

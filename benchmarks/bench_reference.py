@@ -29,8 +29,8 @@ from mtlwb.data.views import make_views
 from mtlwb.methods import Refined, Step, build_method, forward_step, split_views
 from mtlwb.methods.jtr import per_sample_reference_losses
 from mtlwb.models import MultiTaskNet
+from mtlwb.objectives.weighting import build_weighting
 from mtlwb.tasks import make_tasks
-from mtlwb.weighting import build_weighting
 
 TASKS = ("semantic", "depth", "normal")
 VARIANTS = (

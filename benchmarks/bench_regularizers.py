@@ -25,8 +25,8 @@ import torch
 from mtlwb.figures import export_figure
 from mtlwb.figures.scaling import cost_vs_tasks
 from mtlwb.methods import Refined, Step, build_method
-from mtlwb.priors import parse_task_prior
 from mtlwb.tasks import TaskSpec
+from mtlwb.tasks.priors import parse_task_prior
 
 HEIGHT, WIDTH, FEATURE_CHANNELS = 64, 80, 128
 # (method, label setting, task prior): "chain" relates task k to k ± 1 only

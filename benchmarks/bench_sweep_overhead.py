@@ -18,7 +18,7 @@ import common  # noqa: I001  (sets thread env vars and sys.path before torch/mtl
 import nbformat
 
 import mtlwb
-from mtlwb.notebook_runner import execute
+from mtlwb.sweeps.notebooks import execute
 
 NOTEBOOK = common.ROOT / "notebooks" / "train.ipynb"
 PARAMS = {"epochs": 0, "train_samples": 16, "eval_samples": 8, "progress": False}

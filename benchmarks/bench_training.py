@@ -24,8 +24,8 @@ import torch
 from mtlwb.data.scenes import NUM_CLASSES
 from mtlwb.methods import Step, build_method, forward_step
 from mtlwb.models import BACKBONES, MultiTaskNet
+from mtlwb.objectives.weighting import build_weighting
 from mtlwb.tasks import make_tasks
-from mtlwb.weighting import build_weighting
 
 METHODS = ("supervised", "mtpsl", "jtr", "tpkr", "tpkr first")
 # a row's label -> (method, method_options): tpkr's variants are rows of their own

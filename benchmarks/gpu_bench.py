@@ -14,7 +14,7 @@ What it measures, row by row:
   backward, optimizer), fed from an in-memory synthetic set (onelabel labels, ``num_workers`` 0): ms/step is the
   wall time of an epoch of measured steps after an epoch of warm-up steps, divided by the steps; peak MiB is
   ``torch.cuda.max_memory_allocated`` over the measured steps (on CPU the process's peak resident set).
-- **training rows**: built-in scenes generated at 288×384, then ``mtlwb.train.train`` per method for a few
+- **training rows**: built-in scenes generated at 288×384, then ``mtlwb.experiment.loop.train`` per method for a few
   epochs (evaluated after the last one): seconds per epoch, training images/s of a middle epoch, final metrics.
 
 Guards: rows run in a worker process that writes each result as a JSON line the moment it is measured; this
@@ -53,7 +53,7 @@ from pathlib import Path  # noqa: E402
 import common  # noqa: E402,I001  (puts the repository root on sys.path)
 import torch  # noqa: E402
 
-from mtlwb.io import atomic_write_text  # noqa: E402
+from mtlwb.core.io import atomic_write_text  # noqa: E402
 from mtlwb.methods import METHODS  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -156,7 +156,7 @@ def _sync(device: torch.device) -> None:
 
 def _epoch_seconds(exp, weighting, optimizer, scaler, epoch: int, steps: int, size: tuple[int, int]) -> float:
     """Wall time of one ``train_epoch`` of ``steps`` batches (CUDA-synchronized)."""
-    from mtlwb.train import train_epoch
+    from mtlwb.experiment.loop import train_epoch
 
     batch = exp.config.batch_size
     exp.train_set = SyntheticSet(exp.tasks, size, steps * batch, pool=batch)
@@ -170,12 +170,12 @@ def _epoch_seconds(exp, weighting, optimizer, scaler, epoch: int, steps: int, si
 def measure_step(row: dict) -> dict:
     """ms/step, images/s and peak memory of the trainer's step for one method, size and precision."""
     from mtlwb.config import ExperimentConfig
+    from mtlwb.core.runtime import seed_everything
     from mtlwb.data.registry import get_dataset
+    from mtlwb.experiment.loop import Experiment
     from mtlwb.methods import build_method
     from mtlwb.models import MultiTaskNet
-    from mtlwb.runtime import seed_everything
-    from mtlwb.train import Experiment
-    from mtlwb.weighting import build_weighting
+    from mtlwb.objectives.weighting import build_weighting
 
     t_start = time.perf_counter()
     seed_everything(0)
@@ -216,9 +216,9 @@ def make_data(row: dict) -> dict:
 
 
 def measure_train(row: dict) -> dict:
-    """A short ``mtlwb.train.train`` run on the generated scenes: s/epoch, images/s of the middle epochs, metrics."""
+    """A short ``mtlwb.train`` run on the generated scenes: s/epoch, images/s of the middle epochs, metrics."""
     from mtlwb.config import ExperimentConfig
-    from mtlwb.train import train
+    from mtlwb.experiment.loop import train
 
     shutil.rmtree(row["run_dir"], ignore_errors=True)     # never resume an older run: time the whole thing
     cfg = ExperimentConfig(dataset="scenes", data_root=row["root"], tasks=["semantic", "depth", "normal"],
@@ -446,7 +446,7 @@ def report(rows: list[dict], results: dict[int, dict], env: dict, args: argparse
                                 "status": res["status"]})
         generated = (f"generated in {made['seconds']:.0f} s" if "seconds" in made else made["status"])
         lines += ["", f"### Short training run: built-in scenes {d['size'][0]}×{d['size'][1]}", "",
-                  f"`mtlwb.train.train` per method: {d['n_train']} training and {d['n_val']} evaluation scenes "
+                  f"`mtlwb.train` per method: {d['n_train']} training and {d['n_val']} evaluation scenes "
                   f"({generated}), batch {trains[0]['batch']}, epochs {trains[0]['epochs']}, lr 1e-4, augmentation "
                   f"on, `num_workers` {trains[0]['num_workers']}, evaluated after the last epoch (metrics of an "
                   "untrained-length run: a check that training works, not a result). s/epoch includes that "

@@ -23,7 +23,7 @@ import bench_training
 import bench_tsne
 import common  # noqa: I001  (sets thread env vars and sys.path before torch/mtlwb load)
 
-from mtlwb.io import atomic_write_text
+from mtlwb.core.io import atomic_write_text
 
 SECTIONS = (
     ("Training throughput and peak memory per method", bench_training),

@@ -87,7 +87,7 @@ def train_parameters(extra: list[str]) -> dict:
     """``--field value`` (or ``--field=value``) pairs -> {field: JSON value, else the text}; Refused names a flag
     that is not an ExperimentConfig field (with the closest one) or that has no value."""
     from .config import ExperimentConfig
-    from .notebook_params import closest_name
+    from .sweeps.notebook_params import closest_name
 
     fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
     params, i = {}, 0
@@ -109,7 +109,7 @@ def train_parameters(extra: list[str]) -> dict:
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from .config import ExperimentConfig
-    from .train import NonFiniteLossError, build_experiment, train
+    from .experiment.loop import NonFiniteLossError, build_experiment, train
 
     params = train_parameters(extra)
     with refusing():
@@ -144,8 +144,8 @@ def summary_head(summary: Path) -> str:
 def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler: str | None = None,
            device: str | None = None, root: str = "reports/sweeps", report: bool = True) -> int:
     """Run a validated sweep; print its report, the head of its summary and the HTML report's path."""
-    from .aggregate import render_report
-    from .sweep import SweepInterrupted, SweepInUseError, run_sweep
+    from .analysis.tables import render_report
+    from .sweeps.run import SweepInterrupted, SweepInUseError, run_sweep
 
     try:
         result = run_sweep(spec, workers=workers, scheduler=scheduler, device=device, root=root)
@@ -166,7 +166,7 @@ def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler
 
 def cmd_run_default(args: argparse.Namespace) -> int:
     """``make run``: the quick sweep (every method, small budget), its summary and HTML report."""
-    from .sweep import load_spec
+    from .sweeps.run import load_spec
 
     with refusing():
         spec = load_spec(QUICK_SWEEP)
@@ -177,7 +177,7 @@ def cmd_run_default(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a YAML sweep (resumable); exit 1 if any run failed, 2 if the sweep file is invalid."""
     from .config import DEVICES
-    from .sweep import load_spec, plan_text
+    from .sweeps.run import load_spec, plan_text
 
     if args.workers is not None and args.workers < 1:
         raise Refused(f"--workers={args.workers}: must be an integer >= 1")
@@ -195,8 +195,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_eval_reference(args: argparse.Namespace) -> int:
     """Evaluate a reference SegNet_MTL checkpoint (JTR's or MTPSL's training scripts) with the workbench metrics."""
-    from .io import atomic_write_json
-    from .reference_checkpoints import evaluate_reference_checkpoint
+    from .core.io import atomic_write_json
+    from .experiment.reference_checkpoints import evaluate_reference_checkpoint
 
     if args.out:
         check_writable(Path(args.out).absolute().parent, "--out")
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--kind", default="segnet_mtl", choices=["segnet_mtl"],
                    help="what the checkpoint holds (mapfns / segnet_jtr load from Python: "
-                   "mtlwb.reference_checkpoints)")
+                   "mtlwb.experiment.reference_checkpoints)")
     e.add_argument("--dataset", required=True, help="nyuv2, cityscapes7, ... (mtlwb.config.DATASETS)")
     e.add_argument("--data-root", required=True)
     e.add_argument("--tasks", nargs="+", default=None, help="default: the dataset's task set")

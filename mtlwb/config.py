@@ -20,12 +20,12 @@ import torch
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
 from .data.sources import check_source_paths, parse_sources
-from .losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, REGRESSION_LOSSES, LossOptions
 from .methods import METHODS, parse_options
 from .models import BACKBONES, IMAGE_NORMS
-from .priors import parse_task_prior
+from .objectives.losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, REGRESSION_LOSSES, LossOptions
+from .objectives.weighting import WEIGHTINGS
 from .tasks import TASK_NAMES
-from .weighting import WEIGHTINGS
+from .tasks.priors import parse_task_prior
 
 DATASETS = DATASET_NAMES  # scenes, nyuv2, cityscapes7, cityscapes19, pascal_context (data/registry.py)
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,7 +67,7 @@ class ExperimentConfig:
     normal_loss: str = "cosine"            # cosine: 1 − cos; dot: 1 − p·g (MTPSL/JTR code); l1 (MTL-PyTorch PASCAL)
     regression_loss: str = "l1"            # image-level regression tasks: l1 or smooth_l1 of standardized values
     task_weights: dict[str, float] = field(default_factory=dict)   # fixed factor per task's supervised loss
-    # prior knowledge of task relations (mtlwb/priors.py): a T×T matrix in tasks order, or related pairs with
+    # prior knowledge of task relations (mtlwb/tasks/priors.py): a T×T matrix in tasks order, or related pairs with
     # strengths in [0, 1], e.g. {"depth-normal": 1.0, "semantic-depth": 0.3}; None = no prior
     task_prior: list[list[float]] | dict[str, float] | None = None
     # model

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlwb.losses import LossOptions
 from mtlwb.methods.base import Refined, Step, build_method
 from mtlwb.methods.jtr import GumbelDraws
+from mtlwb.objectives.losses import LossOptions
 from mtlwb.tasks import make_tasks
 
 SEED = 20

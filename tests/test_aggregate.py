@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mtlwb import aggregate
+from mtlwb.analysis import tables
 
 TASKS = [{"name": "semantic", "kind": "segmentation", "channels": 13, "primary_metric": "miou",
           "lower_is_better": False},
@@ -40,11 +40,11 @@ def _write_sweep(root: Path) -> Path:
 
 
 @pytest.fixture
-def table(tmp_path: Path) -> aggregate.SweepTable:
-    return aggregate.load_table(_write_sweep(tmp_path / "hand"))
+def table(tmp_path: Path) -> tables.SweepTable:
+    return tables.load_table(_write_sweep(tmp_path / "hand"))
 
 
-def _row(table: aggregate.SweepTable, method: str, setting: str) -> pd.Series:
+def _row(table: tables.SweepTable, method: str, setting: str) -> pd.Series:
     s = table.summary
     return s[(s["method"] == method) & (s["label_setting"] == setting)].iloc[0]
 
@@ -78,7 +78,7 @@ def test_failed_runs_are_listed_not_averaged(table):
 
 def test_write_summary_files(tmp_path):
     sweep = _write_sweep(tmp_path / "hand")
-    md = aggregate.write_summary(sweep).read_text()
+    md = tables.write_summary(sweep).read_text()
     csv = pd.read_csv(sweep / "summary.csv")
     assert "Δ_MTL vs method=supervised (%)" in csv.columns and "semantic/pixel_acc mean" in csv.columns
     assert "method=supervised" in md and "0.45 ± 0.071" in md and "+15.00" in md
@@ -86,16 +86,16 @@ def test_write_summary_files(tmp_path):
 
 
 def test_figures(table):
-    bar = aggregate.bar_chart(table, "depth")
+    bar = tables.bar_chart(table, "depth")
     bars = {x: y for trace in bar.data if trace.type == "bar" for x, y in zip(trace.x, trace.y)}
     assert bars["tpkr · label_setting=onelabel"] == pytest.approx(1.0)
     assert bars["supervised · label_setting=onelabel"] == pytest.approx(1.1)
-    radar = aggregate.radar_chart(table)
+    radar = tables.radar_chart(table)
     assert len(radar.data) == 4
     tpkr_one = next(t for t in radar.data if t.name == "tpkr · label_setting=onelabel")
     assert list(tpkr_one.r)[:2] == pytest.approx([0.1 / 0.45 * 100, 0.1 / 1.1 * 100])
     with pytest.raises(ValueError, match="edge"):
-        aggregate.bar_chart(table, "edge")
+        tables.bar_chart(table, "edge")
     seeds = next(t for t in bar.data if t.name == "per seed")             # one point per completed run
     assert sorted(zip(seeds.x, seeds.y)) == sorted(
         (f"{m} · label_setting={s}", a) for m, s, _, _, a in RUNS)
@@ -132,7 +132,7 @@ def _write_paired(root: Path, best_val: bool = False) -> Path:
 
 
 def test_paired_statistics_by_seed(tmp_path):
-    table = aggregate.load_table(_write_paired(tmp_path / "p"))
+    table = tables.load_table(_write_paired(tmp_path / "p"))
     jtr = table.summary[table.summary["method"] == "jtr"].iloc[0]
     assert jtr["n_seeds"] == 4 and jtr["n_pairs"] == 3              # seed 4 has no supervised partner
     # per-seed Δ_MTL: (semantic %, depth %) = (1, 2), (2, 2.5), (6, 3) -> 1.5, 2.25, 4.5
@@ -150,25 +150,25 @@ def test_paired_statistics_by_seed(tmp_path):
     assert mtpsl["n_pairs"] == 2 and math.isnan(mtpsl["Δ_MTL paired ci_low"])
     base = table.summary[table.summary["method"] == "supervised"].iloc[0]
     assert math.isnan(base["n_pairs"])                               # the baseline is not compared with itself
-    shown = aggregate.display_table(table).set_index("method")
+    shown = tables.display_table(table).set_index("method")
     assert shown.loc["supervised", "n_pairs"] == "baseline" and shown.loc["jtr", "n_pairs"] == 3
     assert "n too small" in shown.loc["mtpsl", "Δ_MTL paired [95% CI]"]
-    verdicts = aggregate.verdicts(table)
+    verdicts = tables.verdicts(table)
     assert verdicts[0].startswith("jtr vs supervised: Δ_MTL +2.8 % [") and verdicts[0].endswith("not significant")
     assert "n too small" in verdicts[1]
-    changes = aggregate.change_table(table).set_index("group")
+    changes = tables.change_table(table).set_index("group")
     assert changes.loc["jtr", "depth abs_err change (%)"].startswith("+2.50 [") and \
         "*" in changes.loc["jtr", "depth abs_err change (%)"]
 
 
 def test_summary_and_charts_carry_the_statistics(tmp_path):
     sweep = _write_paired(tmp_path / "p")
-    md = aggregate.write_summary(sweep).read_text()
+    md = tables.write_summary(sweep).read_text()
     csv = pd.read_csv(sweep / "summary.csv")
     assert {"n_pairs", "Δ_MTL paired ci_low", "Δ_MTL paired p", "semantic/miou change (%) ci_high"} <= set(csv)
     assert md.index("**jtr vs supervised: Δ_MTL +2.8 %") < md.index("| method |")   # the verdict comes first
     assert "Change per task vs the baseline" in md and "Test metrics at the last epoch" in md
-    table = aggregate.load_table(sweep)
+    table = tables.load_table(sweep)
     from mtlwb import figures
     fig = figures.change_chart(table, "depth")
     mean = next(t for t in fig.data if t.name.startswith("mean"))
@@ -185,23 +185,23 @@ def test_summary_and_charts_carry_the_statistics(tmp_path):
 
 def test_selection_best_val_or_last(tmp_path):
     sweep = _write_paired(tmp_path / "p", best_val=True)
-    auto = aggregate.load_table(sweep)
+    auto = tables.load_table(sweep)
     assert auto.summary.set_index("method").loc["jtr", "n_pairs"] == 3
     assert auto.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.6113, abs=1e-4)
-    assert "best on the validation split" in aggregate.selection_caption(auto)
-    last = aggregate.load_table(sweep, select="last")
+    assert "best on the validation split" in tables.selection_caption(auto)
+    last = tables.load_table(sweep, select="last")
     assert last.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.1)
-    assert "last epoch" in aggregate.selection_caption(last)
+    assert "last epoch" in tables.selection_caption(last)
     with pytest.raises(ValueError, match="select='best_val'"):
-        aggregate.load_table(_write_paired(tmp_path / "q"), select="best_val")
+        tables.load_table(_write_paired(tmp_path / "q"), select="best_val")
     with pytest.raises(ValueError, match="select="):
-        aggregate.load_table(sweep, select="best")
+        tables.load_table(sweep, select="best")
 
 
 def test_report_html_hides_code_cells(tmp_path):
     import nbformat
 
-    from mtlwb.notebook_runner import export_html
+    from mtlwb.sweeps.notebooks import export_html
 
     cell = nbformat.v4.new_code_cell("secret_source_line = 41 + 1", outputs=[
         nbformat.v4.new_output("execute_result", {"text/plain": "visible_result_42"}, execution_count=1)])
@@ -216,7 +216,7 @@ def test_report_html_hides_code_cells(tmp_path):
 def test_records_from_before_a_field_existed_get_the_value_they_ran_with():
     """A record without a later field groups with new records of the same experiment; loss_reduction, whose default
     changed the numbers, is filled with what older runs used (the per-labelled mean)."""
-    from mtlwb.aggregate import with_later_fields
+    from mtlwb.analysis.tables import with_later_fields
     from mtlwb.config import ExperimentConfig
 
     new = ExperimentConfig(loss_reduction="labelled").to_dict()
@@ -253,7 +253,7 @@ def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_pat
               {"name": "C ≥ B", "group": {"method": "c"}, "vs": {"method": "b"}, "relation": ">="},
               {"name": "C > B", "group": {"method": "c"}, "vs": {"method": "b"}},
               {"name": "D > A", "group": {"method": "d"}, "vs": {"method": "a"}}]
-    table = aggregate.load_table(_write_claims_sweep(tmp_path / "c", claims))
+    table = tables.load_table(_write_claims_sweep(tmp_path / "c", claims))
     got = {(c.claim, c.group.split("=")[-1]): c for c in table.claims}
     assert len(table.claims) == 6                        # 3 claims × 2 label settings; D has no runs
     b_a = got[("B > A", "onelabel")]
@@ -267,13 +267,13 @@ def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_pat
     assert got[("C ≥ B", "randomlabel")].verdict.startswith("consistent")
     assert got[("C > B", "randomlabel")].verdict.startswith("not shown")
     assert any(n.startswith("claim D > A: no completed pair") for n in table.notes)
-    from mtlwb.stats import holm
+    from mtlwb.analysis.stats import holm
     assert [c.p_holm for c in table.claims] == pytest.approx(holm([c.comparison.delta.p_value for c in table.claims]))
     assert "Holm-adjusted p=" in got[("C ≥ B", "randomlabel")].line()
-    lines = aggregate.verdicts(table)
+    lines = tables.verdicts(table)
     assert lines[0].startswith("claim B > A: supported (significantly better) — b · label_setting=onelabel vs a")
     assert (tmp_path / "c" / "summary.md").exists() is False
-    text = aggregate.write_summary(tmp_path / "c").read_text()
+    text = tables.write_summary(tmp_path / "c").read_text()
     assert "**claim C ≥ B: contradicted (significantly worse)" in text
 
 
@@ -282,7 +282,7 @@ def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):
     state = json.loads((sweep / "state.json").read_text())
     state["runs"] = {k: v for k, v in state["runs"].items() if not k.endswith("-2")}
     (sweep / "state.json").write_text(json.dumps(state))
-    (claim, _) = aggregate.load_table(sweep).claims
+    (claim, _) = tables.load_table(sweep).claims
     assert claim.comparison.n == 2 and claim.verdict == "undecided (n too small)"
 
 
@@ -299,8 +299,8 @@ def test_learning_curves_per_group_and_seed_and_their_figure(tmp_path):
                  "eval": {"semantic": {"miou": 0.2 * e}}} if e % 2 == 0 else {})}
             for e in (1, 2, 3, 4)]
         (sweep / rid / "metrics.json").write_text(json.dumps(record))
-    table = aggregate.load_table(sweep)
-    curves = aggregate.learning_curves(sweep, table)
+    table = tables.load_table(sweep)
+    curves = tables.learning_curves(sweep, table)
     sup = curves[curves["group"] == "supervised"]
     val = sup[(sup["split"] == "val") & (sup["task"] == "semantic")].sort_values(["seed", "epoch"])
     assert val["epoch"].tolist() == [2, 4, 2, 4]                       # evaluated epochs only
@@ -323,7 +323,7 @@ def test_a_null_baseline_value_is_named_null(tmp_path):
     state = json.loads((sweep / "state.json").read_text())
     state["baseline"] = {"task_prior": None}
     (sweep / "state.json").write_text(json.dumps(state))
-    assert aggregate.load_table(sweep).delta_column == "Δ_MTL vs task_prior=null (%)"
+    assert tables.load_table(sweep).delta_column == "Δ_MTL vs task_prior=null (%)"
 
 
 @pytest.mark.slow
@@ -334,7 +334,7 @@ def test_report_shows_claims_curves_and_the_per_source_table(tmp_path):
         record["final_by_source"] = {"B": {"semantic": {"miou": 0.123456}, "depth": {"abs_err": 9.0}}}
         record["history"] = [{"epoch": 1, "train": {"semantic": 1.0, "total": 1.0}, "eval": record["final"]}]
         path.write_text(json.dumps(record))
-    html = aggregate.render_report(sweep).read_text()
+    html = tables.render_report(sweep).read_text()
     assert "claim B &gt; A: supported" in html or "claim B > A: supported" in html
     assert "evaluated on" in html and "0.1235" in html               # the per-source table
     assert "Learning curves" in html and "train loss: semantic" in html
@@ -366,42 +366,42 @@ def test_sweep_figures_tool_writes_the_readme_copy_and_checks_names_first(tmp_pa
 def test_report_sweep_dir_refuses_in_one_line_what_is_no_sweep(tmp_path, monkeypatch):
     """A mistyped path used to render an empty report (exit 0), a number a pathlib TypeError not naming sweep_dir."""
     with pytest.raises(ValueError) as e:
-        aggregate.report_sweep_dir(str(tmp_path / "nonexistent"))
+        tables.report_sweep_dir(str(tmp_path / "nonexistent"))
     assert str(e.value) == (f"sweep_dir={str(tmp_path / 'nonexistent')!r}: no such sweep folder (`mtlwb sweep "
                             "sweeps/<name>.yaml` writes reports/sweeps/<name>/)")
     with pytest.raises(TypeError, match=r"^sweep_dir=5 \(int\): expected the path of a sweep folder as text, "
                                         r"e\.g\. -p sweep_dir reports/sweeps/quick$"):
-        aggregate.report_sweep_dir(5)
+        tables.report_sweep_dir(5)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="'.*empty': not a sweep folder \\(no state.json"):
-        aggregate.report_sweep_dir(tmp_path / "empty")
+        tables.report_sweep_dir(tmp_path / "empty")
     queued = tmp_path / "queued"
     queued.mkdir()
     (queued / "state.json").write_text(json.dumps({"name": "q", "runs": {
         "a": {"params": {}, "status": "queued"}, "b": {"params": {}, "status": "pending"}}}))
     with pytest.raises(ValueError, match=r"no finished runs to report \(2 run\(s\), status pending, queued\)"):
-        aggregate.report_sweep_dir(str(queued))
+        tables.report_sweep_dir(str(queued))
     with pytest.raises(ValueError, match="no such sweep folder"):       # refused before a kernel starts
-        aggregate.render_report(tmp_path / "nonexistent")
+        tables.render_report(tmp_path / "nonexistent")
     assert not (tmp_path / "nonexistent").exists()
     sweep = _write_sweep(tmp_path / "hand")                             # completed and failed runs: a report
-    assert aggregate.report_sweep_dir(str(sweep)) == sweep
+    assert tables.report_sweep_dir(str(sweep)) == sweep
     # the default (None): make run's sweep if it has a finished run, else nothing to show (fresh clone, nbval)
     monkeypatch.chdir(tmp_path)
-    assert aggregate.report_sweep_dir(None) is None
+    assert tables.report_sweep_dir(None) is None
     _write_sweep(tmp_path / "reports" / "sweeps" / "quick")
-    assert aggregate.report_sweep_dir(None) == Path("reports/sweeps/quick")
+    assert tables.report_sweep_dir(None) == Path("reports/sweeps/quick")
 
 
 def test_report_header_names_this_sweep_and_its_command(tmp_path, monkeypatch):
     sweep = _write_sweep(tmp_path / "reports" / "sweeps" / "hand")
-    table = aggregate.load_table(sweep)
+    table = tables.load_table(sweep)
     monkeypatch.chdir(tmp_path)
-    header = aggregate.report_header(table, sweep.resolve())
+    header = tables.report_header(table, sweep.resolve())
     assert "**Sweep `hand`**: 7 run(s) (6 completed, 1 failed); baseline **method=supervised**" in header
     assert header.endswith("`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/hand`")
     assert "quick" not in header
-    assert aggregate.report_header(table, sweep, "last").endswith("-p sweep_dir reports/sweeps/hand -p select last`")
+    assert tables.report_header(table, sweep, "last").endswith("-p sweep_dir reports/sweeps/hand -p select last`")
 
 
 @pytest.mark.slow
@@ -409,7 +409,7 @@ def test_report_puts_the_table_under_the_verdict_and_names_its_sweep(tmp_path):
     import re
 
     sweep = _write_paired(tmp_path / "p")
-    html = aggregate.render_report(sweep).read_text()
+    html = tables.render_report(sweep).read_text()
     assert f"-p sweep_dir {sweep.resolve()}" in html and "reports/sweeps/quick" not in html
     verdict = html.index(">Verdict")
     table = html.index("<table", verdict)
@@ -429,7 +429,7 @@ def test_report_notebook_under_plain_papermill_refuses_a_bad_sweep_dir(value, er
 
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as e:
-        pm.execute_notebook(str(aggregate.REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
+        pm.execute_notebook(str(tables.REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
                             progress_bar=False, kernel_name="python3")
     assert f"{e.value.ename}: {e.value.evalue}".startswith(error)
     assert "\n" not in e.value.evalue

@@ -88,7 +88,8 @@ def test_gpu_requirements_name_every_third_party_package_the_benchmark_imports()
         import importlib.metadata as md, json, re, sys, sysconfig
         sys.path.insert(0, "benchmarks")
         import gpu_bench, gpu_requirements
-        import mtlwb.train, mtlwb.data, mtlwb.config, mtlwb.runtime, mtlwb.weighting, mtlwb.models
+        import mtlwb.experiment.loop, mtlwb.data, mtlwb.config, mtlwb.core.runtime, mtlwb.objectives.weighting
+        import mtlwb.models
         stdlib = sysconfig.get_paths()["stdlib"]
         tops = {m.split(".")[0] for m in sys.modules}
         owners = md.packages_distributions()

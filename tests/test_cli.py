@@ -17,7 +17,7 @@ import yaml
 from mtlwb import cli
 from mtlwb.config import ExperimentConfig
 from mtlwb.data.masks import load_mask_file
-from mtlwb.notebook_params import check_injected, text_for_container_message
+from mtlwb.sweeps.notebook_params import check_injected, text_for_container_message
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_NB = REPO / "notebooks" / "train.ipynb"
@@ -127,7 +127,7 @@ def test_an_os_error_during_the_work_is_one_line_naming_the_path(tmp_path, capsy
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x" / "state.json"))
 
-    monkeypatch.setattr("mtlwb.sweep.run_sweep", read_only)
+    monkeypatch.setattr("mtlwb.sweeps.run.run_sweep", read_only)
     assert cli.main(["sweep", "sweeps/quick.yaml", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"mtlwb sweep: cannot write or read '{tmp_path / 'x' / 'state.json'}': Read-only file system"
@@ -142,7 +142,7 @@ def test_tasks_must_be_a_list_not_a_word_split_into_letters(tasks):
 
 
 def test_tasks_as_text_in_a_sweep_is_refused_before_any_run():
-    from mtlwb.sweep import load_spec
+    from mtlwb.sweeps.run import load_spec
 
     spec = {"name": "t", "notebook": str(TRAIN_NB), "fixed": {"tasks": "semantic"}, "grid": {"method": ["jtr"]}}
     with pytest.raises(ValueError, match=r"fixed: parameter 'tasks'='semantic' has type str.*expects list"):
@@ -223,7 +223,7 @@ def _fake_run_local(jobs, workers, record, bar):
 
 
 def test_a_finished_sweep_prints_its_verdicts_and_main_table(tmp_path, capsys, monkeypatch):
-    import mtlwb.sweep as sweep_module
+    import mtlwb.sweeps.run as sweep_module
 
     monkeypatch.setattr(sweep_module, "_run_local", _fake_run_local)
     spec = {"name": "printed", "notebook": str(TRAIN_NB), "baseline": {"method": "supervised"},
@@ -260,7 +260,7 @@ def test_papermill_p_of_a_list_or_dict_is_refused_with_the_y_hint(tmp_path, name
 
 # --- local kernels ------------------------------------------------------------------------------------------
 def test_local_kernels_are_given_unix_sockets_with_a_short_unique_path():
-    from mtlwb.notebook_runner import local_kernel_config
+    from mtlwb.sweeps.notebooks import local_kernel_config
 
     a, b = local_kernel_config(), local_kernel_config()
     if os.name != "posix":
@@ -277,7 +277,7 @@ def test_a_notebook_run_uses_ipc_and_prints_no_tcp_warning(tmp_path):
         nbformat.v4.new_code_cell("from ipykernel.kernelapp import IPKernelApp\n"
                                   "print(IPKernelApp.instance().transport)")])
     nbformat.write(nb, tmp_path / "in.ipynb")
-    code = (f"from mtlwb.notebook_runner import execute; execute({str(tmp_path / 'in.ipynb')!r}, "
+    code = (f"from mtlwb.sweeps.notebooks import execute; execute({str(tmp_path / 'in.ipynb')!r}, "
             f"{str(tmp_path / 'out.ipynb')!r}, progress=False)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,

@@ -29,8 +29,8 @@ def _worker(rank: int, world: int, port: int, root: str, run_dir: str, out: str)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from mtlwb import distributed
-    from mtlwb.train import build_experiment, train
+    from mtlwb.core import distributed
+    from mtlwb.experiment.loop import build_experiment, train
 
     try:
         cfg = _config(root, run_dir)
@@ -65,14 +65,14 @@ def test_two_ranks_train_to_identical_parameters(tmp_path):
 def _grad_worker(rank: int, world: int, port: int, reduction: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
-    from mtlwb import distributed
+    from mtlwb.core import distributed
 
     try:
         distributed.init_from_env("cpu")
         x, target, labelled = _shared_batch()
         w = torch.nn.Parameter(torch.tensor(0.5))
         rows = slice(2 * rank, 2 * rank + 2)          # rank 1's half has no depth label at all
-        from mtlwb.losses import task_loss
+        from mtlwb.objectives.losses import task_loss
         from mtlwb.tasks import DEPTH
 
         task_loss(DEPTH, w * x[rows], target[rows], labelled[rows], reduction).backward()
@@ -92,7 +92,7 @@ def _shared_batch():
 @pytest.mark.parametrize("reduction", ["batch", "labelled"])
 def test_two_ranks_give_the_single_process_gradient_when_a_rank_lacks_a_task(tmp_path, reduction):
     """The issue's case: one rank's batch has no label for the task; the averaged gradient must not be halved."""
-    from mtlwb.losses import task_loss
+    from mtlwb.objectives.losses import task_loss
     from mtlwb.tasks import DEPTH
 
     x, target, labelled = _shared_batch()

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import mtlwb
-from mtlwb import diagnostics
-from mtlwb.losses import task_loss, valid_pixels
+from mtlwb.experiment import diagnostics
+from mtlwb.objectives.losses import task_loss, valid_pixels
 from mtlwb.methods import METHODS, LossTerms, Method, Step
-from mtlwb.train import build_experiment
+from mtlwb.experiment.loop import build_experiment
 
 READS_PREDICTIONS = {"mtpsl": True, "jtr": True, "tpkr": False, "supervised": False, "diffusionmtl": False}
 
@@ -255,7 +255,7 @@ def _diagnostics_sweep(root):
 
 
 def test_sweep_tables_carry_the_diagnostics_of_the_selected_epoch(tmp_path):
-    from mtlwb import aggregate
+    from mtlwb.analysis import tables as aggregate
 
     sweep = _diagnostics_sweep(tmp_path / "d")
     table = aggregate.load_table(sweep)
@@ -283,7 +283,7 @@ def test_sweep_tables_carry_the_diagnostics_of_the_selected_epoch(tmp_path):
 
 
 def test_sweep_without_diagnostics_has_no_diagnostics_table(tmp_path):
-    from mtlwb import aggregate
+    from mtlwb.analysis import tables as aggregate
 
     sweep = _diagnostics_sweep(tmp_path / "d")
     for path in sweep.glob("*/metrics.json"):
@@ -296,7 +296,8 @@ def test_sweep_without_diagnostics_has_no_diagnostics_table(tmp_path):
 
 
 def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):
-    from mtlwb import aggregate, figures
+    from mtlwb import figures
+    from mtlwb.analysis import tables as aggregate
 
     sweep = _diagnostics_sweep(tmp_path / "d")
     table = aggregate.load_table(sweep)
@@ -319,7 +320,7 @@ def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_report_shows_the_diagnostics_table_and_figure(tmp_path):
-    from mtlwb import aggregate
+    from mtlwb.analysis import tables as aggregate
 
     html = aggregate.render_report(_diagnostics_sweep(tmp_path / "d")).read_text()
     assert "Does the cross-task signal point where the hidden labels would?" in html
@@ -329,7 +330,7 @@ def test_report_shows_the_diagnostics_table_and_figure(tmp_path):
 
 def test_under_torchrun_the_measurement_calls_no_collective(monkeypatch):
     """Only rank 0 measures; a loss's global denominator (loss_reduction="labelled") must not wait for the others."""
-    from mtlwb import distributed
+    from mtlwb.core import distributed
 
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 import mtlwb
 from mtlwb.config import ExperimentConfig
-from mtlwb.losses import task_loss
 from mtlwb.methods import build_method, forward_step
 from mtlwb.methods.base import Step
 from mtlwb.methods.diffusionmtl import DiffusionMTLOptions
 from mtlwb.methods.diffusionmtl_net import DiffusionSchedule
 from mtlwb.models import MultiTaskNet
 from mtlwb.models.resnet import resnet18, resnet18_multiscale
+from mtlwb.objectives.losses import task_loss
 from mtlwb.tasks import make_tasks
 
 SIZE = 32
@@ -274,7 +274,7 @@ def test_options_are_checked_before_any_work():
 def test_paper_configurations_validate(name):
     from pathlib import Path
 
-    from mtlwb.sweep import load_spec
+    from mtlwb.sweeps.run import load_spec
 
     path = Path(__file__).resolve().parents[1] / "sweeps" / "benchmarks" / f"{name}.yaml"
     spec = load_spec(path)

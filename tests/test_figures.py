@@ -195,7 +195,7 @@ def test_gradient_affinity_any_method(tpkr_run, jtr_run):
 
 
 def test_prior_beside_the_learned_affinities():
-    from mtlwb.priors import parse_task_prior
+    from mtlwb.tasks.priors import parse_task_prior
 
     names = ["a", "b", "c"]
     prior = parse_task_prior({"b-c": 1.0, "a-b": 0.3}, names)

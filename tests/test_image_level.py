@@ -36,11 +36,11 @@ from mtlwb.data.scenes import (
     render_scene_with_labels,
     scene_image_labels,
 )
-from mtlwb.losses import LossOptions, task_loss
 from mtlwb.methods import METHODS
-from mtlwb.metrics import MultiTaskMeter, delta_mtl, make_meter
 from mtlwb.models.heads import ImageLevelHead
 from mtlwb.models.mtl_net import MultiTaskNet
+from mtlwb.objectives.losses import LossOptions, task_loss
+from mtlwb.objectives.metrics import MultiTaskMeter, delta_mtl, make_meter
 from mtlwb.tasks import (
     CAMERA_VIEW,
     CLASS_NAMES,
@@ -432,7 +432,7 @@ def test_mtpsl_pairs_include_image_level_tasks_only_when_broadcast():
 # --- figures -------------------------------------------------------------------------------------------------------
 
 def test_figures_with_image_level_tasks(tiny_config, tiny_root):
-    from mtlwb import records
+    from mtlwb.analysis import records
     from mtlwb.figures import dataset as dataset_figures
     from mtlwb.figures import predictions
 

@@ -398,7 +398,7 @@ def test_depth_reconstruction_squeeze_is_the_references():
 
 
 def test_published_code_uses_the_dot_product_normal_loss_on_non_unit_labels():
-    from mtlwb.losses import LossOptions, task_loss
+    from mtlwb.objectives.losses import LossOptions, task_loss
 
     m, step = _inputs(dot_normal_loss=True)
     step.targets["t2"] = step.targets["t2"] * 0.7                       # the refs' bilinear crops shorten normals

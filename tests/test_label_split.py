@@ -11,10 +11,10 @@ import torch
 from fixtures_real import onelabel_table, write_mask_pt, write_nyuv2
 
 import mtlwb
+from mtlwb.analysis.records import label_split_text
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
 from mtlwb.data.registry import SETTINGS_DIR
-from mtlwb.records import label_split_text
 
 
 def _sha256(path) -> str:

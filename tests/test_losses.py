@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtlwb.losses import LossOptions, task_loss
+from mtlwb.objectives.losses import LossOptions, task_loss
 from mtlwb.tasks import DEPTH, EDGE, NORMAL, semantic
 
 SEG = semantic(5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlwb.metrics import LOWER_IS_BETTER, MultiTaskMeter, delta_mtl, make_meter
+from mtlwb.objectives.metrics import LOWER_IS_BETTER, MultiTaskMeter, delta_mtl, make_meter
 from mtlwb.tasks import DEPTH, DOMINANT_CLASS, EDGE, NORMAL, NUM_OBJECTS, SALIENCY, semantic
 
 

@@ -205,7 +205,7 @@ def test_published_full_label_pairs_pair_a_full_row_only_in_a_fully_labelled_run
 
 def test_the_trainer_hands_the_label_table_to_the_method():
     from mtlwb.config import ExperimentConfig
-    from mtlwb.train import build_experiment
+    from mtlwb.experiment.loop import build_experiment
 
     common = dict(method="mtpsl", method_options={"fidelity": "published_code"}, train_samples=4, eval_samples=2,
                   device="cpu", progress=False)
@@ -235,7 +235,7 @@ def test_per_pair_gumbel_draws_as_the_published_code():
 
 
 def test_published_code_uses_the_dot_product_normal_loss():
-    from mtlwb.losses import LossOptions, task_loss
+    from mtlwb.objectives.losses import LossOptions, task_loss
 
     tasks = mixed_tasks(3)
     lab = torch.tensor([[0, 1, 1], [1, 0, 1]])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mtlwb
-from mtlwb.finished_runs import (
+from mtlwb.experiment.reuse import (
     choose_run,
     config_differences,
     find_finished_run,
@@ -21,14 +21,14 @@ from mtlwb.finished_runs import (
     notebook_run,
     train_or_load,
 )
-from mtlwb.notebook_params import (
+from mtlwb.sweeps.notebook_params import (
     TRAIN_NOTEBOOK_ONLY,
     check_cell_source,
     check_injected,
     injected_names,
     parameters_injected,
 )
-from mtlwb.notebook_runner import check_parameters, notebook_parameters
+from mtlwb.sweeps.notebooks import check_parameters, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["train", "dataset_explorer", "joint_latent", "task_affinity", "diagnostics", "ablation_report"]
@@ -91,7 +91,7 @@ def test_train_notebook_parameters_are_config_fields_plus_how_to_obtain_the_run(
     fields = {f.name for f in dataclasses.fields(mtlwb.ExperimentConfig)}
     names = set(notebook_parameters(ROOT / "notebooks" / "train.ipynb"))
     assert TRAIN_NOTEBOOK_ONLY <= names and not TRAIN_NOTEBOOK_ONLY & fields
-    assert names - TRAIN_NOTEBOOK_ONLY <= fields      # what the sweep treats as config (mtlwb.sweep)
+    assert names - TRAIN_NOTEBOOK_ONLY <= fields      # what the sweep treats as config (mtlwb.sweeps.run)
 
 
 def test_sweep_precheck_suggests_the_closest_name():

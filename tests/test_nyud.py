@@ -15,7 +15,7 @@ from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
 from mtlwb.data.nyud import NYUD
 from mtlwb.data.registry import REGISTRY, SETTINGS_DIR
-from mtlwb.metrics import MultiTaskMeter
+from mtlwb.objectives.metrics import MultiTaskMeter
 from mtlwb.tasks import make_tasks
 
 ALL = ["semantic", "depth", "normal", "edge"]

@@ -18,8 +18,8 @@ from mtlwb.methods.base import Step, build_method
 from mtlwb.methods.jtr import JTR, JTROptions, cosine_distance, per_sample_reference_losses, prior_task_weights
 from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
 from mtlwb.methods.tpkr import TaskPrototypeRetrieval, TPKROptions, prior_loss, slots_from_prior
-from mtlwb.priors import parse_task_prior, related_strength, row_normalized
 from mtlwb.tasks import TaskSpec
+from mtlwb.tasks.priors import parse_task_prior, related_strength, row_normalized
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["semantic", "depth", "normal"]
@@ -294,7 +294,7 @@ def test_tiny_tpkr_training_with_a_prior_from_the_command_line(tiny_root, tmp_pa
 # -- the shipped sweep -----------------------------------------------------------------------------------------
 
 def test_shipped_task_prior_sweep_validates_and_fits_the_budget():
-    from mtlwb.sweep import load_spec
+    from mtlwb.sweeps.run import load_spec
 
     path = REPO / "sweeps" / "task_prior.yaml"
     spec = load_spec(path)

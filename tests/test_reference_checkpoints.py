@@ -23,11 +23,11 @@ from torch import nn
 
 from mtlwb.cli import main
 from mtlwb.config import ExperimentConfig
+from mtlwb.experiment.loop import build_experiment, evaluate
+from mtlwb.experiment.reference_checkpoints import load_reference_checkpoint, load_reference_state, reference_state_dict
 from mtlwb.methods.base import build_method
 from mtlwb.models.mtl_net import MultiTaskNet
-from mtlwb.reference_checkpoints import load_reference_checkpoint, load_reference_state, reference_state_dict
 from mtlwb.tasks import make_tasks
-from mtlwb.train import build_experiment, evaluate
 
 F = (64, 128, 256, 512, 512)
 BN = {"weight": "c", "bias": "c", "running_mean": "c", "running_var": "c", "num_batches_tracked": ""}

@@ -8,12 +8,12 @@ import torch
 from steps import mixed_tasks
 
 from mtlwb.config import ExperimentConfig
+from mtlwb.experiment.loop import train
 from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.jtr import JTROptions, per_sample_reference_losses
 from mtlwb.methods.mtpsl import MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
-from mtlwb.train import train
 
 H = W = 32
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import mtlwb
+from mtlwb.core.io import atomic_write_json, atomic_write_text
 from mtlwb.data import generate_dataset
-from mtlwb.io import atomic_write_json, atomic_write_text
-from mtlwb.notebook_runner import check_parameters
+from mtlwb.sweeps.notebooks import check_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_sigkill_mid_epoch_then_resume_gives_uninterrupted_numbers(medium_root, 
 
 _WRITER = """
 import sys
-from mtlwb.io import atomic_write_json
+from mtlwb.core.io import atomic_write_json
 i = 0
 while True:
     atomic_write_json(sys.argv[1], {"version": i, "payload": "x" * 400_000})
@@ -184,7 +184,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
 
 @pytest.mark.slow
 def test_nan_run_fails_alone_in_a_sweep(tmp_path):
-    from mtlwb.sweep import run_sweep
+    from mtlwb.sweeps.run import run_sweep
 
     spec = _write_sweep(tmp_path / "s.yaml", {"method": ["supervised"], "lr": [0.001, 1e30]}, "nan")
     result = run_sweep(spec, workers=1, root=tmp_path / "sweeps", summarize=False)

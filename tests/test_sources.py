@@ -14,13 +14,13 @@ from tqdm.auto import tqdm
 
 import mtlwb
 from mtlwb.config import ExperimentConfig
+from mtlwb.core.runtime import epoch_seed
 from mtlwb.data import build_splits, generate_dataset
 from mtlwb.data.sources import SourceMixture, TrainingSource, ensure_sources
 from mtlwb.methods import METHODS
-from mtlwb.runtime import epoch_seed
-from mtlwb.weighting import build_weighting
+from mtlwb.objectives.weighting import build_weighting
 
-train_module = importlib.import_module("mtlwb.train")
+train_module = importlib.import_module("mtlwb.experiment.loop")
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_a_source_with_other_image_size_is_refused(tiny_config, tmp_path):
 
 
 def test_shipped_sources_sweep_validates():
-    from mtlwb.sweep import load_spec
+    from mtlwb.sweeps.run import load_spec
 
     spec = load_spec("sweeps/sources.yaml")
     runs = spec.runs()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mtlwb.stats import DELTA, TOO_FEW, compare, paired_estimate, relative_change, verdict_line
+from mtlwb.analysis.stats import DELTA, TOO_FEW, compare, paired_estimate, relative_change, verdict_line
 from mtlwb.tasks import TaskSpec
 
 T2 = 4.302653       # t_{0.975, 2}
@@ -112,7 +112,7 @@ def test_relative_change_is_signed_so_that_positive_is_better():
 
 
 def test_holm_adjustment_by_hand():
-    from mtlwb.stats import holm
+    from mtlwb.analysis.stats import holm
 
     # sorted 0.01, 0.02, 0.04 of 3 tests: 3·0.01 = 0.03, max(0.03, 2·0.02) = 0.04, max(0.04, 1·0.04) = 0.04
     assert holm([0.04, 0.01, math.nan, 0.02]) == pytest.approx([0.04, 0.03, math.nan, 0.04], nan_ok=True)

@@ -14,9 +14,9 @@ from fixtures_real import write_nyuv2
 
 from mtlwb import cli
 from mtlwb.config import ExperimentConfig
-from mtlwb.notebook_params import TRAIN_NOTEBOOK_ONLY
-from mtlwb.notebook_runner import notebook_parameters
-from mtlwb.sweep import (
+from mtlwb.sweeps.notebook_params import TRAIN_NOTEBOOK_ONLY
+from mtlwb.sweeps.notebooks import notebook_parameters
+from mtlwb.sweeps.run import (
     SweepInUseError,
     SweepResult,
     SweepState,
@@ -184,7 +184,7 @@ def test_a_record_under_the_same_id_with_another_config_is_moved_aside(tmp_path)
 
 
 def test_reuse_from_copies_only_finished_runs_of_the_same_config_from_the_other_sweep(tmp_path, monkeypatch):
-    import mtlwb.sweep as sweep_module
+    import mtlwb.sweeps.run as sweep_module
 
     fixed = {"train_samples": 16, "eval_samples": 8, "data_root": TINY["data_root"]}
     shared, own = load_spec(_spec(name="other", fixed=fixed, grid={"method": ["supervised", "tpkr"]})).runs()
@@ -323,7 +323,7 @@ def test_parallel_sweep_failure_isolation_resume_and_report(tmp_path):
     assert "without encryption" not in (sweep / bad_id / "kernel.log").read_text()   # IPC kernels
     assert sweep_runs(sweep)[bad_id]["status"] == "failed"
 
-    from mtlwb.aggregate import render_report
+    from mtlwb.analysis.tables import render_report
 
     html = render_report(sweep)
     assert html.name == "summary.html" and "Δ_MTL vs method=supervised" in html.read_text()
@@ -370,7 +370,7 @@ def test_dask_local_cluster_one_run(tmp_path):
 def test_paper_configurations_use_the_published_layouts_and_protocols():
     """sweeps/benchmarks/: MTPSL and JTR in their reference layouts and view protocols, PASCAL with MTL-PyTorch's
     losses; every file names the published table it reproduces."""
-    from mtlwb.sweep import load_spec
+    from mtlwb.sweeps.run import load_spec
 
     for name in ("nyuv2", "nyuv2_jtr", "cityscapes"):
         spec = load_spec(f"sweeps/benchmarks/{name}.yaml")
@@ -393,7 +393,7 @@ def test_paper_configurations_use_the_published_layouts_and_protocols():
 
 # --- frozen inputs: the notebook is snapshotted, a code change under a running sweep stops its later runs -----
 def test_code_fingerprint_follows_every_source_file(tmp_path):
-    from mtlwb.sweep import code_fingerprint
+    from mtlwb.sweeps.run import code_fingerprint
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.py").write_text("x = 1\n")
@@ -402,11 +402,11 @@ def test_code_fingerprint_follows_every_source_file(tmp_path):
     assert code_fingerprint(tmp_path) == before
     (tmp_path / "sub" / "b.py").write_text("y = 3\n")
     assert code_fingerprint(tmp_path) != before
-    assert code_fingerprint() == code_fingerprint(Path(run_sweep.__code__.co_filename).parent)
+    assert code_fingerprint() == code_fingerprint(Path(run_sweep.__code__.co_filename).parents[1])   # the package
 
 
 def test_a_run_whose_code_changed_since_the_sweep_started_is_not_executed(tmp_path):
-    from mtlwb.sweep import execute_run
+    from mtlwb.sweeps.run import execute_run
 
     run_dir = tmp_path / "run"
     result = execute_run(str(REPO / "notebooks" / "train.ipynb"), str(run_dir), {}, str(REPO), code="0" * 16)
@@ -415,7 +415,7 @@ def test_a_run_whose_code_changed_since_the_sweep_started_is_not_executed(tmp_pa
 
 
 def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerprint(tmp_path, monkeypatch):
-    import mtlwb.sweep as sweep_module
+    import mtlwb.sweeps.run as sweep_module
 
     notebook = tmp_path / "train.ipynb"
     notebook.write_bytes((REPO / "notebooks" / "train.ipynb").read_bytes())
@@ -438,7 +438,7 @@ def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerpri
 
 def test_runs_handed_to_the_workers_are_queued_until_they_finish(tmp_path, monkeypatch):
     """state.json must not call a run "running" while it waits for a free worker."""
-    import mtlwb.sweep as sweep_module
+    import mtlwb.sweeps.run as sweep_module
 
     seen = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mtlwb import aggregate
+from mtlwb.analysis import tables
 from mtlwb.config import ExperimentConfig
 
 TASKS = [{"name": "depth", "kind": "depth", "channels": 1, "primary_metric": "abs_err", "lower_is_better": True}]
@@ -27,12 +27,12 @@ def _sweep(root: Path, splits: list[dict]) -> Path:
     return root
 
 
-def _same_line(table: aggregate.SweepTable) -> str:
-    return next(line for line in aggregate.describe(table) if line.startswith("same for every group: "))
+def _same_line(table: tables.SweepTable) -> str:
+    return next(line for line in tables.describe(table) if line.startswith("same for every group: "))
 
 
 def test_same_for_every_group_lists_the_effective_values_from_the_records(tmp_path):
-    table = aggregate.load_table(_sweep(tmp_path / "s", [GENERATED] * 4))
+    table = tables.load_table(_sweep(tmp_path / "s", [GENERATED] * 4))
     line = _same_line(table)
     # not set in the sweep file, so only the records know them: the config defaults and train_samples=100
     for text in ("epochs=10", "eval_samples=null", "train_samples=100", "batch_size=16", "lr=0.001",
@@ -45,10 +45,10 @@ def test_same_for_every_group_lists_the_effective_values_from_the_records(tmp_pa
 def test_a_label_split_fallback_is_a_line_of_the_summary(tmp_path):
     fallback = {**GENERATED, "fallback": True, "reason": "published file x/settings/onelabel.pth not found"}
     sweep = _sweep(tmp_path / "s", [GENERATED, GENERATED, fallback, fallback])
-    table = aggregate.load_table(sweep)
+    table = tables.load_table(sweep)
     assert "label_split" in table.varying                    # runs on different splits are not averaged together
-    notes = aggregate.describe(table)
+    notes = tables.describe(table)
     assert "LABEL SPLIT FALLBACK in 2 run(s) (r2, r3): the published split file was missing, a generated split " \
            "was used (not the papers')" in notes
-    md = aggregate.write_summary(sweep).read_text()
+    md = tables.write_summary(sweep).read_text()
     assert "LABEL SPLIT FALLBACK in 2 run(s)" in md and "generated onelabel (mask_seed=0) FALLBACK" in md

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import mtlwb
+from mtlwb.experiment.loop import NonFiniteLossError
 from mtlwb.methods import METHODS
-from mtlwb.train import NonFiniteLossError
 
 
 def _final(record):

@@ -10,9 +10,9 @@ import pytest
 import mtlwb
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_splits, validation_ids
-from mtlwb.selection import best_on_validation, validation_score
+from mtlwb.experiment.loop import build_experiment, load_record
+from mtlwb.experiment.selection import best_on_validation, validation_score
 from mtlwb.tasks import TaskSpec
-from mtlwb.train import build_experiment, load_record
 
 TASKS = [TaskSpec("semantic", "segmentation", 7, "miou", False), TaskSpec("depth", "depth", 1, "abs_err", True)]
 

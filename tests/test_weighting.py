@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mtlwb.weighting import DWA, WEIGHTINGS, Equal, Uncertainty, build_weighting
+from mtlwb.objectives.weighting import DWA, WEIGHTINGS, Equal, Uncertainty, build_weighting
 
 NAMES = ["semantic", "depth", "normal"]
 

@@ -9,7 +9,7 @@ random ids (plotly, widgets) or timings are tagged ``nbval-ignore-output``; dete
 """
 import nbformat as nbf
 
-from mtlwb.notebook_params import check_cell_source
+from mtlwb.sweeps.notebook_params import check_cell_source
 
 md = nbf.v4.new_markdown_cell
 code = nbf.v4.new_code_cell
@@ -72,9 +72,9 @@ write("notebooks/dataset_explorer.ipynb", [
     code(SETUP + "\n"
          "import mtlwb\n"
          "from mtlwb import figures\n"
+         "from mtlwb.core.io import read_json\n"
          "from mtlwb.data import MultiTaskFolder, ensure_dataset, make_mask\n"
          "from mtlwb.data.folder import dataset_num_classes\n"
-         "from mtlwb.io import read_json\n"
          "from mtlwb.tasks import make_tasks\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
@@ -159,9 +159,10 @@ write("notebooks/task_affinity.ipynb", [
            'export_dir = "reports/figures/task_affinity"', "parameters"),
     code(
          "import mtlwb\n"
-         "from mtlwb import figures, records\n"
+         "from mtlwb import figures\n"
+           "from mtlwb.analysis import records\n"
          "from mtlwb.data import ensure_dataset\n"
-         "from mtlwb.finished_runs import notebook_run\n"
+         "from mtlwb.experiment.reuse import notebook_run\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
          "if run_dir is None:\n"
@@ -243,10 +244,11 @@ write("notebooks/joint_latent.ipynb", [
            'export_dir = "reports/figures/joint_latent"', "parameters"),
     code(SETUP + "\n"
          "import mtlwb\n"
-         "from mtlwb import figures, records\n"
+         "from mtlwb import figures\n"
+           "from mtlwb.analysis import records\n"
+         "from mtlwb.core.io import read_json\n"
          "from mtlwb.data import ensure_dataset\n"
-         "from mtlwb.finished_runs import notebook_run\n"
-         "from mtlwb.io import read_json\n"
+         "from mtlwb.experiment.reuse import notebook_run\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
          "if run_dir is None:\n"
@@ -304,8 +306,8 @@ write("notebooks/diagnostics.ipynb", [
     md("# Mechanism diagnostics: does the cross-task signal point where the hidden labels would?\n\n"
        "A run trained with `diagnostics=True` measures, at every evaluated epoch and on a fixed probe of training "
        "images, what its method's auxiliary terms do to the tasks that are *hidden* on an image, against what the "
-       "hidden ground truth (kept by the built-in scenes) would do (`mtlwb/diagnostics.py`; README, *Mechanism "
-       "diagnostics*).\n\n"
+       "hidden ground truth (kept by the built-in scenes) would do (`mtlwb/experiment/diagnostics.py`; docs, "
+       "*Mechanism diagnostics*).\n\n"
        "With `run_dir = None` the notebook shows its own tiny run — depth labelled on every image, normals on a "
        "quarter, the setting where depth carries what normals need — trained into `reports/runs/nb-diagnostics` "
        "unless a finished run of exactly these parameters is there (a run of other parameters is moved aside, never "
@@ -322,9 +324,11 @@ write("notebooks/diagnostics.ipynb", [
            'diagnostics_probe = 8\n'
            'export_dir = "reports/figures/diagnostics"', "parameters"),
     code("import mtlwb\n"
-         "from mtlwb import diagnostics, figures, records\n"
+         "from mtlwb import figures\n"
+         "from mtlwb.analysis import records\n"
+         "from mtlwb.experiment import diagnostics\n"
          "from mtlwb.data import ensure_dataset\n"
-         "from mtlwb.finished_runs import notebook_run\n"
+         "from mtlwb.experiment.reuse import notebook_run\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
          "if run_dir is None:\n"
@@ -387,7 +391,7 @@ write("notebooks/diagnostics.ipynb", [
 write("notebooks/ablation_report.ipynb", [
     md("# Ablation sweep report\n\n"
        "Summary of one sweep folder (`reports/sweeps/<name>/`, written by `mtlwb sweep sweeps/<name>.yaml`). All "
-       "numbers come from `mtlwb.aggregate` and `mtlwb.stats`; this notebook only shows them. "
+       "numbers come from `mtlwb.analysis.tables` and `mtlwb.analysis.stats`; this notebook only shows them. "
        "`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/<name>`; with the "
        "default `sweep_dir = None` it shows the sweep `make run` wrote."),
     tagged('# the sweep folder to report; None = reports/sweeps/quick (what `make run` writes) if it exists\n'
@@ -397,66 +401,67 @@ write("notebooks/ablation_report.ipynb", [
            'select = "auto"', "parameters"),
     tagged("from IPython.display import Markdown, display\n\n"
            "import mtlwb\n"
-           "from mtlwb import aggregate, figures\n"
+           "from mtlwb import figures\n"
+           "from mtlwb.analysis import tables\n"
            + CHDIR +
            "figures.use_offline_renderer()\n"
            "# a path that is no sweep folder, or one with no finished run, is refused here in one line\n"
-           "sweep_dir = aggregate.report_sweep_dir(sweep_dir)\n"
-           "table = aggregate.load_table(sweep_dir, select) if sweep_dir else None\n"
-           "display(Markdown(aggregate.report_header(table, sweep_dir, select) if table else\n"
+           "sweep_dir = tables.report_sweep_dir(sweep_dir)\n"
+           "table = tables.load_table(sweep_dir, select) if sweep_dir else None\n"
+           "display(Markdown(tables.report_header(table, sweep_dir, select) if table else\n"
            "                 \"No sweep to show: `make run` writes `reports/sweeps/quick`, or pass \"\n"
            "                 \"`-p sweep_dir reports/sweeps/<name>`.\"))", IGNORE),
     md("## Verdict\nEach group against its baseline group, paired by seed: mean per-seed Δ_MTL with its 95 % "
        "t-interval, the number of paired seeds and the paired t-test's p. *Significant* means the interval "
        "excludes 0; below 3 paired seeds no interval is given (*n too small*)."),
     tagged("if table:\n"
-           "    lines = aggregate.verdicts(table) or [\"no group is compared with a baseline\"]\n"
+           "    lines = tables.verdicts(table) or [\"no group is compared with a baseline\"]\n"
            "    display(Markdown(\"\\n\".join(f\"- **{line}**\" for line in lines)\n"
-           "                     + f\"\\n\\n_{aggregate.selection_caption(table)}_\"))", IGNORE),
+           "                     + f\"\\n\\n_{tables.selection_caption(table)}_\"))", IGNORE),
     md("## Metrics per group\nRows are run groups (every parameter except the seed); primary metric per task as "
        "mean ± std over seeds (↑ higher / ↓ lower is better); Δ_MTL (%) of the seed-averaged metrics relative to "
        "the baseline named in the column header, then its paired estimate over the seeds both groups ran."),
-    tagged("aggregate.display_table(table) if table else None", IGNORE),
+    tagged("tables.display_table(table) if table else None", IGNORE),
     tagged("if table:\n"
-           "    for note in aggregate.describe(table):\n"
+           "    for note in tables.describe(table):\n"
            "        print(note)\n"
            "    if not table.failures.empty:\n"
            "        display(table.failures)", IGNORE),
     md("## Change vs the baseline, per task\n% of the baseline's primary metric, positive = better. Diamond: "
        "mean over the paired seeds, error bars: its 95 % confidence interval, circles: the seeds; an interval "
        "that does not cross the dashed zero line is a change beyond the seed noise."),
-    tagged("aggregate.change_table(table) if table else None", IGNORE),
+    tagged("tables.change_table(table) if table else None", IGNORE),
     tagged("for fig in (figures.change_charts(table) if table and table.comparisons else []):\n"
            "    fig.show()", IGNORE),
     md("## Does the cross-task signal point where the hidden labels would?\nFor runs trained with `diagnostics: "
        "true` (`mtlwb/diagnostics.py`), at the selected epoch, mean [95 % CI] over seeds; README, *Mechanism "
        "diagnostics*. Below: the prediction- and encoder-level cosines over the epochs, one line per group."),
-    tagged("diag = aggregate.diagnostics_table(table) if table else None\n"
+    tagged("diag = tables.diagnostics_table(table) if table else None\n"
            "if diag is None or diag.empty:\n"
            "    print(\"no run of this sweep recorded diagnostics (diagnostics: true in its grid)\")\n"
            "else:\n"
-           "    display(Markdown(aggregate.DIAGNOSTICS_CAPTION))\n"
+           "    display(Markdown(tables.DIAGNOSTICS_CAPTION))\n"
            "    display(diag)", IGNORE),
-    tagged("diag_curves = aggregate.diagnostics_curves(sweep_dir, table) if table else None\n"
+    tagged("diag_curves = tables.diagnostics_curves(sweep_dir, table) if table else None\n"
            "if diag_curves is not None and diag_curves[\"measure\"].isin([\"cosine\", \"backbone_cosine\"]).any():\n"
            "    figures.alignment_over_epochs(diag_curves).show()", IGNORE),
     md("## Learning curves\nPer group, each task's training loss (its supervised term) and its validation metric per "
        "evaluated epoch (the test split where the runs have no validation split); thick = mean over seeds, thin = "
        "seeds. A validation curve that peaks and falls, or plateaus, while the training loss keeps falling is the "
        "over-fitting regime in which the papers' cross-task terms are meant to help."),
-    tagged("curves = aggregate.learning_curves(sweep_dir, table) if table else None\n"
+    tagged("curves = tables.learning_curves(sweep_dir, table) if table else None\n"
            "split = \"val\" if curves is not None and (curves[\"split\"] == \"val\").any() else \"test\"\n"
            "for task in table.tasks if table and not curves.empty else []:\n"
            "    figures.sweep_learning_curves(curves, task.name, task.primary_metric, split).show()", IGNORE),
     md("## Per evaluated source\nRuns with several training sources (`sources=`) evaluate each source's own test "
        "split (main = the config's `data_root`, the tables above); last epoch, mean ± std over seeds. Empty for a "
        "sweep of single-source runs."),
-    tagged("by_source = aggregate.source_table(table) if table else None\n"
+    tagged("by_source = tables.source_table(table) if table else None\n"
            "by_source if by_source is not None and not by_source.empty else print(\"no run evaluated another source\")",
            IGNORE),
     md("## Metric per group\nPrimary metric per group: bars = mean, error bars = std over seeds, circles = seeds."),
     tagged("for task in table.tasks if table else []:\n"
-           "    aggregate.bar_chart(table, task.name).show()", IGNORE),
+           "    tables.bar_chart(table, task.name).show()", IGNORE),
 ])
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ notebooks call ``figures.use_offline_renderer()``), so the HTML opens with no ne
 """
 from pathlib import Path
 
-from mtlwb.notebook_runner import execute, export_html
+from mtlwb.sweeps.notebooks import execute, export_html
 
 for name in ("dataset_explorer", "task_affinity", "joint_latent", "diagnostics"):
     out = execute(Path("notebooks") / f"{name}.ipynb", Path("reports") / f"{name}.ipynb", cwd="notebooks",

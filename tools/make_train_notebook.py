@@ -3,7 +3,7 @@
 notebook must agree (``tests/test_notebooks.py`` compares them)."""
 import nbformat as nbf
 
-from mtlwb.notebook_params import check_cell_source
+from mtlwb.sweeps.notebook_params import check_cell_source
 
 md = nbf.v4.new_markdown_cell
 code = nbf.v4.new_code_cell
@@ -106,10 +106,11 @@ cells = [
     # the first output says whether make run's finished run is shown or these parameters trained: it differs
     # between a fresh clone (what CI's nbval sees) and a checkout after `make run`, so nbval does not compare it
     tagged("import mtlwb\n"
-           "from mtlwb import figures, records\n"
+           "from mtlwb import figures\n"
+           "from mtlwb.analysis import records\n"
            "from mtlwb.data import ensure_dataset, ensure_sources\n"
-           "from mtlwb.finished_runs import choose_run, train_or_load\n"
-           "from mtlwb.notebook_params import parameters_injected\n\n"
+           "from mtlwb.experiment.reuse import choose_run, train_or_load\n"
+           "from mtlwb.sweeps.notebook_params import parameters_injected\n\n"
            "mtlwb.enter_project_root()\n"
            "figures.use_offline_renderer()\n"
            "config = mtlwb.ExperimentConfig(\n"

@@ -8,7 +8,7 @@ KentoNishi/JTR-CVPR-2024; ``Mapfns`` and ``SegNet.model_fit`` of VICO-UoE/MTPSL)
 given here — none of their code is in this repository — on CPU in float64 (``.cuda()`` made a no-op), with:
 
 - the joint / mapping network weights of mtlwb's ``arch: reference`` modules after ``derive_weights``, copied into
-  the published modules through ``mtlwb.reference_checkpoints.reference_key`` (its checkpoint key maps);
+  the published modules through ``mtlwb.experiment.reference_checkpoints.reference_key`` (its checkpoint key maps);
 - the case's predictions as leaves (segmentation as the logits for JTR, their log-softmax for MTPSL, whose SegNet
   returns log-probabilities), per-sample loops and normalizations exactly as ``code/train_nyuv2.py`` and
   ``nyu_mtl_xtc.py`` write them (sum over samples of the sample's terms / B);
@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import parity_case as pc  # noqa: E402
 
-from mtlwb.reference_checkpoints import reference_key  # noqa: E402
+from mtlwb.experiment.reference_checkpoints import reference_key  # noqa: E402
 
 
 class GumbelQueue:

@@ -14,11 +14,11 @@ import argparse
 import shutil
 from pathlib import Path
 
-from mtlwb.aggregate import learning_curves, load_table, write_summary
+from mtlwb.analysis.stats import DELTA
+from mtlwb.analysis.tables import learning_curves, load_table, write_summary
 from mtlwb.figures.change import change_chart
 from mtlwb.figures.export import write_png
 from mtlwb.figures.sweep_curves import sweep_learning_curves
-from mtlwb.stats import DELTA
 
 REPO = Path(__file__).resolve().parents[1]
 

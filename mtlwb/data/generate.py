@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_json
+from ..core.io import atomic_write_json
 from .scenes import (
     CAMERA_VIEW_EDGES,
     CAMERA_VIEW_NAMES,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_torch_save
+from ..core.io import atomic_torch_save
 
 NAMED_SETTINGS = ("full", "onelabel", "randomlabel")
 MASK_FILE_SUFFIXES = (".pt", ".pth", ".npy")

@@ -2,7 +2,7 @@
 
 A bar from zero would show the metric's level, which hides what a reader wants from an ablation: whether the
 change is larger than the seed noise. These charts plot each group's mean per-seed change (the paired
-estimates of ``mtlwb.stats``) with its interval as error bars, the per-seed changes as points, and a zero line;
+estimates of ``mtlwb.analysis.stats``) with its interval as error bars, the per-seed changes as points, and a zero line;
 an interval that does not cross the line is a change beyond the seed noise.
 """
 
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from ..stats import DELTA
+from ..analysis.stats import DELTA
 
 if TYPE_CHECKING:
-    from ..aggregate import SweepTable
+    from ..analysis.tables import SweepTable
 
 
 def change_chart(table: SweepTable, key: str = DELTA) -> go.Figure:

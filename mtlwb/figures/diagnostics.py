@@ -17,7 +17,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..diagnostics import LANDSCAPE
+from ..experiment.diagnostics import LANDSCAPE
 
 ROW_TITLES = {"cosine": "prediction cos", "backbone_cosine": "backbone cos", "positive_share": "share cos > 0",
               "norm_ratio": "‖g_aux‖ / ‖g_sup‖", "backbone_supervised_cosine": "yardstick: labelled cos"}

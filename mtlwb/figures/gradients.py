@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..losses import task_loss
 from ..methods import forward_step
+from ..objectives.losses import task_loss
 
 
 def task_gradients(exp, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_bytes
+from ..core.io import atomic_write_bytes
 from ..methods import Step, forward_step
 
 SNAPSHOTS = "snapshots"
@@ -61,10 +61,10 @@ def cached_tsne(x: np.ndarray, cache_dir: str | Path | None, name: str = "tsne",
 # -- epoch snapshots (the trainer keeps only the last checkpoint) ---------------------------------------------------
 
 def train_with_snapshots(config, progress: bool = False) -> dict:
-    """Train epoch by epoch through ``mtlwb.train``'s resume, copying each epoch's checkpoint to
+    """Train epoch by epoch through ``mtlwb.experiment.loop``'s resume, copying each epoch's checkpoint to
     ``<run_dir>/snapshots/epoch-<e>.pt``. ``config.lr_step`` must be set (> 0) so every partial run has the
     same schedule as the full one."""
-    from ..train import CHECKPOINT, train
+    from ..experiment.loop import CHECKPOINT, train
 
     if not config.lr_step:
         raise ValueError("train_with_snapshots: set config.lr_step > 0 (the default depends on epochs, so a run "

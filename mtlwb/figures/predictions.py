@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..losses import valid_pixels
 from ..methods import forward_step
+from ..objectives.losses import valid_pixels
 from ..tasks import CLASS_NAMES, TaskSpec
 
 

@@ -12,7 +12,7 @@ model is then built without heads and ``forward_step`` asks the method's ``decod
 ``decode`` may differ between training and evaluation (the trainer reads training-mode predictions only through
 ``losses``); evaluation and figures always see ``decode`` in eval mode.
 
-Prior knowledge of task relations (``ExperimentConfig.task_prior``, parsed by ``mtlwb.priors``) reaches a method
+Prior knowledge of task relations (``ExperimentConfig.task_prior``, parsed by ``mtlwb.tasks.priors``) reaches a method
 as ``task_prior``, a [T, T] tensor (rows/columns in task order) or None, set by ``build_method`` through
 ``use_task_prior``; each method documents what it does with it (nothing, by default).
 
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..data.views import ViewSpec
-from ..losses import LossOptions, task_loss
+from ..objectives.losses import LossOptions, task_loss
 from ..tasks import TaskSpec
 
 

@@ -64,10 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import task_loss
+from ..core.ops import channel_normalize
 from ..models.heads import ImageLevelHead
 from ..models.resnet import BasicBlock
-from ..ops import channel_normalize
+from ..objectives.losses import task_loss
 from ..tasks import TaskSpec
 from .arch import check_arch
 from .base import LossTerms, Method, Refined, Step, register

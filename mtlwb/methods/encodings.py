@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses import IGNORE_INDEX, valid_pixels, valid_samples
+from ..objectives.losses import IGNORE_INDEX, valid_pixels, valid_samples
 from ..tasks import TaskSpec
 
 DEPTH_MU = 2.3618     # JTR ref. code, NYUv2 depth statistics (reused unchanged for Cityscapes there)

@@ -88,10 +88,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.ops import channel_cosine, channel_normalize
 from ..data.views import PHOTOMETRIC, ViewSpec
-from ..losses import LossOptions, with_dot_normals
-from ..ops import channel_cosine, channel_normalize
-from ..priors import related_strength, restricted
+from ..objectives.losses import LossOptions, with_dot_normals
+from ..tasks.priors import related_strength, restricted
 from .arch import check_arch, resolve_fidelity
 from .base import LossTerms, Method, Step, register, step_rows
 from .encodings import (

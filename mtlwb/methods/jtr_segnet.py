@@ -19,7 +19,7 @@ training mode, i.e. normalizes each sample by its own per-channel statistics. ``
 [Ŷ; Y] in one call, so the norm here is GroupNorm(C, C): per sample, per channel, with the same affine weight
 and bias (same parameter count), and the batched terms equal the per-sample ones
 (``jtr.per_sample_reference_losses``). A ref. checkpoint's running statistics (used only in evaluation mode,
-which JTR never runs its joint network in) are dropped on loading (``mtlwb.reference_checkpoints``).
+which JTR never runs its joint network in) are dropped on loading (``mtlwb.experiment.reference_checkpoints``).
 
 Max-pool indices: the decoder unpools with the indices of the encoder pass that produced its code, but the
 interface is ``encoder(x) -> code``, ``decoder(code, size)``. So the encoder keeps the indices of its last

@@ -68,10 +68,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.ops import channel_cosine
 from ..data.views import ViewSpec
-from ..losses import LossOptions, with_dot_normals
-from ..ops import channel_cosine
-from ..priors import restricted
+from ..objectives.losses import LossOptions, with_dot_normals
+from ..tasks.priors import restricted
 from .arch import check_arch, resolve_fidelity
 from .base import LossTerms, Method, Step, register
 from .encodings import (

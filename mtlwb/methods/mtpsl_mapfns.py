@@ -18,7 +18,7 @@ batch go through in one call, so that norm is GroupNorm(C, C) (per map, per chan
 weight and bias as the BatchNorm: same parameter count), and the batched output equals the ref.'s per-map
 one. BatchNorm's running statistics are used only in evaluation mode, which MTPSL never runs its mapping
 network in; a ref. checkpoint's running statistics are therefore dropped on loading
-(``mtlwb.reference_checkpoints``).
+(``mtlwb.experiment.reference_checkpoints``).
 
 The stems, and the first conv of M, do not depend on the pair: they run once per distinct (sample, task) map and
 the triples gather their rows after that conv (``rows``), as in the compact network.

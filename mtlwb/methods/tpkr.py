@@ -86,8 +86,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..priors import row_normalized
 from ..tasks import TaskSpec
+from ..tasks.priors import row_normalized
 from .base import LossTerms, Method, Refined, Step, register
 from .tpkr_blocks import ReconstructionDecoder, attention_stride, retrieval_block, task_decoder
 from .vq import VectorQuantizer

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ops import channel_normalize
+from ..core.ops import channel_normalize
 from ..tasks import TaskSpec
 from .heads import ASPPHead, ImageLevelHead, LightHead
 from .resnet import load_backbone_weights, resnet18, resnet18_multiscale, resnet50, resnet_small

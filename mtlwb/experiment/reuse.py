@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig
-from .io import move_aside, read_json
-from .train import CHECKPOINT, METRICS, Experiment, build_experiment, load_experiment, load_record, train
+from ..config import ExperimentConfig
+from ..core.io import move_aside, read_json
+from .loop import CHECKPOINT, METRICS, Experiment, build_experiment, load_experiment, load_record, train
 
 # what a run must share with the notebook's config to stand in for it: the same problem (data, tasks, labels) and
 # method; the budget (epochs, images, seed, ...) may differ and is printed

@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .ops import channel_cosine
-from .tasks import TaskSpec
+from ..core import distributed
+from ..core.ops import channel_cosine
+from ..tasks import TaskSpec
 
 IGNORE_INDEX = -1
 REDUCTIONS = ("batch", "labelled")

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..core.ops import channel_argmax
+from ..tasks import TaskSpec
 from .losses import IGNORE_INDEX, valid_pixels, valid_samples
-from .ops import channel_argmax
-from .tasks import TaskSpec
 
 NAN = float("nan")
 

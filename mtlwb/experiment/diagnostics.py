@@ -55,15 +55,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from . import distributed
-from .data.views import make_views
-from .losses import IGNORE_INDEX, task_loss, valid_pixels
-from .methods import Step, forward_step, split_views
-from .ops import channel_normalize
-from .tasks import TaskSpec
+from ..core import distributed
+from ..core.ops import channel_normalize
+from ..data.views import make_views
+from ..methods import Step, forward_step, split_views
+from ..objectives.losses import IGNORE_INDEX, task_loss, valid_pixels
+from ..tasks import TaskSpec
 
 if TYPE_CHECKING:
-    from .train import Experiment
+    from .loop import Experiment
 
 PROBE_SIZE = 16
 _PROBE_SALT = 0xD1A6          # the probe's draw: generator seeded from (salt, mask_seed), never from seed

@@ -10,7 +10,7 @@ test is reported ("n too small"), because an interval from two seeds (t_{0.975,1
 
 Changes are relative, as Δ_MTL: per task 100·(−1)^{l_t}·(M_t − M_{b,t})/M_{b,t} % of the baseline (positive =
 better), and the per-seed Δ_MTL is their mean over tasks. This module knows nothing of sweeps: it takes
-per-seed metric values and returns estimates (``mtlwb.aggregate`` feeds it).
+per-seed metric values and returns estimates (``mtlwb.analysis.tables`` feeds it).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .tasks import TaskSpec
+from ..tasks import TaskSpec
 
 MIN_PAIRS = 3
 CONFIDENCE = 0.95

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .tasks import TaskSpec
+from ..tasks import TaskSpec
 
 CRITERION = ("validation multi-task score: mean over tasks of the signed relative change (%) of the primary "
              "metric vs the first validated epoch; highest wins, earliest on ties")

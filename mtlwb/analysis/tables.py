@@ -9,7 +9,7 @@ that agrees with it on every parameter in which the baseline groups differ
 among themselves (e.g. the same ``label_setting``). The baseline is named in
 the Δ column header, because a Δ means nothing without it.
 
-Next to it, every group is compared with its baseline group *seed by seed* (``mtlwb.stats``): the mean
+Next to it, every group is compared with its baseline group *seed by seed* (``mtlwb.analysis.stats``): the mean
 per-task change and the per-seed Δ_MTL with a 95 % t-interval and a paired t-test over the seeds both
 groups ran ("n too small" below three pairs). Which epoch's test metrics a run contributes is ``select``:
 the epoch best on the validation split when the run has one (``val_fraction`` > 0), else the last epoch.
@@ -33,16 +33,16 @@ from typing import Any
 
 import pandas as pd
 
-from . import diagnostics
-from .data.sources import sources_text
-from .io import atomic_write_text, read_json
-from .metrics import delta_mtl
+from ..core.io import atomic_write_text, read_json
+from ..data.sources import sources_text
+from ..experiment import diagnostics
+from ..objectives.metrics import delta_mtl
+from ..tasks import TaskSpec
 from .records import label_split_text
 from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, holm, paired_estimate, verdict_line
-from .tasks import TaskSpec
 
 NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
-REPORT_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ablation_report.ipynb"
+REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ablation_report.ipynb"
 DEFAULT_SWEEP_DIR = Path("reports/sweeps/quick")   # what `make run` writes: the report notebook's default
 FINISHED = ("completed", "failed")                 # a run with a result to report (its metrics, or why it failed)
 SELECTIONS = ("auto", "last", "best_val")   # auto: best_val where the run has a validation split, else last
@@ -109,7 +109,7 @@ def with_later_fields(config: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def _values_before_fields() -> dict[str, Any]:
     """Every config field at the value a run recorded without it used (one default config, built once)."""
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
 
     default = ExperimentConfig()
     return {f.name: _BEFORE_FIELD.get(f.name, getattr(default, f.name)) for f in dataclasses.fields(ExperimentConfig)}
@@ -747,7 +747,7 @@ def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK,
     """Execute the ablation report notebook on ``sweep_dir`` and export it, code cells hidden, to ``summary.html``.
 
     A folder with nothing to report is refused first (``report_sweep_dir``), before a kernel starts."""
-    from .notebook_runner import execute, export_html
+    from ..sweeps.notebooks import execute, export_html
 
     if select not in SELECTIONS:
         raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import nbformat
 
-from .io import atomic_write_text
+from ..core.io import atomic_write_text
 from .notebook_params import closest_name
 
 

@@ -166,7 +166,7 @@ def check_cell_source(parameters_source: str, width: int = 116) -> str:
     line = line[:-2] + "],"
     lines += [line + " globals())"] if len(line) + len(" globals())") <= width else [line, indent[:-1] + "globals())"]
     return ("# a papermill -p name that the parameters cell does not define is refused here, before any work\n"
-            "from mtlwb.notebook_params import check_injected\n\n" + "\n".join(lines))
+            "from mtlwb.sweeps.notebook_params import check_injected\n\n" + "\n".join(lines))
 
 
 __all__ = ["TRAIN_NOTEBOOK_ONLY", "assigned_names", "check_cell_source", "check_injected", "closest_name",

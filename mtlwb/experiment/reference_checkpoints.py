@@ -117,10 +117,10 @@ def reference_key(kind: str, key: str, task_names: list[str]) -> str | None:
 
 def _target(kind: str, module: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The module's state entries a reference checkpoint of ``kind`` fills, and the task names in its order."""
-    from .methods.jtr import JTR
-    from .methods.mtpsl import MTPSL
-    from .models.mtl_net import MultiTaskNet
-    from .models.segnet import SegNet
+    from ..methods.jtr import JTR
+    from ..methods.mtpsl import MTPSL
+    from ..models.mtl_net import MultiTaskNet
+    from ..models.segnet import SegNet
 
     state = module.state_dict()
     if kind == "segnet_mtl":
@@ -241,13 +241,13 @@ def evaluate_reference_checkpoint(checkpoint: str | Path, dataset: str, data_roo
                                   tasks: list[str] | None = None, batch_size: int = 2,
                                   eval_samples: int | None = None, device: str = "auto") -> dict[str, dict]:
     """Metrics of a reference ``SegNet_MTL`` checkpoint on ``dataset``'s evaluation split, as the workbench
-    computes them for its own runs (``mtlwb.train.evaluate``, backbone ``segnet``).
+    computes them for its own runs (``mtlwb.evaluate``, backbone ``segnet``).
 
     ``tasks`` default to the dataset's task set (NYUv2: semantic, depth, normal; Cityscapes: semantic, depth).
     """
-    from .config import ExperimentConfig
-    from .data.registry import get_dataset
-    from .train import build_experiment, evaluate
+    from ..config import ExperimentConfig
+    from ..data.registry import get_dataset
+    from .loop import build_experiment, evaluate
 
     state = read_reference_checkpoint(checkpoint, "segnet_mtl")      # a bad file fails before any data is read
     config = ExperimentConfig(dataset=dataset, data_root=data_root,

@@ -109,7 +109,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from .io import atomic_write_bytes, atomic_write_json, move_aside, read_json
+from ..core.io import atomic_write_bytes, atomic_write_json, move_aside, read_json
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_ROOT = Path("reports/sweeps")
@@ -159,7 +159,7 @@ class SweepSpec:
             open_keys = [k for k in self.grid if k not in extra]
             for values in itertools.product(*(self.grid[k] for k in open_keys)):
                 combos.append({**dict(zip(open_keys, values)), **extra})
-        from .notebook_runner import notebook_parameters
+        from .notebooks import notebook_parameters
 
         defaults = notebook_parameters(self.notebook)
         training = _is_training_notebook(defaults)
@@ -192,7 +192,7 @@ def effective_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[s
 
     ValueError names the run's parameters and the config field that is wrong.
     """
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
     from .notebook_params import TRAIN_NOTEBOOK_ONLY  # left at the notebook's default (train, never reuse)
 
     try:
@@ -205,14 +205,14 @@ def effective_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[s
 def run_id(effective: dict[str, Any]) -> str:
     """A training run's id: ``ExperimentConfig(**effective).run_id`` (readable prefix + hash of the whole effective
     config minus execution-only fields), so it changes when any value the run uses does, defaults included."""
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
 
     return ExperimentConfig(**{**effective, "run_dir": "", "progress": False}).run_id
 
 
 def effective_identity(config: dict[str, Any]) -> dict[str, Any]:
     """What must agree for a finished run to be reused: the config minus execution-only fields (as in run ids)."""
-    from .config import identity_dict
+    from ..config import identity_dict
 
     return json.loads(_canon({k: v for k, v in identity_dict(config).items() if k not in EXECUTION_ONLY}))
 
@@ -285,7 +285,7 @@ def _read_yaml(path: Path) -> Any:
 
 def validate(spec: SweepSpec) -> None:
     """All checks that can fail before any run starts."""
-    from .notebook_runner import check_parameters, notebook_parameters
+    from .notebooks import check_parameters, notebook_parameters
 
     if not isinstance(spec.name, str) or not spec.name or not all(c.isalnum() or c in "-_." for c in spec.name):
         raise ValueError(f"sweep name={spec.name!r}: use letters, digits, '-', '_' or '.' (it is a folder name)")
@@ -323,8 +323,8 @@ def validate(spec: SweepSpec) -> None:
 
 def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
     """Each claim names itself, a relation and two selectors of notebook parameters that each pick some run."""
-    from .notebook_runner import check_parameters
-    from .stats import CLAIM_RELATIONS
+    from ..analysis.stats import CLAIM_RELATIONS
+    from .notebooks import check_parameters
 
     if not isinstance(spec.claims, list):
         raise ValueError(f"sweep claims={spec.claims!r}: must be a list of {{name, group, vs, relation}}")
@@ -350,7 +350,7 @@ def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
 
 
 def _is_training_notebook(defaults: dict[str, Any]) -> bool:
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
     from .notebook_params import TRAIN_NOTEBOOK_ONLY  # how train.ipynb obtains its run: not config fields
 
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
@@ -387,7 +387,7 @@ class _KernelStartLock:
 def code_fingerprint(package: Path | None = None) -> str:
     """A hash of every source file of the imported mtlwb package (or of ``package``; relative path and bytes): equal
     in the sweep's client and in its workers exactly when both run the same code."""
-    package = package or Path(__file__).resolve().parent
+    package = package or Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
@@ -415,7 +415,7 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
     that overrides a parameter) makes the run fail, naming the fields, since its numbers are not the ones asked for.
     ``code``: the sweep's ``code_fingerprint()`` at its start; another one here fails the run before it starts.
     """
-    from .notebook_runner import execute
+    from .notebooks import execute
 
     if code is not None and code != code_fingerprint():
         return {"status": "failed", "notebook": None, "seconds": 0.0,
@@ -552,7 +552,7 @@ def run_sweep(spec_or_path: str | Path | dict | SweepSpec, workers: int | None =
               scheduler: str | None = None, device: str | None = None, root: str | Path = DEFAULT_ROOT,
               summarize: bool = True) -> SweepResult:
     """Validate, then run every run that is not already completed; never stops on a failing run."""
-    from .config import DEVICES
+    from ..config import DEVICES
 
     spec = load_spec(spec_or_path)
     if device is not None and device not in DEVICES:
@@ -626,7 +626,7 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
     result = SweepResult(spec.name, sweep_dir, completed, skipped, failed, time.time() - started, stale=stale,
                          fallbacks=label_split_fallbacks(sweep_dir, [r.run_id for r in runs]))
     if summarize:
-        from .aggregate import write_summary
+        from ..analysis.tables import write_summary
 
         result.summary = write_summary(sweep_dir)
     return result
@@ -649,7 +649,7 @@ def _interrupt(spec: SweepSpec, sweep_dir: Path, state: SweepState, job_ids: lis
 
 def _expected_config(run: RunSpec) -> dict[str, Any] | None:
     """The full effective config of a training run (every field, defaults included); None for other notebooks."""
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
 
     if not run.training:
         return None
@@ -814,7 +814,7 @@ class _StopRequests:
 
 
 def _package_parent() -> str:
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(__file__).resolve().parents[2])
 
 
 class RunProcess:
@@ -831,7 +831,7 @@ class RunProcess:
 
         paths = [_package_parent(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
-        self.proc = subprocess.Popen([sys.executable, "-c", "from mtlwb.sweep import run_worker; run_worker()"],
+        self.proc = subprocess.Popen([sys.executable, "-c", "from mtlwb.sweeps.run import run_worker; run_worker()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd, env=env, text=True,
                                      start_new_session=True)
         self.run_id: str | None = None

@@ -10,7 +10,7 @@ finishes with exactly the numbers of an uninterrupted run.
 Evaluation runs every ``eval_every`` epochs and after the last one, on the test
 (eval) split and, with ``val_fraction`` > 0, on the held-out validation split;
 the record keeps the last epoch's test metrics (``final``) and those of the
-epoch best on validation (``best_val``, see ``mtlwb.selection``), both derived
+epoch best on validation (``best_val``, see ``mtlwb.experiment.selection``), both derived
 from the checkpointed history so a resumed run reports the same.
 
 Several training sources (``config.sources``, ``mtlwb.data.sources``): the trainer reads the sources built there;
@@ -32,21 +32,21 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..config import ExperimentConfig, identity_dict
+from ..core import distributed as dist_utils
+from ..core.io import atomic_torch_save, atomic_write_json, read_json
+from ..core.runtime import epoch_seed, resolve_device, seed_everything
+from ..data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
+from ..data.augment import AugmentOptions, augment_batch
+from ..data.registry import get_dataset
+from ..data.views import make_views
+from ..methods import METHODS, Method, Step, build_method, forward_step, split_views
+from ..models import MultiTaskNet
+from ..objectives.metrics import MultiTaskMeter
+from ..objectives.weighting import build_weighting
+from ..tasks import TaskSpec
 from . import diagnostics
-from . import distributed as dist_utils
-from .config import ExperimentConfig, identity_dict
-from .data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
-from .data.augment import AugmentOptions, augment_batch
-from .data.registry import get_dataset
-from .data.views import make_views
-from .io import atomic_torch_save, atomic_write_json, read_json
-from .methods import METHODS, Method, Step, build_method, forward_step, split_views
-from .metrics import MultiTaskMeter
-from .models import MultiTaskNet
-from .runtime import epoch_seed, resolve_device, seed_everything
 from .selection import best_on_validation
-from .tasks import TaskSpec
-from .weighting import build_weighting
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
