@@ -16,9 +16,9 @@ import torch
 
 import mtlwb
 from mtlwb.experiment import diagnostics
-from mtlwb.objectives.losses import task_loss, valid_pixels
-from mtlwb.methods import METHODS, LossTerms, Method, Step
 from mtlwb.experiment.loop import build_experiment
+from mtlwb.methods import METHODS, LossTerms, Method, Step
+from mtlwb.objectives.losses import task_loss, valid_pixels
 
 READS_PREDICTIONS = {"mtpsl": True, "jtr": True, "tpkr": False, "supervised": False, "diffusionmtl": False}
 
