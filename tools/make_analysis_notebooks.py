@@ -326,8 +326,8 @@ write("notebooks/diagnostics.ipynb", [
     code("import mtlwb\n"
          "from mtlwb import figures\n"
          "from mtlwb.analysis import records\n"
-         "from mtlwb.experiment import diagnostics\n"
          "from mtlwb.data import ensure_dataset\n"
+         "from mtlwb.experiment import diagnostics\n"
          "from mtlwb.experiment.reuse import notebook_run\n"
          + CHDIR +
          "figures.use_offline_renderer()\n"
