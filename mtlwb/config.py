@@ -9,8 +9,7 @@ a config may be built on one machine and run on another.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import torch
 from .data.masks import check_setting
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
 from .data.sources import check_source_paths, parse_sources
-from .methods import METHODS, parse_options
+from .identity import run_id
+from .methods import METHODS, options_dict, parse_options
 from .models import BACKBONES, IMAGE_NORMS
 from .objectives.losses import EDGE_LOSSES, NORMAL_LOSSES, REDUCTIONS, REGRESSION_LOSSES, LossOptions
 from .objectives.weighting import WEIGHTINGS
@@ -32,11 +32,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("step", "poly")
 NORMAL_CROPS = ("auto", "bilinear", "nearest")
-# options added after runs were first named: left out of run_id while at their default, so old runs keep their ids
-_ID_SKIP_AT_DEFAULT = {"lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
-                       "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1,
-                       "regression_loss": "l1", "sources": [], "task_prior": None, "grad_clip": 0.0,
-                       "normal_crop": "auto", "diagnostics": False, "diagnostics_probe": 16}
 
 
 @dataclass
@@ -58,6 +53,8 @@ class ExperimentConfig:
     sources: list[dict[str, Any]] = field(default_factory=list)
     # method
     method: str = "supervised"
+    # the method's typed options (methods/<name>.py); kept fully resolved (every field, the fidelity and variant
+    # switches resolved), which is what the run identity hashes (mtlwb/identity.py)
     method_options: dict[str, Any] = field(default_factory=dict)
     weighting: str = "equal"
     # supervised-loss normalization: batch = per-sample losses, 0 where unlabelled, summed / B (MTPSL/JTR code);
@@ -95,9 +92,9 @@ class ExperimentConfig:
     val_fraction: float = 0.0              # part of the training images held out as a labelled validation split
     val_seed: int = 0                      # draws the held-out images; independent of seed, like mask_seed
     eval_every: int = 1                    # evaluate every k epochs (and always after the last one)
-    # mechanism diagnostics at every evaluated epoch (mtlwb/diagnostics.py): do the auxiliary terms' gradients point
-    # where the hidden labels' would? Measured on a fixed probe of diagnostics_probe training images; no effect on
-    # training (same numbers on or off)
+    # mechanism diagnostics at every evaluated epoch (mtlwb/experiment/diagnostics.py): do the auxiliary terms'
+    # gradients point where the hidden labels' would? Measured on a fixed probe of diagnostics_probe training
+    # images; no effect on training (same numbers on or off)
     diagnostics: bool = False
     diagnostics_probe: int = 16
 
@@ -128,6 +125,7 @@ class ExperimentConfig:
             raise ValueError(f"method_options={self.method_options!r}: must be a dict of the method's options")
         options = parse_options(METHODS[self.method], self.method_options)
         METHODS[self.method].check_task_prior(options, self.task_prior_matrix)
+        self.method_options = options_dict(options)     # as the method will run: a changed default changes run_id
         _task_weights(self.task_weights, self.tasks)
         check_setting(self.label_setting, self.tasks)
         _int("epochs", self.epochs, 0)
@@ -166,13 +164,23 @@ class ExperimentConfig:
             raise ValueError(f"unknown config parameters {unknown}; allowed {sorted(known)}")
         return cls(**d)
 
+    @classmethod
+    def from_parameters(cls, namespace: Mapping[str, Any]) -> ExperimentConfig:
+        """The config of a notebook whose parameters are the config's fields (``notebooks/train.ipynb``): every
+        field is read from ``namespace`` (the notebook's ``globals()``), so a field the notebook lacks is refused
+        here rather than silently left at its default."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in namespace]
+        if missing:
+            raise ValueError(f"notebook parameters {missing} missing: a training notebook's parameters are every "
+                             "ExperimentConfig field (add them to its parameters cell)")
+        return cls(**{n: namespace[n] for n in names})
+
     @property
     def run_id(self) -> str:
-        """Stable id from everything that changes the numbers (not run_dir, progress, device)."""
-        d = {k: v for k, v in identity_dict(self.to_dict()).items()
-             if k not in ("run_dir", "progress", "device", "num_workers")}
-        digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.method}-{_slug(self.label_setting)}-s{self.seed}-{digest}"
+        """Stable id from everything that changes the numbers (``mtlwb.identity``: not run_dir, progress, device,
+        num_workers; the later-added options only where they differ from their pinned defaults)."""
+        return run_id(self.to_dict())
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -215,11 +223,6 @@ class ExperimentConfig:
             raise FileNotFoundError(f"backbone_weights={self.backbone_weights!r}: no such file")
 
 
-def identity_dict(d: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the later-added options at their defaults: what names and identifies a run."""
-    return {k: v for k, v in d.items() if not (k in _ID_SKIP_AT_DEFAULT and v == _ID_SKIP_AT_DEFAULT[k])}
-
-
 def _task_list(tasks: Any) -> list[str]:
     """``tasks`` as a list; a single string is refused rather than split into letters (``list("depth")``), and
     rather than guessed to be one task: papermill's ``-p tasks depth`` and the CLI's ``--tasks depth`` pass text."""
@@ -237,10 +240,6 @@ def _task_weights(weights: Any, tasks: list[str]) -> None:
             raise ValueError(f"task_weights: {name!r} is not one of tasks={tasks}")
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
             raise ValueError(f"task_weights[{name!r}]={w!r}: must be a finite number >= 0")
-
-
-def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in Path(s).stem if s)[:24]
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:

@@ -1,4 +1,5 @@
-"""Mechanism diagnostics (mtlwb/diagnostics.py): what the numbers mean, and that measuring them changes nothing.
+"""Mechanism diagnostics (mtlwb/experiment/diagnostics.py): what the numbers mean, and that measuring them changes
+nothing.
 
 The defining checks: an auxiliary term built to equal the hidden-label loss gives cosine 1 (prediction and backbone
 level), a term independent of a task gives 0 for it, labelled pairs and ignore pixels are left out, and training

@@ -85,13 +85,32 @@ def test_every_notebook_checks_exactly_its_parameters_first(name):
     assert nb.cells[at].source == check_cell_source(nb.cells[at - 1].source)
 
 
-def test_train_notebook_parameters_are_config_fields_plus_how_to_obtain_the_run():
+def test_train_notebook_parameters_are_exactly_the_config_fields_plus_how_to_obtain_the_run():
+    """Every config field is a parameter (a sweep can set each one, and the notebook builds its config from all of
+    them: ExperimentConfig.from_parameters), and nothing else but how the notebook obtains its run."""
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(mtlwb.ExperimentConfig)}
-    names = set(notebook_parameters(ROOT / "notebooks" / "train.ipynb"))
-    assert TRAIN_NOTEBOOK_ONLY <= names and not TRAIN_NOTEBOOK_ONLY & fields
-    assert names - TRAIN_NOTEBOOK_ONLY <= fields      # what the sweep treats as config (mtlwb.sweeps.run)
+    defaults = notebook_parameters(ROOT / "notebooks" / "train.ipynb")
+    assert set(defaults) == fields | TRAIN_NOTEBOOK_ONLY and not TRAIN_NOTEBOOK_ONLY & fields
+    config = mtlwb.ExperimentConfig.from_parameters(defaults)      # the stored values build the config
+    assert config.epochs == defaults["epochs"] and config.normal_crop == defaults["normal_crop"]
+    with pytest.raises(ValueError, match=r"notebook parameters \['normal_crop'\] missing"):
+        mtlwb.ExperimentConfig.from_parameters({k: v for k, v in defaults.items() if k != "normal_crop"})
+
+
+def test_a_sweep_refuses_a_training_notebook_that_lacks_a_config_field(tmp_path):
+    """Before: a config field the notebook lacked was silently dropped from every run's parameters (its default
+    trained while the sweep's id and record said otherwise)."""
+    from mtlwb.sweeps.run import load_spec
+
+    nb = nbformat.read(ROOT / "notebooks" / "train.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = "\n".join(line for line in cell.source.splitlines() if not line.startswith("normal_crop ="))
+    nbformat.write(nb, tmp_path / "train_old.ipynb")
+    with pytest.raises(ValueError, match=r"takes every ExperimentConfig field as a parameter; its parameters cell "
+                                         r"lacks \['normal_crop'\]"):
+        load_spec({"name": "s", "notebook": str(tmp_path / "train_old.ipynb"), "grid": {"seed": [0]}})
 
 
 def test_sweep_precheck_suggests_the_closest_name():

@@ -74,7 +74,7 @@ def test_prior_is_checked_against_the_configured_tasks_and_the_method_before_any
 
 def test_no_prior_keeps_old_run_ids_and_a_prior_changes_the_id():
     plain = ExperimentConfig()
-    assert "task_prior" not in mtlwb.config.identity_dict(plain.to_dict())
+    assert "task_prior" not in mtlwb.identity.identity(plain.to_dict())
     assert ExperimentConfig(task_prior={"depth-normal": 1.0}).run_id != plain.run_id
     assert plain.task_prior_matrix is None
 

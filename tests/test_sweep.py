@@ -267,7 +267,8 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     _fake_completed_run(sweep, done.run_id, done.params, config)
     (sweep / resumable.run_id).mkdir()
     (sweep / resumable.run_id / "checkpoint.pt").write_bytes(b"")
-    (sweep / resumable.run_id / "metrics.json").write_text(json.dumps({"status": "running", "history": [{}, {}]}))
+    record = {"status": "running", "config": {}, "history": [{}, {}]}
+    (sweep / resumable.run_id / "metrics.json").write_text(json.dumps(record))
     before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*")}
 
     assert cli.main(["sweep", str(path), "--root", str(tmp_path), "--dry-run"]) == 0

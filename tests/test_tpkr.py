@@ -589,7 +589,9 @@ def test_paper_ablation_sweeps_load_plan_and_share_runs(tmp_path):
         assert len(todo) == len(runs) and not stale
     assert losses.reuse_from == ["regime"] and dims.reuse_from == ["regime", "tpkr_paper_losses"]
     ids = {n: {r.run_id for r in s.runs()} for n, s in (("l", losses), ("d", dims), ("r", regime))}
-    assert len(ids["l"] & ids["r"]) == 5                       # supervised onelabel: the regime's runs
+    # the regime's runs: supervised onelabel, and TPKR's full paper variant (spelled out here, the default there:
+    # the same resolved options, so the same runs)
+    assert len(ids["l"] & ids["r"]) == 10
     assert len(ids["d"] & ids["l"]) == 15                      # supervised, no prototype, d = 128
     assert len(ids["d"] - ids["l"]) == 15                      # what the dims sweep trains after the other two
     steps = [c["name"] for c in losses.claims]

@@ -85,8 +85,10 @@ def test_completed_run_is_not_retrained(tiny_config):
 
 def test_checkpoint_of_another_experiment_is_refused(tiny_config):
     mtlwb.train(tiny_config(epochs=1))
-    with pytest.raises(ValueError, match=r"different experiment \(differs in \['method'\]\)"):
-        mtlwb.train(tiny_config(epochs=1, method="tpkr"))
+    with pytest.raises(ValueError, match=r"different experiment \(differs in \['method', 'method_options'\]\)"):
+        mtlwb.train(tiny_config(epochs=1, method="tpkr"))      # another method: other (resolved) options too
+    with pytest.raises(ValueError, match=r"different experiment \(differs in \['lr'\]\)"):
+        mtlwb.train(tiny_config(epochs=2, lr=0.5))              # more epochs continue the run; another lr does not
 
 
 def test_non_finite_loss_names_the_term_and_keeps_last_checkpoint(tiny_config, monkeypatch):

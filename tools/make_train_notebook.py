@@ -57,6 +57,9 @@ PARAMETERS = ('dataset = "scenes"\n'
               'lr_gamma = 0.5\n'
               '# augment: the papers\' random scale-crop, flip and photometric jitter (real datasets)\n'
               'augment = False\n'
+              '# normal_crop: how the scale-crop resizes normals: auto (nearest on the built-in scenes, bilinear\n'
+              '# on the real datasets, as the references\' loaders), bilinear, nearest\n'
+              'normal_crop = "auto"\n'
               'channels_last = False\n'
               'seed = 0\n'
               '# train_samples / eval_samples: first N images only; None = the whole split\n'
@@ -68,7 +71,8 @@ PARAMETERS = ('dataset = "scenes"\n'
               'val_seed = 0\n'
               'eval_every = 1\n'
               '# diagnostics: at every evaluated epoch, do the auxiliary terms point where the hidden labels would?\n'
-              '# (mtlwb/diagnostics.py; no effect on training), measured on diagnostics_probe training images\n'
+              '# (mtlwb/experiment/diagnostics.py; no effect on training), measured on diagnostics_probe training '
+              'images\n'
               'diagnostics = False\n'
               'diagnostics_probe = 16\n'
               'sources = []\n'
@@ -113,18 +117,8 @@ cells = [
            "from mtlwb.sweeps.notebook_params import parameters_injected\n\n"
            "mtlwb.enter_project_root()\n"
            "figures.use_offline_renderer()\n"
-           "config = mtlwb.ExperimentConfig(\n"
-           "    dataset=dataset, data_root=data_root, tasks=tasks, label_setting=label_setting, mask_seed=mask_seed,\n"
-           "    method=method, method_options=method_options, weighting=weighting, task_weights=task_weights,\n"
-           "    loss_reduction=loss_reduction, edge_loss=edge_loss, normal_loss=normal_loss, image_norm=image_norm,\n"
-           "    regression_loss=regression_loss, grad_clip=grad_clip,\n"
-           "    backbone=backbone, backbone_weights=backbone_weights, epochs=epochs, batch_size=batch_size, lr=lr,\n"
-           "    weight_decay=weight_decay, lr_schedule=lr_schedule, lr_step=lr_step, lr_gamma=lr_gamma,\n"
-           "    augment=augment, channels_last=channels_last, seed=seed, train_samples=train_samples,\n"
-           "    eval_samples=eval_samples, device=device, precision=precision, num_workers=num_workers,\n"
-           "    run_dir=run_dir, progress=progress, val_fraction=val_fraction, val_seed=val_seed,\n"
-           "    eval_every=eval_every, sources=sources, task_prior=task_prior, diagnostics=diagnostics,\n"
-           "    diagnostics_probe=diagnostics_probe)\n"
+           "# every ExperimentConfig field is a parameter above (a field missing there is refused here)\n"
+           "config = mtlwb.ExperimentConfig.from_parameters(globals())\n"
            "# make run's finished run, or train these parameters: said first, before anything else happens\n"
            "injected = parameters_injected(globals())   # papermill -p: train what was asked\n"
            "finished_run, plan = choose_run(config, reuse_finished_run, finished_runs_dir, injected)\n"

@@ -33,16 +33,20 @@ from typing import Any
 
 import pandas as pd
 
+from .. import identity
 from ..core.io import atomic_write_text, read_json
 from ..data.sources import sources_text
 from ..experiment import diagnostics
+from ..experiment.files import METRICS, STATE, SUMMARY_CSV, SUMMARY_HTML, SUMMARY_MD
+from ..experiment.files import REPORT_NOTEBOOK as REPORT_OUTPUT
+from ..experiment.record import read_record
 from ..objectives.metrics import delta_mtl
 from ..tasks import TaskSpec
 from .records import label_split_text
 from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, holm, paired_estimate, verdict_line
 
-NOT_GROUPED = ("seed", "device", "run_dir", "progress", "num_workers")
-REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ablation_report.ipynb"
+NOT_GROUPED = ("seed", *sorted(identity.EXECUTION_ONLY))   # a group: every run of it but for the seed
+REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / REPORT_OUTPUT   # its executed copy: same name
 DEFAULT_SWEEP_DIR = Path("reports/sweeps/quick")   # what `make run` writes: the report notebook's default
 FINISHED = ("completed", "failed")                 # a run with a result to report (its metrics, or why it failed)
 SELECTIONS = ("auto", "last", "best_val")   # auto: best_val where the run has a validation split, else last
@@ -83,13 +87,29 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _value_text(values: dict[str, Any], key: str) -> str:
+def _value_text(values: dict[str, Any], key: str, method: str | None = None) -> str:
     """A run's value of a parameter as text: None (e.g. eval_samples = all images) is "null", a missing key ""."""
     if key not in values:
         return ""
     if key == "sources" and isinstance(values[key], list):
         return sources_text(values[key])
+    if key == "method_options" and isinstance(values[key], dict):
+        return _text(_options_name(values.get("method", method), values[key]))
     return "null" if values[key] is None else _text(values[key])
+
+
+def _options_name(method: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """A run's method options as a table names them: the fewest options that resolve to the same ones
+    (``methods.shortest_options``), so a run recorded with every option resolved and one written ``{}``, or
+    ``{use_vq: true}`` at its default, share one group and one label."""
+    from ..methods import METHODS, options_dict, parse_options, shortest_options
+
+    if method not in METHODS:
+        return options
+    try:
+        return shortest_options(METHODS[method], options_dict(parse_options(METHODS[method], options)))
+    except (TypeError, ValueError):   # options of an older mtlwb that no longer parse: shown as recorded
+        return options
 
 
 # A field added to ExperimentConfig after a run was recorded: the run used what the code did then — the field's
@@ -151,10 +171,10 @@ def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
     if select not in SELECTIONS:
         raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
     sweep_dir = Path(sweep_dir)
-    state = read_json(sweep_dir / "state.json")
+    state = read_json(sweep_dir / STATE)
     baseline = state.get("baseline") or {}
-    records = {rid: read_json(sweep_dir / rid / "metrics.json") for rid, entry in state["runs"].items()
-               if entry.get("status") == "completed" and (sweep_dir / rid / "metrics.json").is_file()}
+    records = {rid: read_record(sweep_dir / rid) for rid, entry in state["runs"].items()
+               if entry.get("status") == "completed" and (sweep_dir / rid / METRICS).is_file()}
     # every effective value a run used (its record's config), not only the keys the sweep file set
     names = sorted(({k for entry in state["runs"].values() for k in entry["params"]}
                     | {k for record in records.values() for k in record.get("config", {})}) - {"seed"})
@@ -176,7 +196,8 @@ def load_table(sweep_dir: str | Path, select: str = "auto") -> SweepTable:
             for source, by_task in (record.get("final_by_source") or {}).items():   # several training sources
                 row.update({source_column(source, task, m): v for task, vs in by_task.items() for m, v in vs.items()})
         # a parameter a run did not set takes the value it ran with (from its record), so groups compare
-        row.update({f"param:{k}": _value_text(config if k in config else params, k) for k in names})
+        method = config.get("method", params.get("method"))
+        row.update({f"param:{k}": _value_text(config if k in config else params, k, method) for k in names})
         row["seed"] = params.get("seed", config.get("seed"))
         row["is_baseline"] = bool(baseline) and all(_text(params.get(k, config.get(k))) == _text(v)
                                                     for k, v in baseline.items())
@@ -402,7 +423,7 @@ class ClaimResult:
 
 
 def _selects(row: pd.Series, selector: dict[str, Any]) -> bool:
-    return all(k in row and row[k] == _value_text(selector, k) for k in selector)
+    return all(k in row and row[k] == _value_text(selector, k, row.get("method")) for k in selector)
 
 
 def evaluate_claims(table: SweepTable, claims: list[dict[str, Any]]) -> list[ClaimResult]:
@@ -569,7 +590,7 @@ def write_summary(sweep_dir: str | Path, select: str = "auto", table: SweepTable
     ``load_table(sweep_dir, select)`` when the caller already has it (then ``select`` is not used)."""
     sweep_dir = Path(sweep_dir)
     table = table if table is not None else load_table(sweep_dir, select)
-    atomic_write_text(sweep_dir / "summary.csv", table.summary.to_csv(index=False))
+    atomic_write_text(sweep_dir / SUMMARY_CSV, table.summary.to_csv(index=False))
     md = [f"# Sweep `{table.name}`", ""]
     md += [f"**{line}**  " for line in verdicts(table)] + ([""] if table.comparisons or table.claims else [])
     md += [f"{selection_caption(table)} Mean ± std over seeds (sample std). Δ_MTL (%) relative to the baseline "
@@ -596,8 +617,8 @@ def write_summary(sweep_dir: str | Path, select: str = "auto", table: SweepTable
     if not fails.empty:
         md += ["", f"## {len(fails)} run(s) not completed", ""]
         md += [f"- `{r.run_id}` ({r.status}): {r.error} — notebook: {r.notebook}" for r in fails.itertuples()]
-    atomic_write_text(sweep_dir / "summary.md", "\n".join(md) + "\n")
-    return sweep_dir / "summary.md"
+    atomic_write_text(sweep_dir / SUMMARY_MD, "\n".join(md) + "\n")
+    return sweep_dir / SUMMARY_MD
 
 
 # --- figures --------------------------------------------------------------------------------------------
@@ -611,7 +632,7 @@ def learning_curves(sweep_dir: str | Path, table: SweepTable) -> pd.DataFrame:
     rows = []
     for _, run in table.runs[table.runs["status"] == "completed"].iterrows():
         group = _label(pd.Series({k: run[f"param:{k}"] for k in table.varying}), table.varying)
-        for h in read_json(sweep_dir / run["run_id"] / "metrics.json").get("history", []):
+        for h in read_record(sweep_dir / run["run_id"]).get("history", []):
             for task, value in h.get("train", {}).items():   # each task's supervised term, and "total"
                 if task in primary or task == "total":
                     rows.append((group, run["seed"], h["epoch"], "train", task, value))
@@ -712,9 +733,9 @@ def report_sweep_dir(sweep_dir: str | os.PathLike | None) -> Path | None:
     if not path.is_dir():
         raise ValueError(f"sweep_dir={str(path)!r}: no such sweep folder (`mtlwb sweep sweeps/<name>.yaml` writes "
                          "reports/sweeps/<name>/)")
-    if not (path / "state.json").is_file():
+    if not (path / STATE).is_file():
         raise ValueError(f"sweep_dir={str(path)!r}: not a sweep folder (no state.json; `mtlwb sweep` writes one)")
-    runs = read_json(path / "state.json").get("runs", {})
+    runs = read_json(path / STATE).get("runs", {})
     if not _finished_runs(path):
         statuses = sorted({str(entry.get("status")) for entry in runs.values()})
         raise ValueError(f"sweep_dir={str(path)!r}: no finished runs to report ({len(runs)} run(s), status "
@@ -723,7 +744,7 @@ def report_sweep_dir(sweep_dir: str | os.PathLike | None) -> Path | None:
 
 
 def _finished_runs(sweep_dir: Path) -> list[str]:
-    state = sweep_dir / "state.json"
+    state = sweep_dir / STATE
     if not state.is_file():
         return []
     return [rid for rid, entry in read_json(state).get("runs", {}).items() if entry.get("status") in FINISHED]
@@ -752,6 +773,6 @@ def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK,
     if select not in SELECTIONS:
         raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
     sweep_dir = report_sweep_dir(Path(sweep_dir)).resolve()
-    out = execute(notebook, sweep_dir / "ablation_report.ipynb", {"sweep_dir": str(sweep_dir), "select": select},
+    out = execute(notebook, sweep_dir / REPORT_OUTPUT, {"sweep_dir": str(sweep_dir), "select": select},
                   progress=False)
-    return export_html(out, sweep_dir / "summary.html", hide_code=True)
+    return export_html(out, sweep_dir / SUMMARY_HTML, hide_code=True)

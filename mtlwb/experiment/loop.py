@@ -32,9 +32,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import ExperimentConfig, identity_dict
+from .. import identity
+from ..config import ExperimentConfig
 from ..core import distributed as dist_utils
-from ..core.io import atomic_torch_save, atomic_write_json, read_json
+from ..core.io import atomic_torch_save
 from ..core.runtime import epoch_seed, resolve_device, seed_everything
 from ..data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
 from ..data.augment import AugmentOptions, augment_batch
@@ -46,10 +47,10 @@ from ..objectives.metrics import MultiTaskMeter
 from ..objectives.weighting import build_weighting
 from ..tasks import TaskSpec
 from . import diagnostics
+from . import record as run_record
+from .files import CHECKPOINT
+from .record import RunRecord
 from .selection import best_on_validation
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -240,19 +241,13 @@ def _state(exp: Experiment, weighting, optimizer, scheduler, scaler, epoch: int,
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
 
 
-def _comparable(cfg: dict) -> dict:
-    return {k: v for k, v in identity_dict(cfg).items()
-            if k not in ("progress", "device", "num_workers", "epochs", "run_dir")}
-
-
 def _resume(exp: Experiment, weighting, optimizer, scheduler, scaler, run_dir: Path) -> tuple[int, list]:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return 0, []
     state = torch.load(path, map_location=exp.device, weights_only=False)
-    old, new = _comparable(state["config"]), _comparable(exp.config.to_dict())
-    if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    diff = list(identity.differences(state["config"], exp.config.to_dict(), resume=True))
+    if diff:
         raise ValueError(f"run_dir={str(run_dir)!r} holds a checkpoint of a different experiment "
                          f"(differs in {diff}); choose another run_dir or delete it")
     exp.model.load_state_dict(state["model"])
@@ -289,18 +284,19 @@ def _trained_rows(exp: Experiment) -> torch.Tensor:
     return exp.labelled if ids is None else exp.labelled[torch.as_tensor(ids)]
 
 
-def write_record(run_dir: Path, exp: Experiment, history: list, status: str, error: str | None = None) -> dict:
+def write_record(run_dir: Path, exp: Experiment, history: list, status: str, error: str | None = None) -> RunRecord:
     """``metrics.json``: the full effective config, which label split was used (file + sha256, or generator +
     mask_seed; ``fallback`` when a published file was missing), per-epoch history, ``final`` (the last evaluated
     epoch's test metrics) and, with a validation split, ``best_val`` (test metrics at the epoch best on validation)."""
     evaluated = [h for h in history if "eval" in h]
     final = evaluated[-1]["eval"] if evaluated else {}
-    record = {"run_id": exp.config.run_id, "status": status, "error": error,
-              "config": exp.config.to_dict(), "tasks": [t.__dict__ for t in exp.tasks],
-              "num_train": len(exp.train_set), "num_eval": len(exp.eval_set),
-              "labelled_per_task": dict(zip([t.name for t in exp.tasks], _trained_rows(exp).sum(0).int().tolist())),
-              "label_split": _label_split(exp),
-              "device": str(exp.device), "history": history, "final": final}
+    record: RunRecord = {
+        "run_id": exp.config.run_id, "status": status, "error": error,
+        "config": exp.config.to_dict(), "tasks": [dict(t.__dict__) for t in exp.tasks],
+        "num_train": len(exp.train_set), "num_eval": len(exp.eval_set),
+        "labelled_per_task": dict(zip([t.name for t in exp.tasks], _trained_rows(exp).sum(0).int().tolist())),
+        "label_split": _label_split(exp),
+        "device": str(exp.device), "history": history, "final": final}
     if exp.val_set is not None:
         record["num_val"] = len(exp.val_set)
         record["val_ids"] = list(exp.val_set.indices)
@@ -308,8 +304,7 @@ def write_record(run_dir: Path, exp: Experiment, history: list, status: str, err
     if len(exp.sources) > 1:
         record["sources"] = [s.summary() for s in exp.sources]
         record["final_by_source"] = evaluated[-1].get("eval_by_source", {}) if evaluated else {}
-    atomic_write_json(run_dir / METRICS, record)
-    return record
+    return run_record.write_record(run_dir, record)
 
 
 def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
@@ -388,8 +383,9 @@ def _evaluations(exp: Experiment, eval_loader: DataLoader, val_loader: DataLoade
     return out
 
 
-def load_record(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / METRICS)
+def load_record(run_dir: str | Path) -> RunRecord:
+    """A run folder's ``metrics.json`` (``experiment.record``)."""
+    return run_record.read_record(run_dir)
 
 
 def load_experiment(run_dir: str | Path, device: str = "auto") -> Experiment:

@@ -9,19 +9,22 @@ load instead of minutes of training.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import identity
 from ..config import ExperimentConfig
-from ..core.io import move_aside, read_json
-from .loop import CHECKPOINT, METRICS, Experiment, build_experiment, load_experiment, load_record, train
+from ..core.io import move_aside
+from ..methods import METHODS, options_dict, parse_options, shortest_options
+from .files import CHECKPOINT, METRICS
+from .loop import Experiment, build_experiment, load_experiment, load_record, train
+from .record import read_record
 
 # what a run must share with the notebook's config to stand in for it: the same problem (data, tasks, labels) and
 # method; the budget (epochs, images, seed, ...) may differ and is printed
 MATCH_KEYS = ("dataset", "tasks", "label_setting", "method")
-# keys that never make two runs differ in their numbers
-_NOT_COMPARED = ("run_dir", "progress", "device", "num_workers")
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -30,7 +33,7 @@ def is_finished(run_dir: str | Path) -> bool:
     if not (run_dir / CHECKPOINT).is_file() or not (run_dir / METRICS).is_file():
         return False
     try:
-        return read_json(run_dir / METRICS).get("status") == "completed"
+        return read_record(run_dir)["status"] == "completed"
     except (OSError, ValueError):   # unreadable or torn record: not a run to trust
         return False
 
@@ -44,17 +47,31 @@ def find_finished_run(runs_dir: str | Path, config: ExperimentConfig) -> Path | 
     for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         if not is_finished(run_dir):
             continue
-        run_config = read_json(run_dir / METRICS).get("config", {})
+        run_config = read_record(run_dir)["config"]
         if all(run_config.get(k) == v for k, v in wanted.items()):
             return run_dir
     return None
 
 
 def config_differences(run_config: dict[str, Any], config: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
-    """``{key: (run's value, notebook's value)}`` for every numbers-changing key on which they differ."""
-    mine = config.to_dict()
-    return {k: (run_config.get(k), v) for k, v in mine.items()
-            if k not in _NOT_COMPARED and run_config.get(k) != v}
+    """``{key: (run's value, notebook's value)}`` for every field of the run identity (``mtlwb.identity``) on which
+    they differ; method options named by the fewest options that resolve to them (``methods.shortest_options``)."""
+    diff = identity.differences(run_config, config.to_dict())
+    if "method_options" in diff:
+        (a, b), methods = diff["method_options"], (run_config.get("method"), config.method)
+        diff["method_options"] = tuple(_short_options(m, o) for m, o in zip(methods, (a, b)))
+    return diff
+
+
+def _short_options(method: str | None, options: Any) -> Any:
+    if method not in METHODS or not isinstance(options, dict):
+        return options
+    if set(options) != {f.name for f in dataclasses.fields(METHODS[method].Options)}:
+        return f"{options} as written (recorded before options were resolved: defaults unknown)"
+    try:
+        return shortest_options(METHODS[method], options_dict(parse_options(METHODS[method], options)))
+    except (TypeError, ValueError):          # options of an older mtlwb that no longer parse: as recorded
+        return options
 
 
 def choose_run(config: ExperimentConfig, reuse: bool | None, runs_dir: str | Path,
@@ -79,7 +96,7 @@ def choose_run(config: ExperimentConfig, reuse: bool | None, runs_dir: str | Pat
         return None, (f"training the parameters of this notebook ({budget}): no finished run with {wanted} in "
                       f"{str(runs_dir)!r}. The stored defaults are CI's tiny run (its predictions are still blank): "
                       "run `make run` first to see a trained model here, or raise epochs and train_samples")
-    run = read_json(found / METRICS).get("config", {})
+    run = read_record(found)["config"]
     shown = (f"{run.get('epochs')} epoch(s) on {'all' if run.get('train_samples') is None else run['train_samples']} "
              "training images")
     return found, (f"showing the finished run {str(found)!r} ({shown}) instead of training {budget}: "
@@ -125,7 +142,7 @@ def notebook_run(run_dir: str | Path | None, config: ExperimentConfig,
         return Path(run_dir)
     own = Path(config.run_dir)
     if own.exists():
-        diff = (config_differences(read_json(own / METRICS).get("config", {}), config) if is_finished(own)
+        diff = (config_differences(read_record(own)["config"], config) if is_finished(own)
                 else {"status": ("unfinished", "finished")})
         if not diff:
             return own

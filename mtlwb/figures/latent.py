@@ -22,10 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.io import atomic_write_bytes
+from ..experiment.files import CHECKPOINT, SNAPSHOTS, TSNE_CACHE
 from ..methods import Step, forward_step
-
-SNAPSHOTS = "snapshots"
-
 
 # -- cached t-SNE ---------------------------------------------------------------------------------------------------
 
@@ -64,7 +62,7 @@ def train_with_snapshots(config, progress: bool = False) -> dict:
     """Train epoch by epoch through ``mtlwb.experiment.loop``'s resume, copying each epoch's checkpoint to
     ``<run_dir>/snapshots/epoch-<e>.pt``. ``config.lr_step`` must be set (> 0) so every partial run has the
     same schedule as the full one."""
-    from ..experiment.loop import CHECKPOINT, train
+    from ..experiment.loop import train
 
     if not config.lr_step:
         raise ValueError("train_with_snapshots: set config.lr_step > 0 (the default depends on epochs, so a run "
@@ -219,7 +217,7 @@ def joint_latent_figure(exp, run_dir: str | Path, color: str = "labelled", n_ima
                         ) -> go.Figure:
     """t-SNE of JTR joint codes (circles: predictions, diamonds: mixed targets), coloured by ``color``."""
     x, meta = collect_joint_codes(exp, n_images, pool, positions)
-    emb = cached_tsne(x, Path(run_dir) / "tsne", f"joint-{pool}", perplexity)
+    emb = cached_tsne(x, Path(run_dir) / TSNE_CACHE, f"joint-{pool}", perplexity)
     return tsne_scatter(emb, meta, color, symbol="source", class_names=class_names,
                         title=f"JTR joint-task codes ({pool}), coloured by {color}")
 
@@ -239,7 +237,7 @@ def joint_latent_over_epochs(exp, run_dir: str | Path, n_images: int = 32, perpl
         x, meta = collect_joint_codes(exp, n_images)
         xs.append(x)
         metas.append(meta.assign(epoch=epoch))
-    emb = cached_tsne(np.concatenate(xs), Path(run_dir) / "tsne", "joint-epochs", perplexity)
+    emb = cached_tsne(np.concatenate(xs), Path(run_dir) / TSNE_CACHE, "joint-epochs", perplexity)
     return tsne_scatter(emb, pd.concat(metas, ignore_index=True), "epoch", symbol="source",
                         title="JTR joint-task codes of every epoch snapshot")
 
@@ -264,9 +262,9 @@ def task_feature_figure(exp, run_dir: str | Path, n_images: int = 48, perplexity
     if shared_by_all_tasks(x, meta):
         one = (meta["task"] == meta["task"].iloc[0]).to_numpy()
         x, meta = x[one], meta[one].assign(task="all tasks (one shared feature)").reset_index(drop=True)
-        emb = cached_tsne(x, Path(run_dir) / "tsne", "shared-feature", perplexity)
+        emb = cached_tsne(x, Path(run_dir) / TSNE_CACHE, "shared-feature", perplexity)
         return tsne_scatter(emb, meta, "task", title=f"Per-task features ({method}): every task reads the same "
                             "shared feature<br><sup>no per-task refinement in this method: one point per image, "
                             "no task regions to compare</sup>")
-    emb = cached_tsne(x, Path(run_dir) / "tsne", "task-features", perplexity)
+    emb = cached_tsne(x, Path(run_dir) / TSNE_CACHE, "task-features", perplexity)
     return tsne_scatter(emb, meta, "task", title=f"Per-task features ({method}), coloured by task")

@@ -9,10 +9,12 @@ from .base import (
     Step,
     build_method,
     forward_step,
+    options_dict,
     parse_options,
     register,
+    shortest_options,
     split_views,
 )
 
-__all__ = ["METHODS", "LossTerms", "Method", "Refined", "Step", "build_method", "forward_step", "parse_options",
-           "register", "split_views"]
+__all__ = ["METHODS", "LossTerms", "Method", "Refined", "Step", "build_method", "forward_step", "options_dict",
+           "parse_options", "register", "shortest_options", "split_views"]

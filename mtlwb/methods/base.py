@@ -25,6 +25,7 @@ weights, added as they are). Nothing is inferred from a key's name.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -200,6 +201,32 @@ def parse_options(cls: type[Method], options: dict | None) -> Any:
         raise ValueError(f"method_options for method={cls.name!r}: unknown {unknown}; "
                          f"allowed {sorted(known)}")
     return cls.Options(**options)
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """Every field of a method's typed options as JSON values: what ``ExperimentConfig.method_options`` keeps, a
+    run record shows and the run identity hashes (``mtlwb.identity``)."""
+    return json.loads(json.dumps(dataclasses.asdict(options)))
+
+
+def shortest_options(cls: type[Method], resolved: dict[str, Any]) -> dict[str, Any]:
+    """The fewest options, taken in field order, that resolve to ``resolved``: how a table names a run's options
+    (``{"arch": "reference"}``, not the twenty fields that arch and the fidelity switch resolve to). The full dict
+    where no shorter one gives the same options."""
+    target = options_dict(parse_options(cls, resolved))
+    given: dict[str, Any] = {}
+    try:
+        for f in dataclasses.fields(cls.Options):       # add each option the ones before it do not resolve to
+            if f.name in resolved and options_dict(parse_options(cls, given)).get(f.name) != resolved[f.name]:
+                given[f.name] = resolved[f.name]
+        for name in reversed(list(given)):               # drop one that a later option resolves to anyway
+            fewer = {k: v for k, v in given.items() if k != name}
+            if options_dict(parse_options(cls, fewer)) == target:
+                given = fewer
+        same = options_dict(parse_options(cls, given)) == target
+    except (TypeError, ValueError):
+        return dict(resolved)
+    return given if same else dict(resolved)
 
 
 def build_method(name: str, tasks: Sequence[TaskSpec], feature_channels: int,

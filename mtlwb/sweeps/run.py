@@ -109,17 +109,15 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from .. import identity
 from ..core.io import atomic_write_bytes, atomic_write_json, move_aside, read_json
+from ..experiment.files import CHECKPOINT, KERNEL_LOG, METRICS, RUN_NOTEBOOK, STATE, SWEEP_LOCK
+from ..experiment.record import read_record
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_ROOT = Path("reports/sweeps")
-STATE = "state.json"
-RUN_NOTEBOOK = "train.ipynb"
-METRICS = "metrics.json"
 SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include", "reuse_from", "claims")
 SET_BY_SWEEP = ("run_dir", "progress")          # the sweep owns these; a spec may not set them
-NOT_IN_ID = ("run_dir", "progress", "device")   # do not change the numbers, so not in the run id
-EXECUTION_ONLY = ("run_dir", "progress", "device", "num_workers")   # not compared when a run is reused
 PREFIX_KEYS = ("method", "label_setting", "seed")
 
 
@@ -163,6 +161,8 @@ class SweepSpec:
 
         defaults = notebook_parameters(self.notebook)
         training = _is_training_notebook(defaults)
+        if training:
+            _check_training_notebook(self.notebook, defaults)
         out: dict[str, RunSpec] = {}
         for combo in combos:
             params = {**self.fixed, **combo}
@@ -186,20 +186,21 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def effective_params(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter of the training notebook (``defaults``: its parameters cell) with the value a run uses:
-    ``params``' value, else the ``ExperimentConfig`` default, never the notebook's stored (tiny) default.
+def effective_params(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every config field with the value a run of the training notebook uses: ``params``' value, else the
+    ``ExperimentConfig`` default, never the notebook's stored (tiny) default; ``method_options`` fully resolved.
+    The training notebook takes every config field as a parameter (``_check_training_notebook``), so no field is
+    left out; its own parameters (``TRAIN_NOTEBOOK_ONLY``) keep the notebook's defaults (train, never reuse).
 
     ValueError names the run's parameters and the config field that is wrong.
     """
     from ..config import ExperimentConfig
-    from .notebook_params import TRAIN_NOTEBOOK_ONLY  # left at the notebook's default (train, never reuse)
 
     try:
         config = ExperimentConfig(**{**params, "run_dir": "", "progress": False}).to_dict()
     except (ValueError, TypeError) as e:
         raise ValueError(f"sweep run ({_describe(params)}): {e}") from None
-    return {k: config[k] for k in defaults if k not in SET_BY_SWEEP and k not in TRAIN_NOTEBOOK_ONLY}
+    return {k: v for k, v in config.items() if k not in SET_BY_SWEEP}
 
 
 def run_id(effective: dict[str, Any]) -> str:
@@ -210,17 +211,10 @@ def run_id(effective: dict[str, Any]) -> str:
     return ExperimentConfig(**{**effective, "run_dir": "", "progress": False}).run_id
 
 
-def effective_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What must agree for a finished run to be reused: the config minus execution-only fields (as in run ids)."""
-    from ..config import identity_dict
-
-    return json.loads(_canon({k: v for k, v in identity_dict(config).items() if k not in EXECUTION_ONLY}))
-
-
 def config_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{field: (recorded value, wanted value)} over the effective identities (a missing field shows as None)."""
-    a, b = effective_identity(recorded), effective_identity(wanted)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if _canon(a.get(k)) != _canon(b.get(k))}
+    """{field: (recorded value, wanted value)} over the run identities (``mtlwb.identity``; a missing field shows
+    as None): what must agree for a finished run to be reused."""
+    return identity.differences(recorded, wanted)
 
 
 def _differences_text(diff: dict[str, tuple[Any, Any]]) -> str:
@@ -233,7 +227,7 @@ def params_run_id(params: dict[str, Any]) -> str:
     The id of runs of a notebook that is not the training notebook, and the id training runs had before ids were
     taken from the effective config (so that runs recorded under it are recognised, never reused silently).
     """
-    ident = {k: v for k, v in params.items() if k not in NOT_IN_ID}
+    ident = {k: v for k, v in params.items() if k not in identity.EXECUTION_ONLY}
     digest = hashlib.sha1(_canon(ident).encode()).hexdigest()[:10]
     parts = []
     for key in PREFIX_KEYS:
@@ -344,17 +338,46 @@ def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
                 check_parameters(spec.notebook, selector)
             except ValueError as e:
                 raise ValueError(f"{where}.{side}: {e}") from None
-            if not any(all(_canon(r.effective.get(k, r.params.get(k))) == _canon(v) for k, v in selector.items())
-                       for r in runs):
+            if not any(_selects(r, selector) for r in runs):
                 raise ValueError(f"{where}.{side}={selector!r} matches none of the {len(runs)} runs")
 
 
-def _is_training_notebook(defaults: dict[str, Any]) -> bool:
+def _selects(run: RunSpec, selector: dict[str, Any]) -> bool:
+    """Whether a claim's selector picks ``run``: every value equal to the run's effective one; ``method_options``
+    compared as resolved options (``{use_vq: true}`` at its default picks the run written ``{}``)."""
+    values = {**run.params, **run.effective}
+    for key, wanted in selector.items():
+        if key == "method_options" and run.training:
+            from ..methods import METHODS, options_dict, parse_options
+
+            try:
+                wanted = options_dict(parse_options(METHODS[values["method"]], wanted))
+            except (KeyError, TypeError, ValueError):   # options of another method: not this run
+                return False
+        if _canon(values.get(key)) != _canon(wanted):
+            return False
+    return True
+
+
+def _config_fields() -> set[str]:
     from ..config import ExperimentConfig
+
+    return {f.name for f in dataclasses.fields(ExperimentConfig)}
+
+
+def _is_training_notebook(defaults: dict[str, Any]) -> bool:
     from .notebook_params import TRAIN_NOTEBOOK_ONLY  # how train.ipynb obtains its run: not config fields
 
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    return "method" in defaults and set(defaults) - TRAIN_NOTEBOOK_ONLY <= fields
+    return "method" in defaults and set(defaults) - TRAIN_NOTEBOOK_ONLY <= _config_fields()
+
+
+def _check_training_notebook(notebook: str, defaults: dict[str, Any]) -> None:
+    """A training notebook's parameters are every config field: one it lacks could not be set by a sweep, and its
+    runs would silently train that field's default while the sweep's id and record said otherwise."""
+    missing = sorted(_config_fields() - set(defaults))
+    if missing:
+        raise ValueError(f"sweep notebook={notebook!r}: a training notebook takes every ExperimentConfig field as a "
+                         f"parameter; its parameters cell lacks {missing}")
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -428,7 +451,7 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     if own_process:
-        log = os.open(out / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = os.open(out / KERNEL_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         for fd in (1, 2):
             os.dup2(log, fd)
         os.close(log)
@@ -440,10 +463,9 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
         execute(notebook, output, {**params, "run_dir": str(out), "progress": False}, cwd=cwd, progress=False,
                 on_cell_start=lock.release)
         status, error = "completed", None
-        metrics = out / METRICS
-        if metrics.is_file():
-            record = read_json(metrics)
-            diff = config_differences(record.get("config", {}), expected_config) if expected_config else {}
+        if (out / METRICS).is_file():
+            record = read_record(out)
+            diff = config_differences(record["config"], expected_config) if expected_config else {}
             if record.get("status") != "completed":
                 status, error = "failed", f"metrics.json status={record.get('status')!r}: {record.get('error')}"
             elif diff:
@@ -492,14 +514,12 @@ class SweepState:
     def is_done(self, rid: str, run_dir: Path) -> bool:
         if self.data["runs"][rid]["status"] != "completed":
             return False
-        metrics = run_dir / METRICS
         if not (run_dir / RUN_NOTEBOOK).is_file():  # folder deleted: run again
             return False
-        return not metrics.is_file() or read_json(metrics).get("status") == "completed"
+        return not (run_dir / METRICS).is_file() or read_record(run_dir)["status"] == "completed"
 
     def recorded_config(self, run_dir: Path) -> dict[str, Any] | None:
-        metrics = run_dir / METRICS
-        return read_json(metrics).get("config") if metrics.is_file() else None
+        return read_record(run_dir)["config"] if (run_dir / METRICS).is_file() else None
 
     def update(self, rid: str, **values: Any) -> None:
         self.data["runs"][rid].update(values)
@@ -561,7 +581,7 @@ def run_sweep(spec_or_path: str | Path | dict | SweepSpec, workers: int | None =
     runs = spec.runs()
     sweep_dir = (Path(root) / spec.name).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    guard = _exclusive(sweep_dir / ".sweep.lock")  # one client per sweep folder, or state.json gets two writers
+    guard = _exclusive(sweep_dir / SWEEP_LOCK)  # one client per sweep folder, or state.json gets two writers
     try:
         return _run(spec, runs, sweep_dir, workers, scheduler, override, summarize)
     finally:
@@ -738,11 +758,10 @@ def reuse_runs(state: SweepState, todo: list[RunSpec], sweep_dir: Path,
 
 def _finished_with(run_dir: Path, wanted: dict[str, Any]) -> bool:
     """``run_dir`` holds a completed run (notebook and record) whose record holds exactly ``wanted``."""
-    metrics = run_dir / METRICS
-    if not (run_dir / RUN_NOTEBOOK).is_file() or not metrics.is_file():
+    if not (run_dir / RUN_NOTEBOOK).is_file() or not (run_dir / METRICS).is_file():
         return False
-    record = read_json(metrics)
-    return record.get("status") == "completed" and not config_differences(record.get("config", {}), wanted)
+    record = read_record(run_dir)
+    return record["status"] == "completed" and not config_differences(record["config"], wanted)
 
 
 def label_split_fallbacks(sweep_dir: Path, run_ids: list[str]) -> dict[str, str]:
@@ -750,9 +769,8 @@ def label_split_fallbacks(sweep_dir: Path, run_ids: list[str]) -> dict[str, str]
     file (not the papers' split), so the sweep's output cannot hide it."""
     out = {}
     for rid in run_ids:
-        metrics = sweep_dir / rid / METRICS
-        if metrics.is_file():
-            split = read_json(metrics).get("label_split") or {}
+        if (sweep_dir / rid / METRICS).is_file():
+            split = read_record(sweep_dir / rid).get("label_split") or {}
             if split.get("fallback"):
                 out[rid] = split.get("reason") or "generated split (published file missing)"
     return out
@@ -1096,17 +1114,17 @@ def planned_status(run: RunSpec, sweep_dir: Path, previous: dict[str, dict], oth
     wanted = _expected_config(run)
     entry = previous.get(run.run_id, {})
     if entry.get("status") == "completed" and (run_dir / RUN_NOTEBOOK).is_file():
-        record = read_json(run_dir / METRICS) if (run_dir / METRICS).is_file() else None
-        if record is None or wanted is None or (record.get("status") == "completed"
-                                                and not config_differences(record.get("config", {}), wanted)):
+        record = read_record(run_dir) if (run_dir / METRICS).is_file() else None
+        if record is None or wanted is None or (record["status"] == "completed"
+                                                and not config_differences(record["config"], wanted)):
             return "done"
         if record.get("status") == "completed":
             return "re-run (its record holds another effective config)"
     source = None if wanted is None else next((d for d in others if _finished_with(d / run.run_id, wanted)), None)
     if source is not None:
         return f"copy from {source.name}"
-    if (run_dir / "checkpoint.pt").is_file() and (run_dir / METRICS).is_file():
-        epochs = len(read_json(run_dir / METRICS).get("history", []))
+    if (run_dir / CHECKPOINT).is_file() and (run_dir / METRICS).is_file():
+        epochs = len(read_record(run_dir).get("history", []))
         return f"resume at epoch {epochs + 1}"
     return "run"
 
