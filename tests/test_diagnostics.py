@@ -187,7 +187,7 @@ def test_config_validates_the_options_and_keeps_run_ids_at_their_defaults():
     with pytest.raises(ValueError, match=r"diagnostics_probe=0: must be an integer >= 1"):
         mtlwb.ExperimentConfig(diagnostics_probe=0)
     base = mtlwb.ExperimentConfig()
-    assert "diagnostics" not in mtlwb.config.identity_dict(base.to_dict())
+    assert "diagnostics" not in mtlwb.identity.identity(base.to_dict())
     assert mtlwb.ExperimentConfig(diagnostics=True).run_id != base.run_id
 
 

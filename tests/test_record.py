@@ -18,7 +18,8 @@ def _declared(schema) -> set[str]:
 
 
 def test_a_trained_record_is_a_run_record_with_no_undeclared_field(tiny_config, tmp_path):
-    config = tiny_config(epochs=2, val_fraction=0.25, eval_every=2, run_dir=str(tmp_path / "run"))
+    config = tiny_config(epochs=2, val_fraction=0.25, eval_every=2, diagnostics=True, diagnostics_probe=4,
+                         run_dir=str(tmp_path / "run"))
     record = mtlwb.train(config)
     check_record(record)                                          # every required field, every type
     assert set(record) <= _declared(RunRecord), set(record) - _declared(RunRecord)
@@ -26,6 +27,7 @@ def test_a_trained_record_is_a_run_record_with_no_undeclared_field(tiny_config, 
     for entry in record["history"]:
         assert set(entry) <= _declared(EpochEntry), set(entry) - _declared(EpochEntry)
     assert "eval" not in record["history"][0] and "eval" in record["history"][1]   # eval_every=2
+    assert "diagnostics" in record["history"][1]
     assert read_record(tmp_path / "run") == record
 
 

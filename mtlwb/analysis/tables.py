@@ -650,7 +650,7 @@ def diagnostics_curves(sweep_dir: str | Path, table: SweepTable) -> pd.DataFrame
     frames = []
     for _, run in table.runs[table.runs["status"] == "completed"].iterrows():
         group = _label(pd.Series({k: run[f"param:{k}"] for k in table.varying}), table.varying)
-        frame = diagnostics.history_frame(read_json(sweep_dir / run["run_id"] / "metrics.json").get("history", []))
+        frame = diagnostics.history_frame(read_record(sweep_dir / run["run_id"]).get("history", []))
         frames.append(frame.assign(group=group, seed=run["seed"]))
     columns = ["group", "seed", "epoch", "task", "measure", "value"]
     return pd.concat(frames)[columns].reset_index(drop=True) if frames else pd.DataFrame(columns=columns)

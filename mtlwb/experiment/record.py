@@ -39,6 +39,7 @@ class EpochEntry(TypedDict):
     summaries: NotRequired[dict[str, Any]]       # the method's averaged evaluation summaries (e.g. task affinity)
     val: NotRequired[Metrics]                    # validation-split metrics (val_fraction > 0)
     eval_by_source: NotRequired[dict[str, Metrics]]   # every evaluated training source's (several sources)
+    diagnostics: NotRequired[dict[str, Any]]     # mechanism diagnostics (config diagnostics; experiment.diagnostics)
 
 
 class RunRecord(TypedDict):
