@@ -242,6 +242,25 @@ def test_a_finished_sweep_prints_its_verdicts_and_main_table(tmp_path, capsys, m
     assert "## " not in head and len(head.splitlines()) < len(summary.splitlines())
 
 
+def _unstarted_run_local(jobs, workers, record, bar):
+    """No run starts (each is handed back pending, as an executor that stops early does): nothing to report."""
+    for rid, _, _ in jobs:
+        record(rid, {"status": "pending", "error": None, "notebook": None, "seconds": 0.0})
+
+
+def test_a_sweep_with_no_finished_run_says_the_report_is_not_rendered(tmp_path, capsys, monkeypatch):
+    import mtlwb.sweeps.run as sweep_module
+
+    monkeypatch.setattr(sweep_module, "_run_local", _unstarted_run_local)
+    spec = {"name": "failing", "notebook": str(TRAIN_NB), "baseline": {"method": "supervised"},
+            "fixed": {"train_samples": 16, "epochs": 1}, "grid": {"method": ["supervised"], "seed": [0]}}
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cli.main(["sweep", str(path), "--root", str(tmp_path)])                       # returns: no ValueError raised
+    err = capsys.readouterr().err
+    assert "report: not rendered: sweep_dir=" in err and "no finished runs" in err and "Traceback" not in err
+
+
 # --- papermill as a user runs it: -p gives text ---------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name, text, hint", [
