@@ -14,13 +14,15 @@ from mtlwb.tasks import make_tasks
 
 
 def test_pairs_enumerate_unlabelled_to_labelled():
-    m = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4))
+    m = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4, full_label_pairs=True))
     lab = torch.tensor([[1, 0, 0], [1, 1, 1], [0, 0, 0], [0, 1, 1]])
     got = {tuple(r) for r in m.pairs(lab).tolist()}
     full = {(1, s, t) for s in range(3) for t in range(3) if s != t}
     assert got == {(0, 1, 0), (0, 2, 0), (3, 0, 1), (3, 0, 2)} | full
     m_part = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4, full_label_pairs=False))
     assert {tuple(r) for r in m_part.pairs(lab).tolist()} == {(0, 1, 0), (0, 2, 0), (3, 0, 1), (3, 0, 2)}
+    m_default = MTPSL(mixed_tasks(3), FEAT, MTPSLOptions(width=4))      # published: a full row in a partial table
+    assert {tuple(r) for r in m_default.pairs(lab).tolist()} == {(0, 1, 0), (0, 2, 0), (3, 0, 1), (3, 0, 2)}
 
 
 @pytest.mark.parametrize("T", range(2, 7))
@@ -121,8 +123,8 @@ def test_batch_reduction_sums_pairs_per_sample_over_batch_size():
     tasks = mixed_tasks(3)
     lab = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0]])
     torch.manual_seed(0)
-    summed = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, reduction="batch"))
-    averaged = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, reduction="pairs"))
+    summed = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, reduction="batch", full_label_pairs=True))
+    averaged = MTPSL(tasks, FEAT, MTPSLOptions(width=4, weight=1.0, reduction="pairs", full_label_pairs=True))
     averaged.load_state_dict(summed.state_dict())
     step = make_step(tasks, lab)
     P = summed.pairs(lab).shape[0]                     # 2 + 2 + 6 + 0 = 10 pairs over B = 4 samples
@@ -183,10 +185,11 @@ def test_film_tables_get_their_own_lr_and_decay():
 def test_fidelity_switch_sets_the_published_pairs_draws_and_normal_loss():
     paper, code = MTPSLOptions(), MTPSLOptions(arch="reference")            # auto: by arch
     assert (paper.fidelity, paper.gumbel_per_pair, paper.full_label_pairs, paper.dot_normal_loss) == \
-        ("paper", False, True, False)
+        ("paper", False, "full_run", False)                                # pairs: the published rule
     assert (code.fidelity, code.gumbel_per_pair, code.full_label_pairs, code.dot_normal_loss) == \
         ("published_code", True, "full_run", True)
     assert MTPSLOptions(fidelity="published_code", full_label_pairs=False).full_label_pairs is False
+    assert MTPSLOptions(full_label_pairs=True).full_label_pairs is True                # the former default, an option
     with pytest.raises(ValueError, match=r"mtpsl.full_label_pairs='all': allowed \[True, False, 'full_run'\]"):
         MTPSLOptions(full_label_pairs="all")
 

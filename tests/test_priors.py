@@ -184,18 +184,18 @@ def test_tpkr_slots_start_with_the_prior_as_their_cosine_matrix():
 def test_mtpsl_prior_keeps_exactly_the_related_pairs():
     tasks = mixed_tasks(3)
     lab = torch.tensor([[1, 0, 0], [1, 1, 1], [0, 1, 0]])
-    plain = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
+    plain = MTPSL(tasks, FEAT, MTPSLOptions(width=4, full_label_pairs=True))
     every = {tuple(r) for r in plain.pairs(lab).tolist()}
-    related = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
+    related = MTPSL(tasks, FEAT, MTPSLOptions(width=4, full_label_pairs=True))
     related.use_task_prior(parse_task_prior({"t0-t1": 1.0, "t1-t2": 0.4}, ["t0", "t1", "t2"]))  # t0–t2 unrelated
     kept = {tuple(r) for r in related.pairs(lab).tolist()}
     assert kept == {p for p in every if {p[1], p[2]} != {0, 2}}
     assert len(kept) < len(every) and (0, 2, 0) in every and (1, 0, 2) in every
     # the threshold cuts the weaker pair as well; an asymmetric prior keeps one direction only
-    strict = MTPSL(tasks, FEAT, MTPSLOptions(width=4, prior_threshold=0.5))
+    strict = MTPSL(tasks, FEAT, MTPSLOptions(width=4, full_label_pairs=True, prior_threshold=0.5))
     strict.use_task_prior(related.task_prior)
     assert {tuple(r) for r in strict.pairs(lab).tolist()} == {p for p in every if {p[1], p[2]} == {0, 1}}
-    one_way = MTPSL(tasks, FEAT, MTPSLOptions(width=4))
+    one_way = MTPSL(tasks, FEAT, MTPSLOptions(width=4, full_label_pairs=True))
     one_way.use_task_prior(parse_task_prior({"t1-t0": 1.0, "t0-t1": 0.0}, ["t0", "t1", "t2"]))  # source t1 → t0
     assert {tuple(r) for r in one_way.pairs(lab).tolist()} == {p for p in every if (p[1], p[2]) == (1, 0)}
 

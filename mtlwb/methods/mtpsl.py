@@ -32,11 +32,14 @@ differences, each an option of its own (None: as ``fidelity`` says):
     gumbel_per_pair   False     True            a segmentation prediction gets a fresh Gumbel draw for every pair
                                                 it is the source of (paper: one per sample, shared by its pairs;
                                                 same expected loss, lower variance, stems run once per map)
-    full_label_pairs  True      "full_run"      a fully labelled sample takes part in no pair, unless every row of
+    full_label_pairs  "full_run" "full_run"     a fully labelled sample takes part in no pair, unless every row of
                                                 the run's label table is fully labelled (the ref.'s ``full``
                                                 setting, all T(T−1) pairs); True: all pairs always, False: never.
                                                 (The ref. even fails on such a row in a partial run, its loss being
-                                                the integer 0; no row of its published label files is full.)
+                                                the integer 0; no row of its published label files is full.) The
+                                                published behaviour under both fidelities (the paper pairs an
+                                                unlabelled task with a labelled one); True was the default until
+                                                issue 20 and is an option.
     dot_normal_loss   False     True            supervised normal loss 1 − Σ pred·gt / valid pixels (see
                                                 ``jtr.py``; where ``normal_loss`` is the default cosine)
 
@@ -150,7 +153,7 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # {option: (paper, published_code, allowed values)}; see the module docstring's table
 FIDELITY_SWITCHES = {
     "gumbel_per_pair": (False, True, (False, True)),
-    "full_label_pairs": (True, "full_run", (True, False, "full_run")),
+    "full_label_pairs": ("full_run", "full_run", (True, False, "full_run")),
     "dot_normal_loss": (False, True, (False, True)),
 }
 
