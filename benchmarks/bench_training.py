@@ -27,7 +27,7 @@ from mtlwb.models import BACKBONES, MultiTaskNet
 from mtlwb.objectives.weighting import build_weighting
 from mtlwb.tasks import make_tasks
 
-METHODS = ("supervised", "mtpsl", "jtr", "tpkr", "tpkr first")
+METHODS = ("supervised", "mtpsl", "jtr", "tpkr", "tpkr first", "diffusionmtl")
 # a row's label -> (method, method_options): tpkr's variants are rows of their own
 ARMS = {"tpkr first": ("tpkr", {"variant": "first"}), "tpkr paper size": ("tpkr", {"size": "paper"})}
 TASKS = ("semantic", "depth", "normal")

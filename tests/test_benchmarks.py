@@ -410,3 +410,13 @@ def test_a_wrong_published_code_path_is_one_line_and_exit_2(tmp_path, monkeypatc
     assert run_all.main(["--only", "bench_published", "--out", str(tmp_path / "b.md")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("run_all: MTLWB_MTPSL_CODE=") and not (tmp_path / "b.md").exists()
+
+
+def test_the_training_benchmark_times_every_registered_method():
+    """A method added to the registry is timed by `make bench` (DiffusionMTL was missing from it)."""
+    import bench_training
+
+    timed = {bench_training.ARMS.get(label, (label, None))[0] for label in bench_training.METHODS}
+    assert timed == set(METHODS)
+    step = bench_training.make_train_step("diffusionmtl", batch=2, size=(16, 20))
+    assert torch.isfinite(torch.tensor(step()))                    # one step of the new row runs
