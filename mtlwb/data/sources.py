@@ -233,14 +233,7 @@ class _WithPlaceholders(Dataset):
         for t in self.tasks:
             if t.name in self.labelled:
                 continue
-            if t.kind == "classification":                         # image-level: [] class, -1 = undefined
-                item[t.name] = torch.tensor(-1, dtype=torch.int64)
-            elif t.kind == "regression":                           # image-level: [C]
-                item[t.name] = torch.zeros(t.channels)
-            elif t.kind == "segmentation":                         # [H, W], -1 = ignore
-                item[t.name] = torch.full((h, w), -1, dtype=torch.int64)
-            else:                                                  # [C, H, W]
-                item[t.name] = torch.zeros(t.channels, h, w)
+            item[t.name] = t.kind_object.placeholder(t, (h, w))
         return item
 
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..core.ops import channel_normalize
 from ..tasks import TaskSpec
 from .heads import ASPPHead, ImageLevelHead, LightHead
 from .resnet import load_backbone_weights, resnet18, resnet18_multiscale, resnet50, resnet_small
@@ -78,10 +77,7 @@ class MultiTaskNet(nn.Module):
                                "predict through mtlwb.methods.forward_step")
         preds = {}
         for t in self.tasks:
-            out = self.heads[t.name](task_features[t.name], size)
-            if t.kind == "normal":
-                out = channel_normalize(out, eps=1e-6)
-            preds[t.name] = out
+            preds[t.name] = t.kind_object.activate(self.heads[t.name](task_features[t.name], size))
         return preds
 
     def forward(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
