@@ -2,7 +2,7 @@
 
 The trainer's path (views made per step, one forward pass on the concatenated views, ``split_views``, the method's
 losses, backward, Adam) for supervised, MTPSL (``arch: reference``, 2 views) and JTR (``arch: reference``, 3 views +
-photometric RandAugment), both ``fidelity: published_code`` with the options of ``sweeps/benchmarks/nyuv2_jtr.yaml``:
+photometric RandAugment), both ``fidelity: published_code`` with the options of ``sweeps/benchmarks/nyuv2.yaml``:
 SegNet, NYUv2's three tasks, batch 4, 64×96, onelabel labels, one thread.
 
 Times are **CPU seconds of this process** (``time.process_time``; one thread, so CPU time is the work done), median
@@ -34,20 +34,16 @@ import torch
 
 from mtlwb.data.scenes import NUM_CLASSES
 from mtlwb.data.views import make_views
-from mtlwb.losses import LossOptions
 from mtlwb.methods import Refined, Step, build_method, forward_step, split_views
 from mtlwb.models import MultiTaskNet
+from mtlwb.objectives.losses import LossOptions
+from mtlwb.objectives.weighting import build_weighting
 from mtlwb.tasks import make_tasks
-from mtlwb.weighting import build_weighting
 
 TASKS = ("semantic", "depth", "normal")
-PROTOCOLS = {      # sweeps/benchmarks/nyuv2_jtr.yaml
-    "supervised": ("supervised", {}),
-    "mtpsl reference, 2 views": ("mtpsl", {"arch": "reference", "fidelity": "published_code", "views": 2,
-                                           "film_lr": 1e-3, "film_lr_step": 30}),
-    "jtr reference, 3 views + RandAugment": ("jtr", {"arch": "reference", "fidelity": "published_code", "views": 3,
-                                                     "photometric": "randaugment"}),
-}
+SWEEP = "sweeps/benchmarks/nyuv2.yaml"          # the published protocols' options live there, nowhere else
+PROTOCOLS = {"supervised": "supervised", "mtpsl reference, 2 views": "mtpsl",
+             "jtr reference, 3 views + RandAugment": "jtr"}
 PHASES = ("views", "forward", "method losses", "backward", "optimizer")
 LOSS_OPTIONS = LossOptions(reduction="batch", normal="dot")
 
@@ -73,7 +69,8 @@ class ProtocolStep:
 
     def __init__(self, name: str, batch: int, size: tuple[int, int], precision: str = "fp32",
                  split_detached: bool = True, channels_last: bool = False, seed: int = 0) -> None:
-        method_name, options = PROTOCOLS[name]
+        method_name = PROTOCOLS[name]
+        options = common.protocol_options(SWEEP).get(method_name, {})
         torch.manual_seed(seed)
         self.tasks = make_tasks(list(TASKS), NUM_CLASSES)
         self.model = MultiTaskNet(self.tasks, "segnet").train()
@@ -206,10 +203,11 @@ def floor_rows(batch: int, size: tuple[int, int], repeats: int) -> list[dict]:
         return Step(torch.zeros(batch, 3, h, w), torch.zeros(batch, 64, h, w), Refined({}), preds,
                     common.synthetic_targets(tasks, batch, h, w, g), labelled,
                     torch.randn(batch, 512, h // 32, w // 32))
-    for name, (method_name, options) in PROTOCOLS.items():
+    options = common.protocol_options(SWEEP)
+    for name, method_name in PROTOCOLS.items():
         if method_name == "supervised":
             continue
-        method = build_method(method_name, tasks, 64, options, LOSS_OPTIONS).train()
+        method = build_method(method_name, tasks, 64, options[method_name], LOSS_OPTIONS).train()
         step = one_view()
         step.views = [one_view() for _ in range(method.view_spec.extra)]
 
@@ -236,11 +234,15 @@ def operator_rows(batch: int, size: tuple[int, int], top: int) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, batch: int | None = None, size: tuple[int, int] | None = None,
+        repeats: int | None = None, top: int | None = None) -> list[dict]:
+    """Parts 1–3 at batch 4, 64×96 (the like-for-like table's setting); ``quick``: batch 2, 32×64, one repeat."""
     common.pin_threads()
-    batch, size, repeats = (2, (32, 64), 1) if quick else (4, (64, 96), 5)
-    return (phase_rows(batch, size, repeats) + floor_rows(batch, size, 1 if quick else 3)
-            + operator_rows(batch, size, 4 if quick else 8))
+    batch = batch or (2 if quick else 4)
+    size = size or ((32, 64) if quick else (64, 96))
+    repeats = repeats or (1 if quick else 5)
+    return (phase_rows(batch, size, repeats) + floor_rows(batch, size, repeats if quick else 3)
+            + operator_rows(batch, size, top or (4 if quick else 8)))
 
 
 def report(rows: list[dict]) -> str:

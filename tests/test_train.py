@@ -216,3 +216,44 @@ def test_bf16_on_a_cpu_without_it_warns(tiny_config, monkeypatch):
     monkeypatch.setattr(loop, "native_bf16", lambda device: False)
     with pytest.warns(UserWarning, match=r"precision='bf16' on a CPU without native bfloat16"):
         mtlwb.build_experiment(tiny_config(precision="bf16"))
+
+
+@pytest.mark.parametrize("backbone", ["segnet", "resnet_small"])
+def test_running_detached_views_without_a_graph_changes_no_training_number(tiny_config, tmp_path, monkeypatch,
+                                                                          backbone):
+    """JTR's three views, one epoch: the trainer's split forward pass and the one-graph pass it replaced give the
+    same history and weights. resnet_small (the regime sweep's backbone; heads with BatchNorm keep one graph): bit
+    for bit. SegNet (heads split, view 2's without a graph): equal up to float32 rounding, since a conv's weight
+    gradient summed over 8 rows rounds differently from the same sum over 12 rows of which 4 are zero (in float64
+    the two passes agree to 1e-12: tests/test_views.py)."""
+    from mtlwb.experiment import loop
+
+    def run(name: str) -> tuple[list, dict]:
+        cfg = tiny_config(method="jtr", method_options={"views": 3, "fidelity": "published_code"},
+                          backbone=backbone, train_samples=16, run_dir=str(tmp_path / name))
+        exp = mtlwb.build_experiment(cfg)
+        history = mtlwb.train(cfg, exp)["history"]
+        weights = {**exp.model.state_dict(), **{f"method.{k}": v for k, v in exp.method.state_dict().items()}}
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history], weights
+
+    calls = []
+    split_pass = loop.forward_step
+    monkeypatch.setattr(loop, "forward_step", lambda model, method, images, views=1:
+                        calls.append(views) or split_pass(model, method, images, views=views))
+    split, split_weights = run("split")
+    assert calls.count(3) == 2                   # the trainer's two steps pass the view count (evaluation: one view)
+    monkeypatch.setattr(loop, "forward_step", lambda model, method, images, views=1:
+                        split_pass(model, method, images))
+    whole, whole_weights = run("whole")
+    assert split_weights.keys() == whole_weights.keys()
+    if backbone == "resnet_small":
+        assert split == whole
+        assert all(torch.equal(split_weights[k], whole_weights[k]) for k in split_weights)
+        return
+    flat = lambda d, p="": {f"{p}{k}": v for k1, v1 in d.items()  # noqa: E731
+                            for k, v in (flat(v1, f"{k1}.").items() if isinstance(v1, dict) else [(k1, v1)])}
+    a, b = flat(split[0]), flat(whole[0])
+    assert a.keys() == b.keys()
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    for k in split_weights:
+        torch.testing.assert_close(split_weights[k], whole_weights[k], rtol=1e-4, atol=1e-6)
