@@ -223,7 +223,8 @@ def test_running_detached_views_without_a_graph_changes_no_training_number(tiny_
                                                                           backbone):
     """JTR's three views, one epoch: the trainer's split forward pass and the one-graph pass it replaced give the
     same history and weights. resnet_small (the regime sweep's backbone; heads with BatchNorm keep one graph): bit
-    for bit. SegNet (heads split, view 2's without a graph): equal up to float32 rounding, since a conv's weight
+    for bit. SegNet (heads split, view 2's without a graph): equal up to float32 rounding (losses to 1e-4, weights
+    to 1e-5 in total after Adam, evaluation metrics, which count pixels, to 1 %), since a conv's weight
     gradient summed over 8 rows rounds differently from the same sum over 12 rows of which 4 are zero (in float64
     the two passes agree to 1e-12: tests/test_views.py)."""
     from mtlwb.experiment import loop
@@ -254,6 +255,14 @@ def test_running_detached_views_without_a_graph_changes_no_training_number(tiny_
                             for k, v in (flat(v1, f"{k1}.").items() if isinstance(v1, dict) else [(k1, v1)])}
     a, b = flat(split[0]), flat(whole[0])
     assert a.keys() == b.keys()
-    assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    losses = [k for k in a if k.startswith("train.")]
+    assert {k: a[k] for k in losses} == pytest.approx({k: b[k] for k in losses}, rel=1e-4, abs=1e-6)
+    # the evaluation's argmax / threshold metrics may flip a few of the 8×32×40 pixels on so small a difference
+    assert {k: a[k] for k in a if k not in losses} == pytest.approx({k: b[k] for k in b if k not in losses}, rel=1e-2)
     for k in split_weights:
-        torch.testing.assert_close(split_weights[k], whole_weights[k], rtol=1e-4, atol=1e-6)
+        # Adam divides by sqrt(v): a weight whose gradient is near zero can move by up to lr (1e-3) per step on a
+        # rounding difference, so single weights agree only within the 2 steps' reach; in total, to 1e-5
+        torch.testing.assert_close(split_weights[k], whole_weights[k], rtol=0, atol=2e-3)
+    floats = [k for k in split_weights if split_weights[k].is_floating_point()]
+    total_diff = sum(float((split_weights[k] - whole_weights[k]).abs().sum()) for k in floats)
+    assert total_diff <= 1e-5 * sum(float(split_weights[k].abs().sum()) for k in floats)
