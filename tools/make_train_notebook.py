@@ -127,7 +127,7 @@ cells = [
            "if finished_run is None:\n"
            "    if dataset == \"scenes\":\n"
            "        ensure_dataset(data_root, tasks=tasks)   # adds image-level labels to an older copy if asked for\n"
-           "    ensure_sources(config)  # extra training sources of dataset scenes, with their style",
+           "    ensure_sources(config.data_request)  # extra training sources of dataset scenes, with their style",
            "nbval-ignore-output"),
     tagged("experiment, record = train_or_load(config, finished_runs_dir if finished_run else None)",
            "nbval-ignore-output"),

@@ -78,7 +78,7 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     config.check_paths()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    tasks, sources = build_training_sources(config)
+    tasks, sources = build_training_sources(config.data_request)
     main = sources[0]
     # one source: its training split as it is (shuffled below as always); several: their weighted mixture
     train_set = SourceMixture(sources) if len(sources) > 1 else main.train
