@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mtlwb.analysis import tables
+from mtlwb.sweeps.report import REPORT_NOTEBOOK, render_report
 
 TASKS = [{"name": "semantic", "kind": "segmentation", "channels": 13, "primary_metric": "miou",
           "lower_is_better": False},
@@ -334,7 +335,7 @@ def test_report_shows_claims_curves_and_the_per_source_table(tmp_path):
         record["final_by_source"] = {"B": {"semantic": {"miou": 0.123456}, "depth": {"abs_err": 9.0}}}
         record["history"] = [{"epoch": 1, "train": {"semantic": 1.0, "total": 1.0}, "eval": record["final"]}]
         path.write_text(json.dumps(record))
-    html = tables.render_report(sweep).read_text()
+    html = render_report(sweep).read_text()
     assert "claim B &gt; A: supported" in html or "claim B > A: supported" in html
     assert "evaluated on" in html and "0.1235" in html               # the per-source table
     assert "Learning curves" in html and "train loss: semantic" in html
@@ -382,7 +383,7 @@ def test_report_sweep_dir_refuses_in_one_line_what_is_no_sweep(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"no finished runs to report \(2 run\(s\), status pending, queued\)"):
         tables.report_sweep_dir(str(queued))
     with pytest.raises(ValueError, match="no such sweep folder"):       # refused before a kernel starts
-        tables.render_report(tmp_path / "nonexistent")
+        render_report(tmp_path / "nonexistent")
     assert not (tmp_path / "nonexistent").exists()
     sweep = _write_sweep(tmp_path / "hand")                             # completed and failed runs: a report
     assert tables.report_sweep_dir(str(sweep)) == sweep
@@ -409,7 +410,7 @@ def test_report_puts_the_table_under_the_verdict_and_names_its_sweep(tmp_path):
     import re
 
     sweep = _write_paired(tmp_path / "p")
-    html = tables.render_report(sweep).read_text()
+    html = render_report(sweep).read_text()
     assert f"-p sweep_dir {sweep.resolve()}" in html and "reports/sweeps/quick" not in html
     verdict = html.index(">Verdict")
     table = html.index("<table", verdict)
@@ -429,7 +430,7 @@ def test_report_notebook_under_plain_papermill_refuses_a_bad_sweep_dir(value, er
 
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as e:
-        pm.execute_notebook(str(tables.REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
+        pm.execute_notebook(str(REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
                             progress_bar=False, kernel_name="python3")
     assert f"{e.value.ename}: {e.value.evalue}".startswith(error)
     assert "\n" not in e.value.evalue

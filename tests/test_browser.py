@@ -338,9 +338,9 @@ def test_sweep_report_renders_offline_with_the_table_under_the_verdict(chromium,
     from playwright.sync_api import sync_playwright
     from test_aggregate import _write_paired
 
-    from mtlwb.analysis import tables
+    from mtlwb.sweeps.report import render_report
 
-    html = tables.render_report(_write_paired(tmp_path / "sweep"))
+    html = render_report(_write_paired(tmp_path / "sweep"))
     console: list[str] = []
     blocked: list[str] = []
 

@@ -324,7 +324,7 @@ def test_parallel_sweep_failure_isolation_resume_and_report(tmp_path):
     assert "without encryption" not in (sweep / bad_id / "kernel.log").read_text()   # IPC kernels
     assert sweep_runs(sweep)[bad_id]["status"] == "failed"
 
-    from mtlwb.analysis.tables import render_report
+    from mtlwb.sweeps.report import render_report
 
     html = render_report(sweep)
     assert html.name == "summary.html" and "Δ_MTL vs method=supervised" in html.read_text()

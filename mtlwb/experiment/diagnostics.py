@@ -48,7 +48,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,9 +61,7 @@ from ..data.views import make_views
 from ..methods import Step, forward_step, split_views
 from ..objectives.losses import task_loss, valid_pixels
 from ..tasks import TaskSpec
-
-if TYPE_CHECKING:
-    from .loop import Experiment
+from .build import Experiment
 
 PROBE_SIZE = 16
 _PROBE_SALT = 0xD1A6          # the probe's draw: generator seeded from (salt, mask_seed), never from seed

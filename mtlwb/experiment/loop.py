@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -37,17 +35,17 @@ from ..config import ExperimentConfig
 from ..core import distributed as dist_utils
 from ..core.io import atomic_torch_save
 from ..core.runtime import epoch_seed, resolve_device, seed_everything
-from ..data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
+from ..data import MAIN_SOURCE, SourceMixture, build_training_sources
 from ..data.augment import AugmentOptions, augment_batch
 from ..data.registry import get_dataset
 from ..data.views import make_views
-from ..methods import METHODS, Method, Step, build_method, forward_step, split_views
+from ..methods import METHODS, Step, build_method, forward_step, split_views
 from ..models import MultiTaskNet
 from ..objectives.metrics import MultiTaskMeter
 from ..objectives.weighting import build_weighting
-from ..tasks import TaskSpec
 from . import diagnostics
 from . import record as run_record
+from .build import Experiment
 from .files import CHECKPOINT
 from .record import RunRecord
 from .selection import best_on_validation
@@ -55,22 +53,6 @@ from .selection import best_on_validation
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN/inf; the last good checkpoint is kept."""
-
-
-@dataclass
-class Experiment:
-    """Everything built from a config, so notebooks can reuse it after training."""
-
-    config: ExperimentConfig
-    tasks: list[TaskSpec]
-    model: MultiTaskNet
-    method: Method
-    train_set: Any
-    eval_set: Any
-    labelled: torch.Tensor       # [N_train, T]
-    device: torch.device
-    val_set: Any = None          # held-out training images (val_fraction > 0), never trained on
-    sources: list[TrainingSource] = field(default_factory=list)   # the main source first (data/sources.py)
 
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
