@@ -101,7 +101,7 @@ def test_end_to_end_with_model_and_options():
     tasks = make_tasks(["semantic", "depth", "normal"], 4)
     model = MultiTaskNet(tasks)
     m = build_method("mtpsl", tasks, model.feature_channels, {"width": 4, "mapping_lr": 1e-2})
-    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    feats, refined, preds, _ = forward_step(model, m, torch.randn(2, 3, H, W))
     step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]))
     step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
     sum(m.losses(step).values()).backward()

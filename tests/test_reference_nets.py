@@ -131,7 +131,7 @@ def test_jtr_reference_end_to_end_with_model():
     tasks = make_tasks(["semantic", "depth", "normal"], 4)
     model = MultiTaskNet(tasks)
     m = build_method("jtr", tasks, model.feature_channels, {"arch": "reference"})
-    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    feats, refined, preds, _ = forward_step(model, m, torch.randn(2, 3, H, W))
     step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]), torch.float32)
     step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
     sum(m.losses(step).values()).backward()

@@ -207,9 +207,8 @@ def _forward(exp: Experiment, probe: Probe) -> _Pass:
     views = probe.views
     images = torch.cat([v["image"] for v in views])
     torch.manual_seed(_NOISE_SEED)
-    features, refined, preds = forward_step(exp.model, exp.method, images)
+    features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images)
     targets = {t.name: torch.cat([v[t.name] for v in views]) for t in exp.tasks}
-    bottleneck = getattr(exp.model.encoder, "last_bottleneck", None)
     return _Pass(images, features, refined, {k: v.float() for k, v in preds.items()}, targets, probe.labelled,
                  bottleneck, len(views))
 

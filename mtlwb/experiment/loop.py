@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -105,7 +106,7 @@ def evaluate(exp: Experiment, loader: DataLoader | None = None) -> tuple[dict, d
     with torch.inference_mode(), _autocast(exp.config, exp.device):
         for batch in loader:
             batch = _to(batch, exp.device)
-            _, refined, preds = forward_step(exp.model, exp.method, _images(batch, exp.config))
+            _, refined, preds, _ = forward_step(exp.model, exp.method, _images(batch, exp.config))
             meter.update({k: v.float() for k, v in preds.items()}, {t.name: batch[t.name] for t in exp.tasks})
             n = batch["image"].shape[0]
             for key, value in exp.method.eval_summary(refined).items():
@@ -187,10 +188,9 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         images = torch.cat([_images(v, cfg) for v in views]) if len(views) > 1 else _images(batch, cfg)
         labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
         with _autocast(cfg, exp.device):
-            features, refined, preds = forward_step(exp.model, exp.method, images)
+            features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
             targets = {n: torch.cat([v[n] for v in views]) if len(views) > 1 else batch[n] for n in task_names}
-            bottleneck = getattr(exp.model.encoder, "last_bottleneck", None)
             s = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(views))
             out = exp.method.losses(s)
         terms = out.all()
@@ -289,11 +289,19 @@ def write_record(run_dir: Path, exp: Experiment, history: list, status: str, err
     return run_record.write_record(run_dir, record)
 
 
-def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
+EpochHook = Callable[[Experiment, int, dict], None]
+
+
+def train(config: ExperimentConfig, exp: Experiment | None = None, hooks: Sequence[EpochHook] = ()) -> dict:
     """Train (or resume) the experiment and return its record (also in <run_dir>/metrics.json).
 
     Under torchrun (WORLD_SIZE > 1) every rank trains on its shard with averaged gradients; only
     rank 0 evaluates and writes checkpoint and metrics, the other ranks return {'final': {}, ...}.
+
+    ``hooks``: each is called as ``hook(exp, epoch, entry)`` at the end of every epoch trained here (``epoch`` =
+    epochs done, ``entry`` = the epoch's history entry), on rank 0, after the epoch's record is written — to look at
+    the model as it is then (``figures.latent`` keeps per-epoch snapshots this way) without restarting ``train``.
+    A hook must not change the model, the method or any generator, or the numbers change.
     """
     dist_info = dist_utils.init_from_env(config.device)
     exp = exp or build_experiment(config)
@@ -342,6 +350,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
         state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
         atomic_torch_save(run_dir / CHECKPOINT, state)
         write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+        for hook in hooks:
+            hook(exp, epoch + 1, entry)
     if not dist_info.is_main:
         return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}
     if not history:   # epochs=0: record the untrained model's metrics
