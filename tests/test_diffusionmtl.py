@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import steps
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +19,7 @@ from mtlwb.models import MultiTaskNet
 from mtlwb.models.resnet import resnet18, resnet18_multiscale
 from mtlwb.objectives.losses import task_loss
 from mtlwb.tasks import make_tasks
+from tests.helpers import steps
 
 SIZE = 32
 DENSE = ["semantic", "depth", "normal"]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import steps
 import torch
-from steps import FEAT, H, W, mixed_tasks
 
 import mtlwb.methods.jtr  # noqa: F401  (registers)
 from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.jtr import JTR, JTROptions, per_sample_reference_losses, two_routes
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
+from tests.helpers import steps
+from tests.helpers.steps import FEAT, H, W, mixed_tasks
 
 
 def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, **options) -> Step:

@@ -8,13 +8,13 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from fixtures_real import onelabel_table, write_mask_pt, write_nyuv2
 
 import mtlwb
 from mtlwb.analysis.records import label_split_text
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
 from mtlwb.data.registry import SETTINGS_DIR
+from tests.helpers.fixtures_real import onelabel_table, write_mask_pt, write_nyuv2
 
 
 def _sha256(path) -> str:

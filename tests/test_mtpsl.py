@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steps import FEAT, H, W, make_step, mixed_tasks
 
 import mtlwb.methods.mtpsl  # noqa: F401  (registers)
 from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import make_tasks
+from tests.helpers.steps import FEAT, H, W, make_step, mixed_tasks
 
 
 def test_pairs_enumerate_unlabelled_to_labelled():

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_real import NYUD_IDS, nyud_sample, onelabel_table, write_mask_pt, write_nyud
 
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
@@ -17,6 +16,7 @@ from mtlwb.data.nyud import NYUD
 from mtlwb.data.registry import REGISTRY, SETTINGS_DIR
 from mtlwb.objectives.metrics import MultiTaskMeter
 from mtlwb.tasks import make_tasks
+from tests.helpers.fixtures_real import NYUD_IDS, nyud_sample, onelabel_table, write_mask_pt, write_nyud
 
 ALL = ["semantic", "depth", "normal", "edge"]
 PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "published-splits"

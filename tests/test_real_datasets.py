@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_real import (
+
+from mtlwb.config import ExperimentConfig
+from mtlwb.data import build_datasets
+from mtlwb.data.augment import AugmentOptions, augment_batch, augment_sample
+from mtlwb.data.id_masks import read_npy
+from mtlwb.data.pascal import PascalContext, edges_from_labelmap
+from mtlwb.data.registry import REGISTRY, SETTINGS_DIR, resolve_label_split
+from mtlwb.tasks import make_tasks
+from tests.helpers.fixtures_real import (
     PASCAL_IDS,
     onelabel_table,
     write_cityscapes,
@@ -20,14 +28,6 @@ from fixtures_real import (
     write_pascal_id_rows,
     write_pascal_id_sets,
 )
-
-from mtlwb.config import ExperimentConfig
-from mtlwb.data import build_datasets
-from mtlwb.data.augment import AugmentOptions, augment_batch, augment_sample
-from mtlwb.data.id_masks import read_npy
-from mtlwb.data.pascal import PascalContext, edges_from_labelmap
-from mtlwb.data.registry import REGISTRY, SETTINGS_DIR, resolve_label_split
-from mtlwb.tasks import make_tasks
 
 
 def _cfg(dataset: str, root, **kw) -> ExperimentConfig:

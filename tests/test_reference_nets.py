@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import steps
 import torch
-from steps import mixed_tasks
 
 from mtlwb.config import ExperimentConfig
 from mtlwb.experiment.loop import train
@@ -14,6 +12,8 @@ from mtlwb.methods.jtr import JTROptions, per_sample_reference_losses
 from mtlwb.methods.mtpsl import MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
+from tests.helpers import steps
+from tests.helpers.steps import mixed_tasks
 
 H = W = 32
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_real import write_nyuv2
 
 from mtlwb import cli
 from mtlwb.config import ExperimentConfig
@@ -28,6 +27,7 @@ from mtlwb.sweeps.run import (
     run_sweep,
     sweep_runs,
 )
+from tests.helpers.fixtures_real import write_nyuv2
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"train_samples": 16, "eval_samples": 8, "epochs": 1, "batch_size": 8,
