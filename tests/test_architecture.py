@@ -153,3 +153,15 @@ def test_the_checks_see_deferred_and_type_checking_imports_and_circles(toy):
     assert found[0] == found[-1] and set(found) in ({"toy.high.b", "toy.high.c"}, {"toy.low.a", "toy.high.b"})
     with pytest.raises(KeyError, match="in no layer"):
         layer_of("toy.middle.x", layers)
+
+
+def test_the_docs_describe_the_same_layers():
+    """docs/extending.md ("Where things are") shows the order to readers: the same layers, in the same order."""
+    import re
+
+    page = (PACKAGE.parent / "docs" / "extending.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|", page, flags=re.M)
+    shown = [tuple(re.findall(r"`mtlwb/(\w+)(?:/|\.py)`", cells)) for _, cells in rows]
+    expected = [tuple(n for n in layer) for layer in LAYERS]
+    assert [int(n) for n, _ in rows] == list(range(len(LAYERS)))
+    assert shown == expected
