@@ -115,13 +115,13 @@ class ProtocolStep:
         if seed is not None:
             torch.manual_seed(seed)                                   # the methods' Gumbel draws
         with self._autocast():
-            features, refined, preds = forward_step(self.model, self.method, images,
+            features, refined, preds, bottleneck = forward_step(self.model, self.method, images,
                                                     views=len(views) if self.split_detached else 1)
             preds = {k: v.float() for k, v in preds.items()}
             lap("forward")
             targets = {n: torch.cat([v[n] for v in views]) for n in names}
             step = split_views(Step(images, features, refined, preds, targets, self.labelled,
-                                    self.model.encoder.last_bottleneck), len(views))
+                                    bottleneck), len(views))
             out = self.method.losses(step)
         active = {n: bool(self.labelled[:, i].any()) for i, n in enumerate(names)}
         loss = self.weighting.combine(out.supervised, active=active) + sum(out.auxiliary.values(), torch.zeros(()))

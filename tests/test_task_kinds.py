@@ -104,7 +104,7 @@ def test_the_toy_kind_through_heads_loss_metrics_and_delta(scalar_map):
     model = MultiTaskNet(tasks, "resnet_small")
     method = build_method("supervised", tasks, model.feature_channels)
     images = torch.rand(4, 3, 16, 16)
-    _, _, preds = forward_step(model, method, images)
+    preds = forward_step(model, method, images).predictions
     assert preds["curvature"].shape == (4, 1, 16, 16)                    # a dense head of the kind's width
 
     g = torch.Generator().manual_seed(1)

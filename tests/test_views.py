@@ -161,9 +161,8 @@ def _jtr_three_view_step(backbone: str, split_heads: bool):
     batch = {k: v.double() if v.is_floating_point() else v for k, v in _batch(b=2, h=32, w=32).items()}
     views = make_views(batch, TASKS, method.view_spec, torch.Generator().manual_seed(1), normal_mode="bilinear")
     images = torch.cat([v["image"] for v in views])
-    features, refined, preds = forward_step(model, method, images, views=3 if split_heads else 1)
+    features, refined, preds, bottleneck = forward_step(model, method, images, views=3 if split_heads else 1)
     targets = {t.name: torch.cat([v[t.name] for v in views]) for t in TASKS}
-    bottleneck = getattr(model.encoder, "last_bottleneck", None)
     step = split_views(Step(images, features, refined, preds, targets, torch.tensor([[1, 0, 0], [0, 1, 1]]),
                             bottleneck), 3)
     torch.manual_seed(5)                                              # the Gumbel draws

@@ -48,7 +48,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,9 +61,7 @@ from ..data.views import make_views
 from ..methods import Step, forward_step, split_views
 from ..objectives.losses import task_loss, valid_pixels
 from ..tasks import TaskSpec
-
-if TYPE_CHECKING:
-    from .loop import Experiment
+from .build import Experiment
 
 PROBE_SIZE = 16
 _PROBE_SALT = 0xD1A6          # the probe's draw: generator seeded from (salt, mask_seed), never from seed
@@ -209,9 +207,8 @@ def _forward(exp: Experiment, probe: Probe) -> _Pass:
     views = probe.views
     images = torch.cat([v["image"] for v in views])
     torch.manual_seed(_NOISE_SEED)
-    features, refined, preds = forward_step(exp.model, exp.method, images)
+    features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images)
     targets = {t.name: torch.cat([v[t.name] for v in views]) for t in exp.tasks}
-    bottleneck = getattr(exp.model.encoder, "last_bottleneck", None)
     return _Pass(images, features, refined, {k: v.float() for k, v in preds.items()}, targets, probe.labelled,
                  bottleneck, len(views))
 

@@ -113,7 +113,7 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
     method.eval()
     items = [dataset[i] for i in indices]
     images = torch.stack([it["image"] for it in items]).to(device)   # [B, 3, H, W]
-    _, _, preds = forward_step(model, method, images)
+    preds = forward_step(model, method, images).predictions
     h, w = items[0]["image"].shape[-2:]
     rows = [(r, t) for r in range(len(items)) for t in tasks]
     level = {(r, t.name): image_level_panels(t, preds[t.name][r].cpu(), items[r][t.name])

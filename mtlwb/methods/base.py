@@ -40,7 +40,7 @@ import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -294,6 +294,16 @@ def split_views(step: Step, count: int) -> Step:
     return first
 
 
+class Forward(NamedTuple):
+    """One forward pass: the shared feature, the method's refined features, the predictions, and the backbone's
+    bottleneck where it has one apart from the feature (SegNet; else None) — all that a ``Step`` takes from it."""
+
+    features: torch.Tensor
+    refined: Refined
+    predictions: dict[str, torch.Tensor]
+    bottleneck: torch.Tensor | None = None
+
+
 def heads_hold_batch_statistics(model: nn.Module) -> bool:
     """True when a head of ``model`` normalizes over the rows it is given (BatchNorm in training mode)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
@@ -314,22 +324,22 @@ def _decode_views(model: nn.Module, task_features: dict[str, torch.Tensor], size
     return pieces[0] if len(pieces) == 1 else {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
 
 
-def forward_step(model: nn.Module, method: Method, images: torch.Tensor, views: int = 1) -> tuple[
-        torch.Tensor, Refined, dict[str, torch.Tensor]]:
+def forward_step(model: nn.Module, method: Method, images: torch.Tensor, views: int = 1) -> Forward:
     """encode -> method.refine -> decode (the model's heads, or the method's own with ``owns_heads``); the same path
-    for training and evaluation.
+    for training and evaluation. ``model``: a ``MultiTaskNet`` (``encode_parts`` and ``decode``).
 
     ``views``: ``images`` holds that many concatenated views of one batch ([views·B, 3, H, W], the trainer's
     training batches); the heads then skip the graph of the method's ``detached_views`` (module docstring).
     """
-    features = model.encode(images)
+    features, bottleneck = model.encode_parts(images)
     refined = method.refine(features, images)
     size = images.shape[-2:]
     if method.owns_heads:
-        return features, refined, method.decode(refined, size)
+        return Forward(features, refined, method.decode(refined, size), bottleneck)
     detached = tuple(v for v in method.detached_views if v < views)
     if views > 1 and detached and torch.is_grad_enabled() and not heads_hold_batch_statistics(model):
         if images.shape[0] % views:
             raise ValueError(f"forward_step: {images.shape[0]} images are not {views} views of one batch")
-        return features, refined, _decode_views(model, refined.task_features, size, views, detached)
-    return features, refined, model.decode(refined.task_features, size)
+        return Forward(features, refined, _decode_views(model, refined.task_features, size, views, detached),
+                       bottleneck)
+    return Forward(features, refined, model.decode(refined.task_features, size), bottleneck)

@@ -8,21 +8,17 @@ same task. ``TaskKind.encode_prediction`` / ``encode_label`` choose among these 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from .labels import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from . import TaskSpec
+from .task import Task
 
 DEPTH_MU = 2.3618     # JTR ref. code, NYUv2 depth statistics (reused unchanged for Cityscapes there)
 DEPTH_SIGMA = 1.5876
 
 
-def regression_unit(task: TaskSpec, values: torch.Tensor) -> torch.Tensor:
+def regression_unit(task: Task, values: torch.Tensor) -> torch.Tensor:
     """[B, C] in the task's unit → Φ((y − loc) / scale) ∈ (0, 1), as JTR's depth encoding."""
     return 0.5 * (1.0 + torch.erf((values - task.loc) / (task.scale * 2.0 ** 0.5)))
 

@@ -21,7 +21,7 @@ Each kind computes exactly what the string branches it replaces computed, in the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -41,9 +41,7 @@ from .encoding import (
 )
 from .labels import IGNORE_INDEX, valid_samples
 from .target_forms import TargetForms, classes_forms, edge_forms, normal_forms, value_forms
-
-if TYPE_CHECKING:
-    from . import TaskSpec
+from .task import Task
 
 
 class LossForms(Protocol):
@@ -80,7 +78,7 @@ class TaskKind:
     target_forms: ClassVar[TargetForms | None] = None
 
     # -- labels ---------------------------------------------------------------------------------------------------
-    def valid(self, task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+    def valid(self, task: Task, target: torch.Tensor) -> torch.Tensor:
         """Where the ground truth is defined: dense [B, 1, H, W] bool, image-level [B] bool."""
         return torch.ones_like(target, dtype=torch.bool)
 
@@ -88,17 +86,17 @@ class TaskKind:
         """The value an unlabelled target is replaced by before any arithmetic (ignore index or zeros)."""
         return torch.full_like(target, IGNORE_INDEX) if self.categorical else torch.zeros_like(target)
 
-    def clean(self, task: TaskSpec, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    def clean(self, task: Task, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
         """``target`` with the rows of unlabelled samples (``labelled`` [B] in {0, 1}) set to ``neutral``."""
         keep = labelled.bool().view(-1, *([1] * (target.dim() - 1)))
         return torch.where(keep, target, self.neutral(target))
 
-    def placeholder(self, task: TaskSpec, size: tuple[int, int]) -> torch.Tensor:
+    def placeholder(self, task: Task, size: tuple[int, int]) -> torch.Tensor:
         """The target of an item whose source does not label the task (the label table says unlabelled)."""
         return torch.zeros(task.channels, *size)                                        # [C, H, W]
 
     # -- the head -------------------------------------------------------------------------------------------------
-    def check(self, task: TaskSpec) -> None:
+    def check(self, task: Task) -> None:
         """Refuse a task this kind cannot predict (one line naming the field)."""
         if self.fixed_channels is not None and task.channels != self.fixed_channels:
             raise ValueError(f"TaskSpec.channels={task.channels} for {task.name!r}: a {self.name} task has "
@@ -109,7 +107,7 @@ class TaskKind:
         return raw
 
     # -- the supervised loss --------------------------------------------------------------------------------------
-    def loss_terms(self, task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
+    def loss_terms(self, task: Task, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
                    options: LossForms) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-pixel loss, weight), both [B, 1, H, W], weight 0 on invalid pixels and unlabelled samples.
 
@@ -122,13 +120,13 @@ class TaskKind:
         weight = self.valid(task, tgt).to(pred.dtype) * sample_w
         return self.pixel_loss(task, pred, tgt, weight, options)
 
-    def pixel_loss(self, task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+    def pixel_loss(self, task: Task, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                    options: LossForms) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense kinds: (per-pixel loss, weight) of a cleaned target; default |ŷ − y|."""
         return (pred - target).abs(), weight
 
     # -- metrics --------------------------------------------------------------------------------------------------
-    def meter(self, task: TaskSpec) -> meters.TaskMeter:
+    def meter(self, task: Task) -> meters.TaskMeter:
         """A fresh meter of the task's metrics over a split."""
         return self.meter_class(task)
 
@@ -137,7 +135,7 @@ class TaskKind:
         return self.metric_directions.get(metric)
 
     # -- joint spaces (MTPSL, JTR) --------------------------------------------------------------------------------
-    def encode_prediction(self, task: TaskSpec, pred: torch.Tensor, *, seg: str = "hard", depth: str = "max",
+    def encode_prediction(self, task: Task, pred: torch.Tensor, *, seg: str = "hard", depth: str = "max",
                           tau: float = 1.0, mu: float = DEPTH_MU, sigma: float = DEPTH_SIGMA,
                           noise: torch.Tensor | None = None) -> torch.Tensor:
         """Raw head output -> its encoding, same shape (image-level [B, C]; the methods broadcast it).
@@ -145,7 +143,7 @@ class TaskKind:
         ``sigma``: depth (by max or Φ)."""
         raise NotImplementedError(f"task kind {self.name!r} has no joint-space encoding")
 
-    def encode_label(self, task: TaskSpec, target: torch.Tensor, *, depth: str = "max", mu: float = DEPTH_MU,
+    def encode_label(self, task: Task, target: torch.Tensor, *, depth: str = "max", mu: float = DEPTH_MU,
                      sigma: float = DEPTH_SIGMA) -> torch.Tensor:
         """A cleaned target (see ``clean``) -> its encoding, shaped like ``encode_prediction``'s."""
         raise NotImplementedError(f"task kind {self.name!r} has no joint-space encoding")
@@ -160,7 +158,7 @@ class TaskKind:
         return target
 
     # -- figures --------------------------------------------------------------------------------------------------
-    def to_rgb(self, task: TaskSpec, array: np.ndarray) -> np.ndarray:
+    def to_rgb(self, task: Task, array: np.ndarray) -> np.ndarray:
         """A map [C, H, W] (or [H, W] labels) as an RGB uint8 image [H, W, 3]; default: grey to the 99th pct."""
         x = self.display_values(array[0])
         hi = np.percentile(x, 99) if x.max() > 0 else 1.0
@@ -171,7 +169,7 @@ class TaskKind:
         """One channel [H, W] as the grey figure shows it."""
         return x
 
-    def error_map(self, task: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def error_map(self, task: Task, pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         """Per-pixel error [H, W] in the task's unit, of one prediction [C, H, W] and its target."""
         return (pred[0] - target[0]).abs().numpy()
 
@@ -374,7 +372,7 @@ class ImageLevelKind(TaskKind):
         weight = valid.to(pred.dtype)
         return per_sample.view(-1, 1, 1, 1), weight.view(-1, 1, 1, 1)
 
-    def sample_loss(self, task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, keep: torch.Tensor,
+    def sample_loss(self, task: Task, pred: torch.Tensor, target: torch.Tensor, keep: torch.Tensor,
                     options: LossForms) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss per sample [B], defined and labelled [B] bool)."""
         raise NotImplementedError

@@ -6,22 +6,19 @@ a map [B, 1, H, W] (``valid_pixels``, image-level tasks [B, 1]) or one flag per 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from . import TaskSpec
+from .task import Task
 
 IGNORE_INDEX = -1     # class label of an ignored pixel (segmentation) or an undefined image (classification)
 
 
-def valid_samples(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+def valid_samples(task: Task, target: torch.Tensor) -> torch.Tensor:
     """Image-level task: [B] bool, samples whose label is defined (class != −1; every regression value finite)."""
     return task.kind_object.valid(task, target)
 
 
-def valid_pixels(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+def valid_pixels(task: Task, target: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] bool: pixels where the ground truth is defined (image-level tasks: [B, 1], see valid_samples)."""
     valid = task.kind_object.valid(task, target)
     return valid.unsqueeze(1) if task.image_level else valid

@@ -9,16 +9,13 @@ per batch. Accumulators live on the prediction's device and are turned into Pyth
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..core.ops import channel_argmax
 from .labels import IGNORE_INDEX, valid_pixels, valid_samples
-
-if TYPE_CHECKING:
-    from . import TaskSpec
+from .task import Task
 
 NAN = float("nan")
 
@@ -26,7 +23,7 @@ NAN = float("nan")
 class TaskMeter:
     """Accumulates one task's statistics over a split; subclasses per task kind."""
 
-    def __init__(self, task: TaskSpec) -> None:
+    def __init__(self, task: Task) -> None:
         self.task = task
         self.reset()
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..core.ops import channel_normalize
 from .labels import IGNORE_INDEX, valid_pixels
-
-if TYPE_CHECKING:
-    from . import TaskSpec
+from .task import Task
 
 # Each form maps (task, target as loaded [B, ...], prediction [B, C, ...], generator) to a prediction-shaped tensor;
 # the caller keeps the prediction wherever the target is invalid and on labelled rows. Logits are ±10 (one-hot ×10)
@@ -59,10 +56,10 @@ def _valid_mean(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 class TargetForms:
     """One task kind's ground truth as a prediction, a perturbed copy, a constant and noise (prediction-shaped)."""
 
-    truth: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-    perturbed: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-    constant: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-    noise: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+    truth: Callable[[Task, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+    perturbed: Callable[[Task, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+    constant: Callable[[Task, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+    noise: Callable[[Task, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def classes_forms() -> TargetForms:
