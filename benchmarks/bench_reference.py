@@ -54,7 +54,7 @@ def training_step(model, method, tasks, optimizer, labelled: torch.Tensor, views
     def step() -> float:
         vs = [{k: v.to(device) for k, v in view.items()} for view in views()]
         images = torch.cat([v["image"] for v in vs])
-        features, refined, preds, bottleneck = forward_step(model, method, images)
+        features, refined, preds, bottleneck = forward_step(model, method, images, views=len(vs))   # as the trainer
         targets = {t.name: torch.cat([v[t.name] for v in vs]) for t in tasks}
         s = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(vs))
         out = method.losses(s)

@@ -15,6 +15,7 @@ import traceback
 
 import bench_data
 import bench_jtr_batched
+import bench_profile
 import bench_published
 import bench_reference
 import bench_regularizers
@@ -31,6 +32,7 @@ SECTIONS = (
     ("JTR: per-sample reference vs batched", bench_jtr_batched),
     ("Reference layouts and protocols: step cost; JTR batched vs per-sample", bench_reference),
     ("Published code vs mtlwb, like for like", bench_published),
+    ("Where a reference-layout step spends its time (profile)", bench_profile),
     ("Data: generator, loader, evaluation", bench_data),
     ("t-SNE", bench_tsne),
     ("Sweep overhead: papermill vs in-process", bench_sweep_overhead),

@@ -420,3 +420,29 @@ def test_the_training_benchmark_times_every_registered_method():
     assert timed == set(METHODS)
     step = bench_training.make_train_step("diffusionmtl", batch=2, size=(16, 20))
     assert torch.isfinite(torch.tensor(step()))                    # one step of the new row runs
+
+
+# -- where a reference-layout step spends its time (bench_profile) ---------------------------------------------------
+
+import bench_profile  # noqa: E402
+
+
+def test_profile_runs_every_protocol_at_a_tiny_size_and_prints_its_tables():
+    """Phases, floors and the torch.profiler operator table of each reference-layout protocol, on CPU at 32×32."""
+    rows = bench_profile.run(batch=2, size=(32, 32), repeats=1, top=3)
+    phases = [r for r in rows if r["part"] == "phases" and r["precision"] == "fp32"]
+    assert [r["protocol"] for r in phases][:3] == list(bench_profile.PROTOCOLS)
+    assert phases[0]["x sup."] == 1.0 and all(r["step ms"] > 0 for r in phases)
+    assert any("one graph" in r["protocol"] for r in phases)          # JTR before detached_views, for the ratio
+    for r in phases:
+        assert r["step ms"] == pytest.approx(sum(r[f"{p} ms"] for p in bench_profile.PHASES))
+    ops = [r for r in rows if r["part"] == "operators"]
+    assert {r["protocol"] for r in ops} == set(bench_profile.PROTOCOLS)
+    assert all(len([r for r in ops if r["protocol"] == p]) == 3 for p in bench_profile.PROTOCOLS)
+    assert all(0 < r["self CPU %"] <= 100 and r["calls"] >= 1 for r in ops)
+    floors = [r for r in rows if r["part"] == "floors"]
+    assert len(floors) == 3 + 2 and all(r["ms"] > 0 for r in floors)
+    text = bench_profile.report(rows)
+    assert "Top operators by self CPU time (two steps):" in text
+    assert "| jtr reference, 3 views + RandAugment | fp32 |" in text
+    assert "profile" in run_all.SECTIONS[[m for _, m in run_all.SECTIONS].index(bench_profile)][0]

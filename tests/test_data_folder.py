@@ -141,3 +141,30 @@ def test_a_camera_view_outside_its_three_classes_is_refused(broken_root):
     _rewrite_labels(broken_root, lambda t: t["camera_view"].__setitem__(3, 3))
     with pytest.raises(ValueError, match=r"'camera_view' must hold class ids in \[0, 3\) or -1"):
         MultiTaskFolder(broken_root, "train", VIEW)
+
+
+def test_a_small_split_is_read_from_disk_once(broken_root):
+    """Decoded items stay in memory: a file changed after the first read no longer matters, the item is equal."""
+    ds = MultiTaskFolder(broken_root, "train", TASKS)
+    first = ds[4]
+    for folder in ("image", "label", "depth", "normal", "edge"):
+        (broken_root / "train" / folder / "4.npy").unlink()
+    again = ds[4]
+    assert ds.cache is True and again is not first                    # a fresh dict each time, same tensors
+    assert all(again[k] is first[k] for k in first)
+    again["image"] = None                                              # the caller's dict, not the cache's
+    assert ds[4]["image"] is first["image"]
+
+
+def test_a_split_too_large_for_the_cache_is_read_each_time(broken_root, monkeypatch):
+    monkeypatch.setattr("mtlwb.data.folder.CACHE_BYTES", 1000)
+    ds = MultiTaskFolder(broken_root, "train", TASKS)
+    ds[4]
+    assert ds.cache is False
+    np.save(broken_root / "train" / "depth" / "4.npy", np.full((32, 40, 1), 7.0, np.float32))
+    assert float(ds[4]["depth"].min()) == 7.0
+    off = MultiTaskFolder(broken_root, "train", TASKS, cache=False)
+    off[5]
+    (broken_root / "train" / "depth" / "5.npy").unlink()
+    with pytest.raises(FileNotFoundError):
+        off[5]

@@ -143,3 +143,51 @@ def test_extra_views_crop_normals_as_asked():
         lengths[mode] = torch.cat([v["normal"].norm(dim=1).flatten() for v in views[1:]])
     assert torch.allclose(lengths["nearest"], torch.ones_like(lengths["nearest"]), atol=1e-5)
     assert lengths["bilinear"].min() < 0.9           # random unit normals interpolated: shorter
+
+
+def _jtr_three_view_step(backbone: str, split_heads: bool):
+    """One trainer-path step (views concatenated, one backbone pass, ``split_views``, JTR losses, backward) in
+    float64; returns (loss terms, gradients of every parameter, [(rows, graph?)] of each call of the first head)."""
+    import mtlwb.methods.jtr  # noqa: F401  (registers)
+    from mtlwb.methods import Step, build_method, forward_step, split_views
+    from mtlwb.models import MultiTaskNet
+
+    torch.manual_seed(0)
+    model = MultiTaskNet(TASKS, backbone).double().train()
+    method = build_method("jtr", TASKS, model.feature_channels, {"views": 3, "fidelity": "published_code"}).double()
+    calls = []
+    next(iter(model.heads.values())).register_forward_hook(
+        lambda module, args, out: calls.append((args[0].shape[0], torch.is_grad_enabled())))
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in _batch(b=2, h=32, w=32).items()}
+    views = make_views(batch, TASKS, method.view_spec, torch.Generator().manual_seed(1), normal_mode="bilinear")
+    images = torch.cat([v["image"] for v in views])
+    features, refined, preds, bottleneck = forward_step(model, method, images, views=3 if split_heads else 1)
+    targets = {t.name: torch.cat([v[t.name] for v in views]) for t in TASKS}
+    step = split_views(Step(images, features, refined, preds, targets, torch.tensor([[1, 0, 0], [0, 1, 1]]),
+                            bottleneck), 3)
+    torch.manual_seed(5)                                              # the Gumbel draws
+    terms = method.losses(step).all()
+    sum(terms.values()).backward()
+    params = list(model.parameters()) + list(method.parameters())
+    return terms, [torch.zeros_like(p) if p.grad is None else p.grad for p in params], calls
+
+
+def test_a_view_read_only_detached_runs_its_heads_without_graph_and_changes_nothing():
+    """JTR's view 2 feeds only detached inputs of the joint network: SegNet's heads (no batch statistics) skip its
+    graph; losses and every gradient are those of the one-graph pass (float64), since the backbone still sees all
+    views in one BatchNorm batch."""
+    terms, grads, calls = _jtr_three_view_step("segnet", split_heads=True)
+    ref_terms, ref_grads, ref_calls = _jtr_three_view_step("segnet", split_heads=False)
+    assert calls == [(4, True), (2, False)] and ref_calls == [(6, True)]      # views 0-1 with a graph, view 2 without
+    assert terms.keys() == ref_terms.keys()
+    for k in terms:
+        torch.testing.assert_close(terms[k], ref_terms[k], rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_heads_with_batch_statistics_keep_one_graph_for_all_views():
+    """A head with BatchNorm (resnet_small's) normalizes over every row it sees: splitting its call would change the
+    numbers, so the detached view's predictions keep their graph."""
+    _, _, calls = _jtr_three_view_step("resnet_small", split_heads=True)
+    assert calls == [(6, True)]

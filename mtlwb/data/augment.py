@@ -55,11 +55,41 @@ def _uniform(gen: torch.Generator, spread: float) -> float:
     return 1.0 + spread * (2.0 * float(torch.rand((), generator=gen)) - 1.0)
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One sample's augmentation: scale-crop window, flip and jitter factors."""
+
+    scale: float
+    top: int
+    left: int
+    flip: bool
+    brightness: float
+    contrast: float
+    saturation: float
+
+    def crop(self, h: int, w: int) -> tuple[slice, slice]:
+        ch, cw = int(h / self.scale), int(w / self.scale)
+        return slice(self.top, self.top + ch), slice(self.left, self.left + cw)
+
+
+def draw(gen: torch.Generator, h: int, w: int, options: AugmentOptions = AugmentOptions()) -> Draw:
+    """One sample's parameters, drawn from ``gen`` in a fixed order (scale, top, left, flip, b, c, s), so a batch
+    augmented at once and its samples augmented one by one read the same random stream."""
+    scale = options.scales[int(torch.randint(len(options.scales), (), generator=gen))]
+    ch, cw = int(h / scale), int(w / scale)
+    top = int(torch.randint(h - ch + 1, (), generator=gen))
+    left = int(torch.randint(w - cw + 1, (), generator=gen))
+    flip = options.flip and bool(torch.rand((), generator=gen) < 0.5)
+    b, c, s = (_uniform(gen, options.brightness), _uniform(gen, options.contrast),
+               _uniform(gen, options.saturation))
+    return Draw(scale, top, left, flip, b, c, s)
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """[C, h, w] -> [C, H, W]; "bilinear_corners": bilinear with align_corners=True (the references' normals)."""
+    """[N, C, h, w] -> [N, C, H, W]; "bilinear_corners": bilinear with align_corners=True (the references' normals)."""
     if mode == "nearest":
-        return F.interpolate(x[None].float(), size=size, mode="nearest")[0].to(x.dtype)
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=mode == "bilinear_corners")[0]
+        return F.interpolate(x.float(), size=size, mode="nearest").to(x.dtype)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=mode == "bilinear_corners")
 
 
 def _jitter(image: torch.Tensor, b: float, c: float, s: float) -> torch.Tensor:
@@ -72,46 +102,87 @@ def _jitter(image: torch.Tensor, b: float, c: float, s: float) -> torch.Tensor:
     return image.clamp(0.0, 1.0)
 
 
+def _mode(task: TaskSpec, options: AugmentOptions) -> str:
+    """How a target is resampled: unit vectors bilinearly with the references' ``normal_mode``, else nearest."""
+    return "bilinear_corners" if task.kind_object.directional and options.normal_mode == "bilinear" else "nearest"
+
+
 def augment_sample(item: dict, tasks: list[TaskSpec], gen: torch.Generator,
                    options: AugmentOptions = AugmentOptions()) -> dict:
     """One sample's tensors (image [3,H,W], semantic [H,W], depth [1,H,W], ...) -> augmented copy."""
     out = dict(item)
     h, w = item["image"].shape[-2:]
-    scale = options.scales[int(torch.randint(len(options.scales), (), generator=gen))]
-    ch, cw = int(h / scale), int(w / scale)
-    top = int(torch.randint(h - ch + 1, (), generator=gen))
-    left = int(torch.randint(w - cw + 1, (), generator=gen))
-    flip = options.flip and bool(torch.rand((), generator=gen) < 0.5)
-    b, c, s = (_uniform(gen, options.brightness), _uniform(gen, options.contrast),
-               _uniform(gen, options.saturation))
+    d = draw(gen, h, w, options)
+    rows, cols = d.crop(h, w)
 
     def geometric(x: torch.Tensor, mode: str) -> torch.Tensor:
         squeeze = x.dim() == 2                                   # segmentation [H, W]
         x = x[None] if squeeze else x
-        if scale != 1.0:
-            x = _resize(x[:, top:top + ch, left:left + cw], (h, w), mode)
-        if flip:
+        if d.scale != 1.0:
+            x = _resize(x[None, :, rows, cols], (h, w), mode)[0]
+        if d.flip:
             x = x.flip(-1)
         return x[0] if squeeze else x
 
-    out["image"] = _jitter(geometric(item["image"], "bilinear"), b, c, s)
+    out["image"] = _jitter(geometric(item["image"], "bilinear"), d.brightness, d.contrast, d.saturation)
     for t in tasks:
         if t.name not in item or t.image_level:
             continue
         kind = t.kind_object
-        bilinear_normal = kind.directional and options.normal_mode == "bilinear"
-        x = kind.rescaled(geometric(item[t.name], "bilinear_corners" if bilinear_normal else "nearest"), scale)
-        out[t.name] = kind.flipped(x) if flip else x
+        x = kind.rescaled(geometric(item[t.name], _mode(t, options)), d.scale)
+        out[t.name] = kind.flipped(x) if d.flip else x
     return out
 
 
 def augment_batch(batch: dict, tasks: list[TaskSpec], gen: torch.Generator,
                   options: AugmentOptions = AugmentOptions()) -> dict:
-    """Augment every sample of a collated batch independently; non-tensor and index entries pass through."""
-    keys = ["image"] + [t.name for t in tasks if t.name in batch]
-    n = batch["image"].shape[0]
-    samples = [augment_sample({k: batch[k][i] for k in keys}, tasks, gen, options) for i in range(n)]
+    """Augment every sample of a collated batch independently; non-tensor, index and image-level entries pass
+    through.
+
+    Equal, value for value, to ``augment_sample`` on each sample in turn (``tests/test_augment.py``), but with one
+    tensor operation per key and crop size instead of one per sample: the parameters are drawn per sample in
+    ``augment_sample``'s order (the random stream is the same), the crops of one scale are resized together
+    (interpolation works plane by plane, so batching changes no value), and the jitter is applied to the batch.
+    Only each image's mean is taken one image at a time: a reduction over the whole batch may sum in another order
+    and differ in the last bit, which training would amplify.
+    """
+    image = batch["image"]
+    n, (h, w) = image.shape[0], tuple(image.shape[-2:])
+    draws = [draw(gen, h, w, options) for _ in range(n)]
+    flipped = torch.tensor([d.flip for d in draws], device=image.device)
+    groups: dict[float, list[int]] = {}
+    for i, d in enumerate(draws):
+        if d.scale != 1.0:
+            groups.setdefault(d.scale, []).append(i)
+
+    def geometric(x: torch.Tensor, mode: str, task: TaskSpec | None = None) -> torch.Tensor:
+        """[N, ...] → scale-cropped and flipped; a task's targets then as its kind says (``rescaled``: depth
+        divided by the scale; ``flipped``: a normal's x negated), each sample as ``augment_sample`` does it."""
+        squeeze = x.dim() == 3                                    # segmentation [N, H, W]
+        x = x[:, None] if squeeze else x
+        out = x.clone()
+        for rows in groups.values():
+            crops = torch.stack([x[i, :, draws[i].crop(h, w)[0], draws[i].crop(h, w)[1]] for i in rows])
+            out[rows] = _resize(crops, (h, w), mode)               # [n_scale, C, H, W]
+        if flipped.any():
+            out[flipped] = out[flipped].flip(-1)
+        out = out[:, 0] if squeeze else out
+        if task is not None:
+            kind = task.kind_object
+            out = torch.stack([kind.flipped(kind.rescaled(o, d.scale)) if d.flip else kind.rescaled(o, d.scale)
+                               for o, d in zip(out, draws)])
+        return out
+
     out = dict(batch)
-    for k in keys:
-        out[k] = torch.stack([smp[k] for smp in samples])
+    factors = [torch.tensor([getattr(d, k) for d in draws], dtype=image.dtype, device=image.device).view(-1, 1, 1, 1)
+               for k in ("brightness", "contrast", "saturation")]
+    b, c, s = factors
+    x = geometric(image, "bilinear") * b                          # [N, 3, H, W]
+    mean = torch.stack([im.mean() for im in x]).view(-1, 1, 1, 1)
+    x = (x - mean) * c + mean
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]          # [N, 1, H, W]
+    out["image"] = ((x - gray) * s + gray).clamp(0.0, 1.0)
+    for t in tasks:
+        if t.name in batch and not t.image_level:
+            out[t.name] = geometric(batch[t.name], _mode(t, options), t)
     return out

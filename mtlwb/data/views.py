@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..tasks import TaskSpec
-from .augment import AugmentOptions, augment_sample
+from .augment import AugmentOptions, augment_batch
 from .randaugment import RandAugmentOptions, rand_augment
 
 PHOTOMETRIC = ("none", "randaugment")
@@ -44,13 +44,11 @@ class ViewSpec:
 def make_views(batch: dict, tasks: list[TaskSpec], spec: ViewSpec, gen: torch.Generator,
                randaugment: RandAugmentOptions = RandAugmentOptions(), normal_mode: str = "nearest") -> list[dict]:
     """A collated batch → [view 0, view 1, …] (1 + spec.extra collated batches of the same samples)."""
-    keys = ["image"] + [t.name for t in tasks if t.name in batch]
     n = batch["image"].shape[0]
     crop_only = AugmentOptions(flip=False, brightness=0.0, contrast=0.0, saturation=0.0, normal_mode=normal_mode)
     views = [batch]
     for _ in range(spec.extra):
-        samples = [augment_sample({k: batch[k][i] for k in keys}, tasks, gen, crop_only) for i in range(n)]
-        views.append(dict(batch, **{k: torch.stack([s[k] for s in samples]) for k in keys}))
+        views.append(augment_batch(batch, tasks, gen, crop_only))
     if spec.photometric == "randaugment":
         views = [dict(v, image=torch.stack([rand_augment(v["image"][i], gen, randaugment) for i in range(n)]))
                  for v in views]

@@ -3,9 +3,11 @@
 The trainer never names a method. It runs encode -> method.refine -> decode,
 asks the method for its loss terms, combines the per-task supervised terms
 with the loss-weighting scheme, adds the auxiliary terms, and logs every term.
-State is written atomically at the end of each epoch; a killed run resumes
-from its last checkpoint and, because every epoch reseeds from (seed, epoch),
-finishes with exactly the numbers of an uninterrupted run.
+State (checkpoint and record) is written atomically at the end of every evaluated epoch, of the last one, and of any
+epoch ending ``CHECKPOINT_EVERY_S`` or more after the last write; a killed run resumes from its last checkpoint
+and, because every epoch reseeds from (seed, epoch), finishes with exactly the numbers of an uninterrupted run. Why
+not every epoch: the few-label regime's epochs take a fraction of a second, and saving model and optimizer state
+(with an fsync) after each cost ~5 % of such a run; with the default ``eval_every: 1`` it is still every epoch.
 
 Evaluation runs every ``eval_every`` epochs and after the last one, on the test
 (eval) split and, with ``val_fraction`` > 0, on the held-out validation split;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from ..data import MAIN_SOURCE, SourceMixture, build_training_sources
 from ..data.augment import AugmentOptions, augment_batch
 from ..data.registry import get_dataset
 from ..data.views import make_views
-from ..methods import METHODS, Step, build_method, forward_step, split_views
+from ..methods import METHODS, LossTerms, Step, build_method, forward_step, split_views
 from ..models import MultiTaskNet
 from ..objectives.metrics import MultiTaskMeter
 from ..objectives.weighting import build_weighting
@@ -50,6 +53,8 @@ from .build import Experiment
 from .files import CHECKPOINT
 from .record import RunRecord
 from .selection import best_on_validation
+
+CHECKPOINT_EVERY_S = 60.0      # at most this much training is lost when a run is killed between evaluations
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,9 +78,26 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(config.method, tasks, model.feature_channels, config.method_options,
                           config.loss_options, config.task_prior_matrix)
+    if config.channels_last:           # the method's own networks (JTR's joint net, MTPSL's mapping net) as well
+        method = method.to(memory_format=torch.channels_last)
     method.use_label_table(torch.from_numpy(labelled))
+    _warn_emulated_bf16(config, device)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, main.test,
                       torch.from_numpy(labelled), device, main.val, sources)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (a CPU with avx512_bf16 or AMX; a CUDA GPU)."""
+    if device.type != "cpu":
+        return True
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def _warn_emulated_bf16(config: ExperimentConfig, device: torch.device) -> None:
+    if config.precision == "bf16" and not native_bf16(device):
+        warnings.warn("precision='bf16' on a CPU without native bfloat16 (avx512_bf16 or AMX): autocast emulates it "
+                      "and trains slower than fp32", stacklevel=3)
 
 
 def _autocast(config: ExperimentConfig, device: torch.device):
@@ -153,6 +175,20 @@ def _scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer) -> to
     return torch.optim.lr_scheduler.StepLR(optimizer, config.resolved_lr_step, config.lr_gamma)
 
 
+def step_losses(exp: Experiment, views: list[dict], labelled: torch.Tensor) -> LossTerms:
+    """The forward half of a training step: one forward pass on the batch's views concatenated (view 0 = the batch;
+    the heads of views the method reads only detached run without a graph, ``forward_step``), then the method's
+    loss terms, under the config's autocast. ``labelled`` [B, T]: the batch's rows of the label table."""
+    cfg, names = exp.config, [t.name for t in exp.tasks]
+    images = torch.cat([_images(v, cfg) for v in views]) if len(views) > 1 else _images(views[0], cfg)
+    with _autocast(cfg, exp.device):
+        features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images, views=len(views))
+        preds = {k: v.float() for k, v in preds.items()}
+        targets = {n: torch.cat([v[n] for v in views]) if len(views) > 1 else views[0][n] for n in names}
+        step = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(views))
+        return exp.method.losses(step)
+
+
 def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: bool = True,
                 scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One pass over the training split; ``scaler`` (fp16) scales the loss so small gradients do not underflow."""
@@ -185,14 +221,8 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         # a method that trains on several augmented views gets them from the data layer, all in one forward pass
         views = make_views(batch, exp.tasks, view_spec, aug_gen, normal_mode=cfg.resolved_normal_crop) \
             if view_spec.active else [batch]
-        images = torch.cat([_images(v, cfg) for v in views]) if len(views) > 1 else _images(batch, cfg)
         labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
-        with _autocast(cfg, exp.device):
-            features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images)
-            preds = {k: v.float() for k, v in preds.items()}
-            targets = {n: torch.cat([v[n] for v in views]) if len(views) > 1 else batch[n] for n in task_names}
-            s = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(views))
-            out = exp.method.losses(s)
+        out = step_losses(exp, views, labelled)
         terms = out.all()
         _check_finite(terms, epoch, step)
         sup = {n: out.supervised[n] * cfg.task_weights.get(n, 1.0) for n in task_names}
@@ -323,6 +353,7 @@ def train(config: ExperimentConfig, exp: Experiment | None = None, hooks: Sequen
                       for s in exp.sources[1:] if s.test is not None}
     epochs = tqdm(range(start, config.epochs), desc=config.run_id, disable=not config.progress or not dist_info.is_main,
                   initial=start, total=config.epochs)
+    last_write = time.perf_counter()
     for epoch in epochs:
         t0 = time.perf_counter()
         try:
@@ -347,9 +378,11 @@ def train(config: ExperimentConfig, exp: Experiment | None = None, hooks: Sequen
                 entry["diagnostics"] = diagnostics.measure(exp, weighting.weights())
         entry.update(weights=weighting.weights(), seconds=time.perf_counter() - t0)
         history.append(entry)
-        state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
-        atomic_torch_save(run_dir / CHECKPOINT, state)
-        write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+        if _evaluates(epoch + 1, config) or time.perf_counter() - last_write >= CHECKPOINT_EVERY_S:
+            state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
+            atomic_torch_save(run_dir / CHECKPOINT, state)
+            write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+            last_write = time.perf_counter()
         for hook in hooks:
             hook(exp, epoch + 1, entry)
     if not dist_info.is_main:

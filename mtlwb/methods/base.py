@@ -16,6 +16,16 @@ Prior knowledge of task relations (``ExperimentConfig.task_prior``, parsed by ``
 as ``task_prior``, a [T, T] tensor (rows/columns in task order) or None, set by ``build_method`` through
 ``use_task_prior``; each method documents what it does with it (nothing, by default).
 
+Views read only detached (``detached_views``): a method that trains on several augmented views (``view_spec``) may
+read some views' predictions only through ``.detach()`` (JTR's view 2 feeds the joint network's terms alone).
+``forward_step(..., views=V)`` then runs the heads on those views' rows without building a graph, where that changes
+no number: only when the heads hold no batch statistics (SegNet's conv heads; a head with BatchNorm in training mode
+normalizes over every row it is given, so it keeps one call). The backbone still runs on all views in one graph:
+its train-mode BatchNorm normalizes every view with statistics over all of them, so the other views' gradients
+flow back through a detached view's activations too (for JTR's three views at batch 2, dropping that path changes
+the backbone gradient by 38 % in norm, cosine 0.93; docs/benchmarks.md, "Where the reference protocols' time
+goes").
+
 Loss-term contract: ``losses`` returns ``LossTerms`` with two fields, the
 per-task supervised losses (combined by the loss-weighting scheme and the
 fixed ``task_weights``) and the auxiliary terms (already multiplied by their
@@ -24,7 +34,9 @@ weights, added as they are). Nothing is inferred from a key's name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +155,12 @@ class Method(nn.Module):
     def view_spec(self) -> ViewSpec:
         """How many further augmented views of each batch the method's losses read (none by default)."""
         return ViewSpec()
+
+    @property
+    def detached_views(self) -> tuple[int, ...]:
+        """Views (0 = the supervised one) whose predictions ``losses`` reads only detached: their heads may run
+        without a graph (``forward_step``). None by default."""
+        return ()
 
     def refine(self, features: torch.Tensor, images: torch.Tensor) -> Refined:
         """Default: every head reads the shared feature unchanged."""
@@ -286,11 +304,42 @@ class Forward(NamedTuple):
     bottleneck: torch.Tensor | None = None
 
 
-def forward_step(model: nn.Module, method: Method, images: torch.Tensor) -> Forward:
+def heads_hold_batch_statistics(model: nn.Module) -> bool:
+    """True when a head of ``model`` normalizes over the rows it is given (BatchNorm in training mode)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+               for m in getattr(model, "heads", nn.ModuleDict()).modules())
+
+
+def _decode_views(model: nn.Module, task_features: dict[str, torch.Tensor], size: tuple[int, int], views: int,
+                  detached: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """The model's heads on ``views`` concatenated views ([views·B, …] rows), the ``detached`` views' rows without
+    a graph: one call per run of consecutive views with the same kind, the outputs concatenated in view order."""
+    B = next(iter(task_features.values())).shape[0] // views
+    pieces = []
+    for no_graph, run in itertools.groupby(range(views), key=lambda v: v in detached):
+        run = list(run)
+        rows = slice(run[0] * B, (run[-1] + 1) * B)
+        with torch.no_grad() if no_graph else contextlib.nullcontext():
+            pieces.append(model.decode({k: f[rows] for k, f in task_features.items()}, size))
+    return pieces[0] if len(pieces) == 1 else {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+
+
+def forward_step(model: nn.Module, method: Method, images: torch.Tensor, views: int = 1) -> Forward:
     """encode -> method.refine -> decode (the model's heads, or the method's own with ``owns_heads``); the same path
-    for training and evaluation. ``model``: a ``MultiTaskNet`` (``encode_parts`` and ``decode``)."""
+    for training and evaluation. ``model``: a ``MultiTaskNet`` (``encode_parts`` and ``decode``).
+
+    ``views``: ``images`` holds that many concatenated views of one batch ([views·B, 3, H, W], the trainer's
+    training batches); the heads then skip the graph of the method's ``detached_views`` (module docstring).
+    """
     features, bottleneck = model.encode_parts(images)
     refined = method.refine(features, images)
     size = images.shape[-2:]
-    predictions = method.decode(refined, size) if method.owns_heads else model.decode(refined.task_features, size)
-    return Forward(features, refined, predictions, bottleneck)
+    if method.owns_heads:
+        return Forward(features, refined, method.decode(refined, size), bottleneck)
+    detached = tuple(v for v in method.detached_views if v < views)
+    if views > 1 and detached and torch.is_grad_enabled() and not heads_hold_batch_statistics(model):
+        if images.shape[0] % views:
+            raise ValueError(f"forward_step: {images.shape[0]} images are not {views} views of one batch")
+        return Forward(features, refined, _decode_views(model, refined.task_features, size, views, detached),
+                       bottleneck)
+    return Forward(features, refined, model.decode(refined.task_features, size), bottleneck)

@@ -567,6 +567,11 @@ class JTR(Method):
     def view_spec(self) -> ViewSpec:
         return ViewSpec(extra=self.options.views - 1, photometric=self.options.photometric)
 
+    @property
+    def detached_views(self) -> tuple[int, ...]:
+        """View 2 (``views=3``) feeds only the joint network's terms, which read its predictions detached."""
+        return (2,) if self.options.views == 3 else ()
+
     def sides(self, step: Step, noise: GumbelDraws | Noise | None = None,
               joint_noise: GumbelDraws | Noise | None = None) -> tuple[Step, GumbelDraws, Step | None,
                                                                       GumbelDraws | None]:
