@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .data.masks import check_setting
+from .data.pseudo_labels import PSEUDO_LABELS, check_pseudo_labels
 from .data.registry import DATASET_NAMES, check_tasks, get_dataset
 from .data.sources import check_source_paths, parse_sources
 from .identity import run_id
@@ -97,6 +98,10 @@ class ExperimentConfig:
     # images; no effect on training (same numbers on or off)
     diagnostics: bool = False
     diagnostics_probe: int = 16
+    # pseudo-labels made at load time from an image's own labels (mtlwb/data/pseudo_labels.py), whatever the method:
+    # none | normals_from_depth (the geometric oracle: normals computed from the labelled depth and the camera
+    # where normals are unlabelled; needs tasks depth and normal and a dataset with known intrinsics)
+    pseudo_labels: str = "none"
 
     def __post_init__(self) -> None:
         self.tasks = _task_list(self.tasks)
@@ -128,6 +133,8 @@ class ExperimentConfig:
         self.method_options = options_dict(options)     # as the method will run: a changed default changes run_id
         _task_weights(self.task_weights, self.tasks)
         check_setting(self.label_setting, self.tasks)
+        _choice("pseudo_labels", self.pseudo_labels, PSEUDO_LABELS)
+        check_pseudo_labels(self.pseudo_labels, self.dataset, self.tasks)
         _int("epochs", self.epochs, 0)
         _int("batch_size", self.batch_size, 1)
         _int("lr_step", self.lr_step, 0)

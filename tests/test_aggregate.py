@@ -277,6 +277,24 @@ def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_pat
     assert "**claim C ≥ B: contradicted (significantly worse)" in text
 
 
+def test_a_claim_on_a_task_is_judged_on_that_tasks_change(tmp_path):
+    """``on: <task>``: the task's primary-metric change decides, not Δ_MTL (B is +10 % on semantic, level on depth,
+    so Δ_MTL +5 %)."""
+    claims = [{"name": "B > A on semantic", "group": {"method": "b"}, "vs": {"method": "a"}, "on": "semantic"},
+              {"name": "B > A on depth", "group": {"method": "b"}, "vs": {"method": "a"}, "on": "depth"},
+              {"name": "B > A on edge", "group": {"method": "b"}, "vs": {"method": "a"}, "on": "edge"}]
+    table = tables.load_table(_write_claims_sweep(tmp_path / "c", claims))
+    got = {(c.claim, c.group.split("=")[-1]): c for c in table.claims}
+    semantic, depth = got[("B > A on semantic", "onelabel")], got[("B > A on depth", "onelabel")]
+    assert semantic.estimate.mean == pytest.approx(10.0) and semantic.verdict.startswith("supported")
+    assert depth.estimate.mean == pytest.approx(0.0) and depth.verdict.startswith("not shown")
+    assert "semantic change +10.0 %" in semantic.line() and "Δ_MTL" not in semantic.line()
+    assert any(n.startswith("claim B > A on edge: on='edge' is not a task") for n in table.notes)
+    text = tables.write_summary(tmp_path / "c").read_text()
+    assert "**claim B > A on depth: not shown (interval includes 0) — b · label_setting=onelabel vs a · " \
+           "label_setting=onelabel: depth change +0.0 %" in text
+
+
 def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):
     sweep = _write_claims_sweep(tmp_path / "c", [{"name": "B > A", "group": {"method": "b"}, "vs": {"method": "a"}}])
     state = json.loads((sweep / "state.json").read_text())

@@ -463,6 +463,8 @@ def test_runs_handed_to_the_workers_are_queued_until_they_finish(tmp_path, monke
     ([{"name": "x", "group": {"methd": "tpkr"}, "vs": {"method": "supervised"}}], r"claims\[0\].group"),
     ([{"name": "x", "group": {"method": "jtr"}, "vs": {"method": "supervised"}}], "matches none of the 2 runs"),
     ([{"group": {"method": "tpkr"}, "vs": {"method": "supervised"}}], "non-empty name"),
+    ([{"name": "x", "group": {"method": "tpkr"}, "vs": {"method": "supervised"}, "on": "edge"}],
+     r"^sweep claims\[0\]\.on='edge': must be a task of every run the claim compares \(their tasks: \['depth', "),
 ])
 def test_claims_are_validated_before_any_run(claims, key):
     with pytest.raises(ValueError, match=key):

@@ -43,7 +43,17 @@ from ..experiment.record import read_record
 from ..objectives.metrics import delta_mtl
 from ..tasks import TaskSpec
 from .records import label_split_text
-from .stats import CONFIDENCE, DELTA, TOO_FEW, Comparison, compare, holm, paired_estimate, verdict_line
+from .stats import (
+    CONFIDENCE,
+    DELTA,
+    TOO_FEW,
+    Comparison,
+    PairedEstimate,
+    compare,
+    holm,
+    paired_estimate,
+    verdict_line,
+)
 
 NOT_GROUPED = ("seed", *sorted(identity.EXECUTION_ONLY))   # a group: every run of it but for the seed
 REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / REPORT_OUTPUT   # its executed copy: same name
@@ -403,12 +413,18 @@ class ClaimResult:
     vs: str
     comparison: Comparison
     p_holm: float = math.nan    # the paired t-test's p, Holm-adjusted over every claim result of the sweep
+    on: str | None = None       # a task: the claim is about its primary metric's relative change, not Δ_MTL
+
+    @property
+    def estimate(self) -> PairedEstimate:
+        """The paired change the claim is judged on: Δ_MTL, or the ``on`` task's primary metric (%)."""
+        return self.comparison.delta if self.on is None else self.comparison.estimates[self.on]
 
     @property
     def verdict(self) -> str:
-        """From the paired interval of Δ_MTL(A vs B): above 0 supports both relations, below 0 contradicts them; an
-        interval across 0 leaves ">" not shown and ">=" consistent (level)."""
-        d = self.comparison.delta
+        """From the paired interval of the change (Δ_MTL, or the ``on`` task's) of A vs B: above 0 supports both
+        relations, below 0 contradicts them; an interval across 0 leaves ">" not shown and ">=" consistent (level)."""
+        d = self.estimate
         if not d.enough:
             return f"undecided ({TOO_FEW})"
         if d.low > 0:
@@ -419,7 +435,8 @@ class ClaimResult:
 
     def line(self) -> str:
         holm_text = "" if math.isnan(self.p_holm) else f"; Holm-adjusted p={self.p_holm:.2g}"
-        return f"claim {self.claim}: {self.verdict} — {verdict_line(self.group, self.vs, self.comparison)}{holm_text}"
+        return (f"claim {self.claim}: {self.verdict} — "
+                f"{verdict_line(self.group, self.vs, self.comparison, self.on)}{holm_text}")
 
 
 def _selects(row: pd.Series, selector: dict[str, Any]) -> bool:
@@ -436,7 +453,10 @@ def evaluate_claims(table: SweepTable, claims: list[dict[str, Any]]) -> list[Cla
     done = table.runs[table.runs["status"] == "completed"]
     out = []
     for claim in claims:
-        name, relation = claim["name"], claim.get("relation", ">")
+        name, relation, on = claim["name"], claim.get("relation", ">"), claim.get("on")
+        if on is not None and on not in [t.name for t in table.tasks]:
+            table.notes.append(f"claim {name}: on={on!r} is not a task of these runs ({[t.name for t in table.tasks]})")
+            continue
         chosen = set(claim["group"]) | set(claim["vs"])
         others = [k for k in table.group_keys if k not in chosen]
         found = False
@@ -446,11 +466,11 @@ def evaluate_claims(table: SweepTable, claims: list[dict[str, Any]]) -> list[Cla
                 found = True
                 out.append(ClaimResult(name, relation, a["group"], b["group"],
                                        compare(_seed_metrics(done, a, table), _seed_metrics(done, b, table),
-                                               table.tasks)))
+                                               table.tasks), on=on))
         if not found:
             table.notes.append(f"claim {name}: no completed pair of groups matches group={claim['group']} "
                                f"vs={claim['vs']}")
-    for result, p in zip(out, holm([r.comparison.delta.p_value for r in out])):
+    for result, p in zip(out, holm([r.estimate.p_value for r in out])):
         result.p_holm = p
     return out
 

@@ -22,6 +22,7 @@ from .generate import (
     missing_image_labels,
 )
 from .masks import check_every_task_labelled, label_mask, make_mask
+from .pseudo_labels import pseudo_entries, with_pseudo_labels
 from .scenes import NUM_CLASSES, render_scene
 from .sources import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources, ensure_sources
 
@@ -80,6 +81,8 @@ class Splits:
     labelled: np.ndarray            # [N, T] over the whole training split, validation rows included
     train_ids: np.ndarray           # [N - k] positions trained on, sorted
     val_ids: np.ndarray             # [k] positions held out, sorted
+    # [N, T] bool: the entries of ``labelled`` that are pseudo-labels (config pseudo_labels), not true labels
+    pseudo: np.ndarray | None = None
 
 
 # salt of the validation draw, so that val_seed=s and mask_seed=s draw unrelated permutations
@@ -110,16 +113,26 @@ def build_splits(config: ExperimentConfig) -> Splits:
     different split on disk), and used with its full ground truth, as a labelled validation set — the label
     mask of those images is irrelevant. The mask itself is drawn over the whole training split as without a
     validation split, so every row of a trained image keeps its labels.
+
+    With ``pseudo_labels`` (``data/pseudo_labels.py``) the trained images get their pseudo-labels at load time and
+    the table marks those entries as labelled; ``pseudo`` says which they are (validation images keep their
+    ground truth and no pseudo-label).
     """
     tasks, train_set, test_set, table = registry.build(config)
     n = len(train_set)
+    train_ids, val_ids = (validation_ids(n, config.val_fraction, config.val_seed) if config.val_fraction
+                          else (np.arange(n), np.arange(0)))
+    if config.val_fraction:
+        check_every_task_labelled(table[train_ids], list(config.tasks),
+                                  f"{config.label_setting} with val_fraction={config.val_fraction}")
+    pseudo = pseudo_entries(config.pseudo_labels, table, list(config.tasks), train_ids)
+    trained = with_pseudo_labels(config.pseudo_labels, train_set, pseudo, list(config.tasks), config.dataset,
+                                 config.data_root)
+    table = np.where(pseudo, np.ones_like(table), table)
     if not config.val_fraction:
-        return Splits(tasks, train_set, None, test_set, table, np.arange(n), np.arange(0))
-    train_ids, val_ids = validation_ids(n, config.val_fraction, config.val_seed)
-    check_every_task_labelled(table[train_ids], list(config.tasks),
-                              f"{config.label_setting} with val_fraction={config.val_fraction}")
-    return Splits(tasks, Subset(train_set, train_ids.tolist()), Subset(train_set, val_ids.tolist()), test_set,
-                  table, train_ids, val_ids)
+        return Splits(tasks, trained, None, test_set, table, train_ids, val_ids, pseudo)
+    return Splits(tasks, Subset(trained, train_ids.tolist()), Subset(train_set, val_ids.tolist()), test_set,
+                  table, train_ids, val_ids, pseudo)
 
 
 def build_datasets(config: ExperimentConfig) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:

@@ -25,17 +25,17 @@ from torch.utils.data import Dataset
 from .geometry import Intrinsics, normals_from_depth
 from .registry import REGISTRY, get_dataset
 
-PSEUDO_LABELS = ("normals_from_depth",)
+PSEUDO_LABELS = ("none", "normals_from_depth")
 # what each kind of pseudo-label reads and writes: (source task, target task)
 _TASKS = {"normals_from_depth": ("depth", "normal")}
 
 
-def check_pseudo_labels(name: str | None, dataset: str, tasks: Sequence[str]) -> None:
+def check_pseudo_labels(name: str, dataset: str, tasks: Sequence[str]) -> None:
     """One line naming ``pseudo_labels`` when it cannot apply: unknown, a task missing, or no known camera."""
-    if name is None:
-        return
     if name not in PSEUDO_LABELS:
-        raise ValueError(f"pseudo_labels={name!r}: allowed null (none) or {list(PSEUDO_LABELS)}")
+        raise ValueError(f"pseudo_labels={name!r}: allowed {list(PSEUDO_LABELS)}")
+    if name == "none":
+        return
     missing = [t for t in _TASKS[name] if t not in tasks]
     if missing:
         raise ValueError(f"pseudo_labels={name!r}: needs tasks {list(_TASKS[name])} among tasks={list(tasks)} "
@@ -46,13 +46,16 @@ def check_pseudo_labels(name: str | None, dataset: str, tasks: Sequence[str]) ->
                          f"available for {known}")
 
 
-def pseudo_entries(name: str | None, table: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
-    """[N, T] bool: the entries of the label table that get a pseudo-label (target task unlabelled, source task
-    labelled); all False without pseudo-labels."""
+def pseudo_entries(name: str, table: np.ndarray, tasks: Sequence[str], rows: np.ndarray) -> np.ndarray:
+    """[N, T] bool: the entries of the label table that get a pseudo-label — among ``rows`` (the positions
+    trained on; validation rows never get one), target task unlabelled and source task labelled; all False with
+    ``name`` none."""
     out = np.zeros(table.shape, dtype=bool)
-    if name is not None:
+    if name != "none":
         source, target = (list(tasks).index(t) for t in _TASKS[name])
-        out[:, target] = (table[:, target] == 0) & (table[:, source] > 0)
+        trained = np.zeros(len(table), dtype=bool)
+        trained[np.asarray(rows, dtype=int)] = True
+        out[:, target] = trained & (table[:, target] == 0) & (table[:, source] > 0)
     return out
 
 
@@ -74,11 +77,11 @@ class NormalsFromDepth(Dataset):
         return item
 
 
-def with_pseudo_labels(name: str | None, train_set: Dataset, pseudo: np.ndarray, tasks: Sequence[str],
+def with_pseudo_labels(name: str, train_set: Dataset, pseudo: np.ndarray, tasks: Sequence[str],
                        dataset: str, root: str) -> Dataset:
     """``train_set`` with the pseudo-labels of ``pseudo`` ([N, T] bool, ``pseudo_entries``) made at load time; the
     split itself where there are none."""
-    if name is None or not pseudo.any():
+    if name == "none" or not pseudo.any():
         return train_set
     intrinsics = get_dataset(dataset).intrinsics
     target = list(tasks).index(_TASKS[name][1])
