@@ -471,6 +471,15 @@ def test_claims_are_validated_before_any_run(claims, key):
         load_spec(_spec(claims=claims))
 
 
+def test_a_claim_on_a_task_reads_a_bare_yaml_on_key(tmp_path):
+    """YAML 1.1 reads ``on:`` as true; the claim still names its task (and state.json keeps it as "on")."""
+    claims = ('claims:\n  - {name: x, group: {method: tpkr}, vs: {method: supervised}, on: depth}\n')
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in _spec().items()}) + claims)
+    assert load_spec(path).claims == [{"name": "x", "group": {"method": "tpkr"}, "vs": {"method": "supervised"},
+                                       "on": "depth"}]
+
+
 def test_shipped_regime_claims_pick_runs():
     spec = load_spec(REPO / "sweeps" / "regime.yaml")
     assert {c["name"] for c in spec.claims} >= {"MTPSL > supervised", "JTR ≥ MTPSL", "TPKR ≥ JTR"}

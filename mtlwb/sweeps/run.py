@@ -325,6 +325,8 @@ def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
         raise ValueError(f"sweep claims={spec.claims!r}: must be a list of {{name, group, vs, relation}}")
     for i, claim in enumerate(spec.claims):
         where = f"sweep claims[{i}]"
+        if isinstance(claim, dict) and True in claim and "on" not in claim:
+            claim["on"] = claim.pop(True)     # YAML 1.1 reads a bare ``on:`` key as the boolean true
         if not isinstance(claim, dict) or set(claim) - {"name", "group", "vs", "relation", "on"} or \
                 not isinstance(claim.get("name"), str) or not claim["name"]:
             raise ValueError(f"{where}={claim!r}: must be a mapping with a non-empty name, group, vs and optional "
