@@ -226,6 +226,32 @@ def test_records_from_before_a_field_existed_get_the_value_they_ran_with():
     assert with_later_fields({**old, "loss_reduction": "batch"})["loss_reduction"] == "batch"
 
 
+def test_the_papers_optimistic_rule_picks_the_epoch_best_on_test_and_is_shown_beside_validation(tmp_path):
+    """select="best_test": each run's epoch with the best test multi-task score (here epoch 2, whose test miou the
+    validation rule never picks); summary.md keeps the validation table first and adds the optimistic one,
+    labelled as such."""
+    sweep = _write_paired(tmp_path / "p", best_val=True)
+    for rid in (p.name for p in sweep.iterdir() if p.is_dir()):
+        record = json.loads((sweep / rid / "metrics.json").read_text())
+        at_val = record["best_val"]["test"]
+        lucky = {"semantic": {"miou": at_val["semantic"]["miou"] + 0.1}, "depth": at_val["depth"]}
+        record["history"] = [{"epoch": 1, "eval": at_val, "val": at_val},
+                             {"epoch": 2, "eval": lucky, "val": {"semantic": {"miou": 0.0}, "depth": {"abs_err": 9.0}}},
+                             {"epoch": 3, "eval": record["final"], "val": at_val}]
+        (sweep / rid / "metrics.json").write_text(json.dumps(record))
+    optimistic = tables.load_table(sweep, select="best_test")
+    jtr = optimistic.summary.set_index("method").loc["jtr"]
+    assert jtr["semantic/miou mean"] == pytest.approx(0.6113 + 0.1, abs=1e-4)
+    assert set(optimistic.runs["selected"]) == {"best_test@2"}
+    assert tables.selection_caption(optimistic).startswith("OPTIMISTIC")
+    md = tables.write_summary(sweep).read_text()
+    assert md.index("best on the validation split") < md.index("## OPTIMISTIC: the papers' selection rule")
+    section = md[md.index("## OPTIMISTIC"):]
+    assert "0.7113" in section and "0.7113" not in md[:md.index("## OPTIMISTIC")]
+    last_only = tables.write_summary(_write_paired(tmp_path / "q")).read_text()   # no validation rule: no section
+    assert "OPTIMISTIC" not in last_only
+
+
 # --- claims of a sweep file: A vs B paired by seed, one verdict per value the selectors leave open -------------
 def _write_claims_sweep(root: Path, claims: list[dict]) -> Path:
     base = [0.50, 0.52, 0.48]
