@@ -480,6 +480,29 @@ def test_a_claim_on_a_task_reads_a_bare_yaml_on_key(tmp_path):
                                        "on": "depth"}]
 
 
+@pytest.mark.parametrize("name, tasks", [("positive_control", ["depth", "normal"]),
+                                         ("positive_control_semantic", ["semantic", "depth", "normal"])])
+def test_shipped_positive_control_compares_every_arm_on_the_starved_normals(name, tasks):
+    """Depth on every image, normals on 10 %: supervised, the geometric oracle, the full-label ceiling and every
+    method, 5 seeds each, listed seed by seed; one claim on the normals per method and for the oracle."""
+    from mtlwb.methods import METHODS
+
+    spec = load_spec(REPO / "sweeps" / f"{name}.yaml")
+    runs = spec.runs()
+    arms = {(r.effective["method"], r.effective["label_setting"], r.effective["pseudo_labels"]) for r in runs}
+    starved = "ratio:normal=0.1"
+    assert arms == {(m, starved, "none") for m in METHODS} | {("supervised", "full", "none"),
+                                                             ("supervised", starved, "normals_from_depth")}
+    assert len(runs) == 5 * len(arms) and all(r.effective["tasks"] == tasks for r in runs)
+    assert [r.effective["seed"] for r in runs] == sorted(r.effective["seed"] for r in runs)   # seed-major
+    assert all(r.effective["diagnostics"] and r.effective["val_fraction"] == 0.2 for r in runs)
+    assert sum(spec.is_baseline(r.params) for r in runs) == 5
+    assert all(c["on"] == "normal" and spec.is_baseline(c["vs"]) for c in spec.claims)
+    claimed = {c["group"]["method"] for c in spec.claims}
+    assert claimed == set(METHODS) and any(c["group"].get("pseudo_labels") == "normals_from_depth"
+                                           for c in spec.claims)
+
+
 def test_shipped_regime_claims_pick_runs():
     spec = load_spec(REPO / "sweeps" / "regime.yaml")
     assert {c["name"] for c in spec.claims} >= {"MTPSL > supervised", "JTR ≥ MTPSL", "TPKR ≥ JTR"}
