@@ -321,6 +321,20 @@ def test_a_claim_on_a_task_is_judged_on_that_tasks_change(tmp_path):
            "label_setting=onelabel: depth change +0.0 %" in text
 
 
+def test_a_claim_across_label_settings_pairs_groups_whose_label_splits_differ(tmp_path):
+    """Each run records its label split, which follows its label setting: a claim whose selectors name the
+    settings (a full-label ceiling vs a starved setting) still finds its pairs."""
+    sweep = _write_claims_sweep(tmp_path / "c", [{"name": "B random > A one", "group": {"method": "b", "label_setting":
+                                                  "randomlabel"}, "vs": {"method": "a", "label_setting": "onelabel"}}])
+    for record_path in sweep.glob("*/metrics.json"):
+        record = json.loads(record_path.read_text())
+        setting = record["config"]["label_setting"]
+        record["label_split"] = {"source": "generated", "setting": setting, "mask_seed": 0, "fallback": False}
+        record_path.write_text(json.dumps(record))
+    (claim,) = tables.load_table(sweep).claims
+    assert claim.comparison.n == 3 and claim.verdict.startswith("supported")
+
+
 def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):
     sweep = _write_claims_sweep(tmp_path / "c", [{"name": "B > A", "group": {"method": "b"}, "vs": {"method": "a"}}])
     state = json.loads((sweep / "state.json").read_text())

@@ -470,7 +470,9 @@ def evaluate_claims(table: SweepTable, claims: list[dict[str, Any]]) -> list[Cla
             table.notes.append(f"claim {name}: on={on!r} is not a task of these runs ({[t.name for t in table.tasks]})")
             continue
         chosen = set(claim["group"]) | set(claim["vs"])
-        others = [k for k in table.group_keys if k not in chosen]
+        # the label split follows the label setting: a claim across settings (full vs ratio:...) compares splits too
+        others = [k for k in table.group_keys if k not in chosen and not (k == "label_split" and
+                                                                           "label_setting" in chosen)]
         found = False
         for _, a in s[[_selects(r, claim["group"]) for _, r in s.iterrows()]].iterrows():
             for _, b in s[[_selects(r, claim["vs"]) and all(r[k] == a[k] for k in others)
