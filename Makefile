@@ -7,7 +7,7 @@ DATA := data/scenes-64x80
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: setup data run test lint unit nbval lab bench bench-gpu clean browser reports docs docs-check
+.PHONY: setup data run test test-fast lint unit nbval lab bench bench-gpu clean browser reports docs docs-check
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -x --durations=10 tests
+
+# the quick loop while developing: every test but those marked slow (papermill, subprocesses, browser, long
+# end-to-end runs); `make test` still runs everything
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x --durations=10 -m "not slow" tests
 
 nbval: data
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider

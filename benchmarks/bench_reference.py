@@ -54,10 +54,9 @@ def training_step(model, method, tasks, optimizer, labelled: torch.Tensor, views
     def step() -> float:
         vs = [{k: v.to(device) for k, v in view.items()} for view in views()]
         images = torch.cat([v["image"] for v in vs])
-        features, refined, preds = forward_step(model, method, images)
+        features, refined, preds, bottleneck = forward_step(model, method, images)
         targets = {t.name: torch.cat([v[t.name] for v in vs]) for t in tasks}
-        s = split_views(Step(images, features, refined, preds, targets, labelled,
-                             getattr(model.encoder, "last_bottleneck", None)), len(vs))
+        s = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(vs))
         out = method.losses(s)
         loss = weighting.combine(out.supervised, active=active) + sum(out.auxiliary.values(), torch.zeros(()))
         optimizer.zero_grad(set_to_none=True)

@@ -61,6 +61,7 @@ def make_term_step(method_name: str, num_tasks: int, setting: str, batch: int, s
     targets = common.synthetic_targets(tasks, batch, HEIGHT, WIDTH, g)
     features = torch.randn(batch, FEATURE_CHANNELS, HEIGHT // 8, WIDTH // 8, generator=g)
     labelled = common.label_table(batch, num_tasks, setting)
+    method.use_label_table(labelled)     # the batch is the run's label table: "full" is a fully labelled run
     step = Step(torch.zeros(batch, 3, HEIGHT, WIDTH), features, Refined({}), preds, targets, labelled)
     leaves = list(preds.values()) + list(method.parameters())
 

@@ -54,8 +54,8 @@ def make_train_step(method_name: str, backbone: str = "resnet_small", batch: int
     method.train()
 
     def step() -> float:
-        features, refined, preds = forward_step(model, method, images)
-        terms = method.losses(Step(images, features, refined, preds, targets, labelled))
+        features, refined, preds, bottleneck = forward_step(model, method, images)
+        terms = method.losses(Step(images, features, refined, preds, targets, labelled, bottleneck))
         loss = weighting.combine(terms.supervised, active=active)
         loss = loss + sum(terms.auxiliary.values(), torch.zeros((), device=device))
         optimizer.zero_grad(set_to_none=True)

@@ -144,7 +144,8 @@ def summary_head(summary: Path) -> str:
 def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler: str | None = None,
            device: str | None = None, root: str = "reports/sweeps", report: bool = True) -> int:
     """Run a validated sweep; print its report, the head of its summary and the HTML report's path."""
-    from .analysis.tables import render_report, report_sweep_dir
+    from .analysis.tables import report_sweep_dir
+    from .sweeps.report import render_report
     from .sweeps.run import SweepInterrupted, SweepInUseError, run_sweep
 
     try:

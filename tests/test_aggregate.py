@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 
 from mtlwb.analysis import tables
-
-TASKS = [{"name": "semantic", "kind": "segmentation", "channels": 13, "primary_metric": "miou",
-          "lower_is_better": False},
-         {"name": "depth", "kind": "depth", "channels": 1, "primary_metric": "abs_err", "lower_is_better": True}]
+from mtlwb.sweeps.report import REPORT_NOTEBOOK, render_report
+from tests.helpers.sweep_records import TASKS, write_paired
 
 # (method, label_setting, seed, miou, abs_err)
 RUNS = [("supervised", "onelabel", 0, 0.40, 1.0), ("supervised", "onelabel", 1, 0.50, 1.2),
@@ -104,35 +102,8 @@ def test_figures(table):
 # --- paired statistics and model selection ----------------------------------------------------------
 T2 = 4.302653       # t_{0.975, 2}
 
-# (method, seed, miou, abs_err): jtr and supervised share seeds 0, 1, 2; seeds 3 and 4 have no partner
-PAIRED = [("supervised", 0, 0.5, 1.0), ("supervised", 1, 0.5, 1.0), ("supervised", 2, 0.5, 1.0),
-          ("supervised", 3, 0.5, 1.0),
-          ("jtr", 0, 0.505, 0.98), ("jtr", 1, 0.51, 0.975), ("jtr", 2, 0.53, 0.97), ("jtr", 4, 0.9, 0.1),
-          ("mtpsl", 0, 0.6, 1.0), ("mtpsl", 1, 0.6, 1.0)]
-
-
-def _write_paired(root: Path, best_val: bool = False) -> Path:
-    runs = {}
-    for i, (method, seed, miou, abs_err) in enumerate(PAIRED):
-        rid = f"p{i}"
-        params = {"method": method, "seed": seed, "label_setting": "onelabel"}
-        runs[rid] = {"params": params, "status": "completed", "error": None, "notebook": f"{rid}/train.ipynb"}
-        (root / rid).mkdir(parents=True)
-        record = {"run_id": rid, "status": "completed", "config": params, "tasks": TASKS,
-                  "final": {"semantic": {"miou": 0.1}, "depth": {"abs_err": 5.0}}}    # last epoch: not shown
-        best = {"semantic": {"miou": miou}, "depth": {"abs_err": abs_err}}
-        if best_val:
-            record["best_val"] = {"epoch": 1, "criterion": "c", "test": best, "val": best}
-        else:
-            record["final"] = best
-        (root / rid / "metrics.json").write_text(json.dumps(record))
-    (root / "state.json").write_text(json.dumps({"name": "paired", "baseline": {"method": "supervised"},
-                                                 "runs": runs}))
-    return root
-
-
 def test_paired_statistics_by_seed(tmp_path):
-    table = tables.load_table(_write_paired(tmp_path / "p"))
+    table = tables.load_table(write_paired(tmp_path / "p"))
     jtr = table.summary[table.summary["method"] == "jtr"].iloc[0]
     assert jtr["n_seeds"] == 4 and jtr["n_pairs"] == 3              # seed 4 has no supervised partner
     # per-seed Δ_MTL: (semantic %, depth %) = (1, 2), (2, 2.5), (6, 3) -> 1.5, 2.25, 4.5
@@ -162,7 +133,7 @@ def test_paired_statistics_by_seed(tmp_path):
 
 
 def test_summary_and_charts_carry_the_statistics(tmp_path):
-    sweep = _write_paired(tmp_path / "p")
+    sweep = write_paired(tmp_path / "p")
     md = tables.write_summary(sweep).read_text()
     csv = pd.read_csv(sweep / "summary.csv")
     assert {"n_pairs", "Δ_MTL paired ci_low", "Δ_MTL paired p", "semantic/miou change (%) ci_high"} <= set(csv)
@@ -184,7 +155,7 @@ def test_summary_and_charts_carry_the_statistics(tmp_path):
 
 
 def test_selection_best_val_or_last(tmp_path):
-    sweep = _write_paired(tmp_path / "p", best_val=True)
+    sweep = write_paired(tmp_path / "p", best_val=True)
     auto = tables.load_table(sweep)
     assert auto.summary.set_index("method").loc["jtr", "n_pairs"] == 3
     assert auto.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.6113, abs=1e-4)
@@ -193,7 +164,7 @@ def test_selection_best_val_or_last(tmp_path):
     assert last.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.1)
     assert "last epoch" in tables.selection_caption(last)
     with pytest.raises(ValueError, match="select='best_val'"):
-        tables.load_table(_write_paired(tmp_path / "q"), select="best_val")
+        tables.load_table(write_paired(tmp_path / "q"), select="best_val")
     with pytest.raises(ValueError, match="select="):
         tables.load_table(sweep, select="best")
 
@@ -230,7 +201,7 @@ def test_the_papers_optimistic_rule_picks_the_epoch_best_on_test_and_is_shown_be
     """select="best_test": each run's epoch with the best test multi-task score (here epoch 2, whose test miou the
     validation rule never picks); summary.md keeps the validation table first and adds the optimistic one,
     labelled as such."""
-    sweep = _write_paired(tmp_path / "p", best_val=True)
+    sweep = write_paired(tmp_path / "p", best_val=True)
     for rid in (p.name for p in sweep.iterdir() if p.is_dir()):
         record = json.loads((sweep / rid / "metrics.json").read_text())
         at_val = record["best_val"]["test"]
@@ -248,7 +219,7 @@ def test_the_papers_optimistic_rule_picks_the_epoch_best_on_test_and_is_shown_be
     assert md.index("best on the validation split") < md.index("## OPTIMISTIC: the papers' selection rule")
     section = md[md.index("## OPTIMISTIC"):]
     assert "0.7113" in section and "0.7113" not in md[:md.index("## OPTIMISTIC")]
-    last_only = tables.write_summary(_write_paired(tmp_path / "q")).read_text()   # no validation rule: no section
+    last_only = tables.write_summary(write_paired(tmp_path / "q")).read_text()   # no validation rule: no section
     assert "OPTIMISTIC" not in last_only
 
 
@@ -347,7 +318,7 @@ def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):
 def test_learning_curves_per_group_and_seed_and_their_figure(tmp_path):
     from mtlwb import figures
 
-    sweep = _write_paired(tmp_path / "p")
+    sweep = write_paired(tmp_path / "p")
     for rid in ("p0", "p1"):                                  # supervised seeds 0 and 1 get a history
         record = json.loads((sweep / rid / "metrics.json").read_text())
         seed = record["config"]["seed"]
@@ -377,7 +348,7 @@ def test_learning_curves_per_group_and_seed_and_their_figure(tmp_path):
 
 
 def test_a_null_baseline_value_is_named_null(tmp_path):
-    sweep = _write_paired(tmp_path / "p")
+    sweep = write_paired(tmp_path / "p")
     state = json.loads((sweep / "state.json").read_text())
     state["baseline"] = {"task_prior": None}
     (sweep / "state.json").write_text(json.dumps(state))
@@ -392,7 +363,7 @@ def test_report_shows_claims_curves_and_the_per_source_table(tmp_path):
         record["final_by_source"] = {"B": {"semantic": {"miou": 0.123456}, "depth": {"abs_err": 9.0}}}
         record["history"] = [{"epoch": 1, "train": {"semantic": 1.0, "total": 1.0}, "eval": record["final"]}]
         path.write_text(json.dumps(record))
-    html = tables.render_report(sweep).read_text()
+    html = render_report(sweep).read_text()
     assert "claim B &gt; A: supported" in html or "claim B > A: supported" in html
     assert "evaluated on" in html and "0.1235" in html               # the per-source table
     assert "Learning curves" in html and "train loss: semantic" in html
@@ -408,7 +379,7 @@ def test_sweep_figures_tool_writes_the_readme_copy_and_checks_names_first(tmp_pa
     spec.loader.exec_module(tool)
     pngs = []
     monkeypatch.setattr(tool, "write_png", lambda fig, path, **kw: pngs.append(Path(path).name) or Path(path))
-    sweep = _write_paired(tmp_path / "p")
+    sweep = write_paired(tmp_path / "p")
     out = tmp_path / "docs"
     with pytest.raises(SystemExit) as exit_info:
         tool.main([str(sweep), "--out", str(out), "--curves", "normal"])
@@ -440,7 +411,7 @@ def test_report_sweep_dir_refuses_in_one_line_what_is_no_sweep(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"no finished runs to report \(2 run\(s\), status pending, queued\)"):
         tables.report_sweep_dir(str(queued))
     with pytest.raises(ValueError, match="no such sweep folder"):       # refused before a kernel starts
-        tables.render_report(tmp_path / "nonexistent")
+        render_report(tmp_path / "nonexistent")
     assert not (tmp_path / "nonexistent").exists()
     sweep = _write_sweep(tmp_path / "hand")                             # completed and failed runs: a report
     assert tables.report_sweep_dir(str(sweep)) == sweep
@@ -466,8 +437,8 @@ def test_report_header_names_this_sweep_and_its_command(tmp_path, monkeypatch):
 def test_report_puts_the_table_under_the_verdict_and_names_its_sweep(tmp_path):
     import re
 
-    sweep = _write_paired(tmp_path / "p")
-    html = tables.render_report(sweep).read_text()
+    sweep = write_paired(tmp_path / "p")
+    html = render_report(sweep).read_text()
     assert f"-p sweep_dir {sweep.resolve()}" in html and "reports/sweeps/quick" not in html
     verdict = html.index(">Verdict")
     table = html.index("<table", verdict)
@@ -487,7 +458,7 @@ def test_report_notebook_under_plain_papermill_refuses_a_bad_sweep_dir(value, er
 
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as e:
-        pm.execute_notebook(str(tables.REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
+        pm.execute_notebook(str(REPORT_NOTEBOOK), str(out), parameters={"sweep_dir": value},
                             progress_bar=False, kernel_name="python3")
     assert f"{e.value.ename}: {e.value.evalue}".startswith(error)
     assert "\n" not in e.value.evalue

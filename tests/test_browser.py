@@ -336,11 +336,11 @@ def test_sweep_report_renders_offline_with_the_table_under_the_verdict(chromium,
     require.js and MathJax from a CDN: 12 console errors offline), the figures drawn, and the metrics table on the
     first screen, right under the verdict (it sat ~4000 px further down)."""
     from playwright.sync_api import sync_playwright
-    from test_aggregate import _write_paired
 
-    from mtlwb.analysis import tables
+    from mtlwb.sweeps.report import render_report
+    from tests.helpers.sweep_records import write_paired
 
-    html = tables.render_report(_write_paired(tmp_path / "sweep"))
+    html = render_report(write_paired(tmp_path / "sweep"))
     console: list[str] = []
     blocked: list[str] = []
 

@@ -321,9 +321,9 @@ def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_report_shows_the_diagnostics_table_and_figure(tmp_path):
-    from mtlwb.analysis import tables as aggregate
+    from mtlwb.sweeps.report import render_report
 
-    html = aggregate.render_report(_diagnostics_sweep(tmp_path / "d")).read_text()
+    html = render_report(_diagnostics_sweep(tmp_path / "d")).read_text()
     assert "Does the cross-task signal point where the hidden labels would?" in html
     assert "truth &lt; prediction (share of seeds)" in html or "truth < prediction (share of seeds)" in html
     assert "+0.200 [" in html and "Alignment with the hidden labels" in html

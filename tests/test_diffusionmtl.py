@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import steps
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +19,7 @@ from mtlwb.models import MultiTaskNet
 from mtlwb.models.resnet import resnet18, resnet18_multiscale
 from mtlwb.objectives.losses import task_loss
 from mtlwb.tasks import make_tasks
+from tests.helpers import steps
 
 SIZE = 32
 DENSE = ["semantic", "depth", "normal"]
@@ -51,7 +51,7 @@ def train_step(tasks, model, method, labelled, seed=0, dtype=torch.float32) -> S
     images = torch.rand(labelled.shape[0], 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)).to(dtype)
     model.train()
     method.train()
-    features, refined, preds = forward_step(model, method, images)
+    features, refined, preds, _ = forward_step(model, method, images)
     targets = {k: v.detach() for k, v in base.targets.items()}
     return Step(images, features, refined, preds, targets, labelled)
 
@@ -109,7 +109,7 @@ def test_the_model_has_no_heads_and_predictions_come_from_the_method(tiny_config
     exp.model.eval()
     exp.method.eval()
     with torch.no_grad():
-        _, _, preds = forward_step(exp.model, exp.method, torch.rand(2, 3, 32, 40))
+        _, _, preds, _ = forward_step(exp.model, exp.method, torch.rand(2, 3, 32, 40))
     classes = exp.tasks[0].channels
     assert {k: tuple(v.shape) for k, v in preds.items()} == {"semantic": (2, classes, 32, 40),
                                                              "depth": (2, 1, 32, 40), "normal": (2, 3, 32, 40)}
@@ -247,9 +247,9 @@ def test_image_level_tasks_and_both_targets_train_and_predict(target):
     method.eval()
     with torch.no_grad():
         torch.manual_seed(0)
-        _, _, a = forward_step(model, method, step.images)
+        _, _, a, _ = forward_step(model, method, step.images)
         torch.manual_seed(0)
-        _, _, b = forward_step(model, method, step.images)
+        _, _, b, _ = forward_step(model, method, step.images)
     assert a["dominant_class"].shape == (3, 4) and a["semantic"].shape == (3, 5, SIZE, SIZE)
     for k in a:                                                     # noise from the seeded global generator
         torch.testing.assert_close(a[k], b[k])

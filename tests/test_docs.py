@@ -175,6 +175,33 @@ def test_the_new_method_example_trains_and_logs_its_term(tiny_config):
         METHODS.pop("entropy_min", None)
 
 
+def test_the_new_task_kind_example_registers_trains_and_scores(monkeypatch):
+    import torch
+
+    from mtlwb.objectives.losses import task_loss
+    from mtlwb.objectives.metrics import MultiTaskMeter, delta_mtl
+    from mtlwb.tasks import kinds
+
+    monkeypatch.setattr(kinds, "_KINDS", dict(kinds._KINDS))           # the example's kind only for this test
+    (code,) = _python_blocks(EXTENDING, "A new task kind")
+    scope = {"__name__": "docs_example"}
+    exec(compile(code, "docs/extending.md (a new task kind)", "exec", dont_inherit=True), scope)
+    shading = scope["SHADING"]
+    assert shading.kind_object is kinds.get_kind("scalar_map") and not shading.image_level
+    target = torch.rand(2, 1, 6, 6)
+    target[0, 0, 0, 0] = float("nan")
+    pred = torch.zeros(2, 1, 6, 6, requires_grad=True)
+    loss = task_loss(shading, pred, target, torch.tensor([1.0, 0.0]))
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert torch.all(pred.grad[1] == 0) and pred.grad[0, 0, 0, 0] == 0       # unlabelled row, undefined pixel
+    meter = MultiTaskMeter([shading])
+    meter.update({"shading": pred.detach()}, {"shading": target})
+    mae = meter.compute()["shading"]["map_mae"]
+    assert mae == pytest.approx(float(target[torch.isfinite(target)].double().mean()))
+    assert delta_mtl({"shading": {"map_mae": mae / 2}}, {"shading": {"map_mae": mae}}, [shading], "stl") > 0
+
+
 def _png_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: tuple[int, int] = (24, 32)) -> None:
     """The example's format, written as the example describes it: RGB PNG, 8-bit classes (255 = ignore),
     16-bit depth in millimetres (0 = no measurement)."""
@@ -197,13 +224,11 @@ def _png_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: tuple[int, 
 
 def test_the_new_dataset_example_reads_its_format_and_trains(tmp_path, monkeypatch):
     import mtlwb
-    import mtlwb.config
     from mtlwb.config import ExperimentConfig
     from mtlwb.data import registry
 
     reader, entry = _python_blocks(EXTENDING, "A new dataset")
     monkeypatch.setitem(registry.REGISTRY, "pngfolder", None)          # removed again after the test
-    monkeypatch.setattr(mtlwb.config, "DATASETS", (*registry.DATASET_NAMES, "pngfolder"))
     namespace: dict = {"__name__": "docs_example"}
     exec(compile(reader, "docs/extending.md (reader)", "exec", dont_inherit=True), namespace)
     exec(compile(entry, "docs/extending.md (registry entry)", "exec", dont_inherit=True), namespace)

@@ -110,7 +110,7 @@ def test_prediction_grid_is_four_columns_one_row_per_image_and_task(tiny_config)
     exp.method.eval()
     item = exp.eval_set[2]
     with torch.no_grad():
-        _, _, preds = forward_step(exp.model, exp.method, item["image"][None])
+        _, _, preds, _ = forward_step(exp.model, exp.method, item["image"][None])
     depth = exp.tasks[1]
     expected = predictions.error_map(depth, preds["depth"][0], item["depth"])[::-1]
     np.testing.assert_allclose(np.asarray(fig.data[4 * 5 + 3].z), expected, rtol=1e-5, atol=1e-6)

@@ -74,8 +74,8 @@ def test_oracle_gives_unlabelled_normals_the_depths_normals(tiny_root):
     config = ExperimentConfig(data_root=str(tiny_root), tasks=["depth", "normal"],
                               label_setting="ratio:normal=0.25", val_fraction=0.25,
                               pseudo_labels="normals_from_depth", device="cpu", progress=False)
-    plain = build_splits(ExperimentConfig(**{**config.to_dict(), "pseudo_labels": "none"}))
-    s = build_splits(config)
+    plain = build_splits(ExperimentConfig(**{**config.to_dict(), "pseudo_labels": "none"}).data_request)
+    s = build_splits(config.data_request)
     assert plain.pseudo is None or not plain.pseudo.any()
     # exactly the trained rows whose normals are unlabelled get one; validation rows never
     expected = np.zeros_like(s.pseudo)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import steps
 import torch
-from steps import FEAT, H, W, mixed_tasks
 
 import mtlwb.methods.jtr  # noqa: F401  (registers)
 from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.jtr import JTR, JTROptions, per_sample_reference_losses, two_routes
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
+from tests.helpers import steps
+from tests.helpers.steps import FEAT, H, W, mixed_tasks
 
 
 def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, **options) -> Step:
@@ -194,7 +194,7 @@ def test_end_to_end_with_model_and_options():
     tasks = make_tasks(["semantic", "depth", "normal"], 4)
     model = MultiTaskNet(tasks)
     m = build_method("jtr", tasks, model.feature_channels, {"width": 4, "detach_target": True})
-    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    feats, refined, preds, _ = forward_step(model, m, torch.randn(2, 3, H, W))
     step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]))
     step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
     sum(m.losses(step).values()).backward()

@@ -8,13 +8,13 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from fixtures_real import onelabel_table, write_mask_pt, write_nyuv2
 
 import mtlwb
 from mtlwb.analysis.records import label_split_text
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
 from mtlwb.data.registry import SETTINGS_DIR
+from tests.helpers.fixtures_real import onelabel_table, write_mask_pt, write_nyuv2
 
 
 def _sha256(path) -> str:
@@ -58,6 +58,6 @@ def test_a_published_file_is_recorded_and_a_missing_one_is_a_flagged_fallback(tm
     assert f"published file {root / SETTINGS_DIR / 'randomlabels.pth'} not found" in split["reason"]
     assert label_split_text(split).endswith("FALLBACK")
     published = write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", onelabel_table(8, 3))
-    _, train_set, _, _ = build_datasets(ExperimentConfig(**config, label_setting="onelabel"))
+    _, train_set, _, _ = build_datasets(ExperimentConfig(**config, label_setting="onelabel").data_request)
     assert train_set.label_split["source"] == "file" and train_set.label_split["published"] is True
     assert train_set.label_split["sha256"] == _sha256(published) and train_set.label_split["fallback"] is False

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steps import FEAT, H, W, make_step, mixed_tasks
 
 import mtlwb.methods.mtpsl  # noqa: F401  (registers)
 from mtlwb.methods.base import Step, build_method, forward_step
 from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import make_tasks
+from tests.helpers.steps import FEAT, H, W, make_step, mixed_tasks
 
 
 def test_pairs_enumerate_unlabelled_to_labelled():
@@ -101,7 +101,7 @@ def test_end_to_end_with_model_and_options():
     tasks = make_tasks(["semantic", "depth", "normal"], 4)
     model = MultiTaskNet(tasks)
     m = build_method("mtpsl", tasks, model.feature_channels, {"width": 4, "mapping_lr": 1e-2})
-    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    feats, refined, preds, _ = forward_step(model, m, torch.randn(2, 3, H, W))
     step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]))
     step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
     sum(m.losses(step).values()).backward()

@@ -342,21 +342,79 @@ def test_training_notebook_says_first_which_run_it_shows(project_after_make_run,
     assert "run `make run` first" in first
 
 
-@pytest.mark.parametrize("tool", ["make_train_notebook.py", "make_analysis_notebooks.py"])
-def test_notebook_generators_and_the_stored_notebooks_agree(tool, tmp_path):
-    """The cell sources live twice (the generators' strings and the .ipynb): regenerated, they must give the stored
-    notebooks' cells, ids, sources and tags (outputs are what tools/store_notebook.py adds)."""
-    import os
-    import subprocess
-    import sys
+# --- the .ipynb files are the notebooks' one source: their parameters cells, and that they stay thin -------------
+ANALYSIS_PARAMETERS = {
+    "dataset_explorer": ["data_root", "tasks", "label_setting", "settings", "mask_seed", "indices", "hist_images",
+                         "style", "second_root", "export_dir"],
+    "joint_latent": ["run_dir", "method", "label_setting", "epochs", "train_samples", "eval_samples", "n_images",
+                     "pool", "positions", "perplexity", "export_dir"],
+    "task_affinity": ["run_dir", "method", "label_setting", "epochs", "train_samples", "eval_samples", "task_prior",
+                      "image_index", "grad_batches", "grad_batch_size", "export_dir"],
+    "diagnostics": ["run_dir", "method", "tasks", "label_setting", "epochs", "train_samples", "eval_samples",
+                    "diagnostics_probe", "export_dir"],
+    "ablation_report": ["sweep_dir", "select"],
+}
+# modules a notebook may import: the library, and what displays its results
+NOTEBOOK_IMPORTS = {"mtlwb", "pathlib", "numpy", "pandas", "IPython"}
 
-    (tmp_path / "notebooks").mkdir()
-    subprocess.run([sys.executable, str(ROOT / "tools" / tool)], cwd=tmp_path, check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
-    generated = sorted((tmp_path / "notebooks").glob("*.ipynb"))
-    assert generated
-    for path in generated:
-        new = nbformat.read(path, as_version=4)
-        stored = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
-        assert [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in new.cells] == \
-               [(c.id, c.cell_type, c.source, c.metadata.get("tags", [])) for c in stored.cells], path.name
+
+def _parameters_cell(name: str):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    return next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+
+
+@pytest.mark.parametrize("name", sorted(ANALYSIS_PARAMETERS))
+def test_each_analysis_notebook_has_its_parameters_as_tiny_literals(name):
+    """Each analysis notebook's parameters cell, parsed: exactly the expected names, in order, each one plain
+    assignment of a literal (what papermill and a sweep can replace), with defaults small enough for nbval."""
+    tree = ast.parse(_parameters_cell(name).source)
+    assigned = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, ast.unparse(node)
+        ast.literal_eval(node.value)                                   # a literal, not a computed value
+        assigned.append(node.targets[0].id)
+    assert assigned == ANALYSIS_PARAMETERS[name]
+    values = notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    assert values.get("epochs", 0) <= 3 and (values.get("train_samples") or 0) <= 64
+
+
+def test_the_training_notebooks_parameters_are_literal_assignments():
+    """Every line of train.ipynb's parameters cell assigns a literal (its names are the config's fields: above)."""
+    tree = ast.parse(_parameters_cell("train").source)
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, ast.unparse(node)
+        ast.literal_eval(node.value)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_are_thin(name):
+    """A notebook shows and calls; what it computes lives in mtlwb, where it is tested: no function or class of its
+    own, imports only from mtlwb and what displays its results."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), \
+                f"{name}: define it in mtlwb instead:\n{cell.source}"
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module] if isinstance(node, ast.ImportFrom) else [])
+            assert all(m.split(".")[0] in NOTEBOOK_IMPORTS for m in modules), f"{name} imports {modules}"
+
+
+def test_store_notebook_rewrites_the_check_cell_from_the_parameters_cell(tmp_path):
+    """The notebook is the source: after a person edits its parameters cell, tools/store_notebook.py makes the check
+    cell follow (what the removed generators did)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("store_notebook", ROOT / "tools" / "store_notebook.py")
+    store_notebook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(store_notebook)
+    nb = nbformat.read(ROOT / "notebooks" / "ablation_report.ipynb", as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells[at].source += "\nextra = 1"
+    nbformat.write(nb, tmp_path / "edited.ipynb")
+    store_notebook.refresh_check_cell(tmp_path / "edited.ipynb")
+    _, names = _check_cell(nbformat.read(tmp_path / "edited.ipynb", as_version=4))
+    assert names == ["sweep_dir", "select", "extra"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_real import NYUD_IDS, nyud_sample, onelabel_table, write_mask_pt, write_nyud
 
 from mtlwb.config import ExperimentConfig
 from mtlwb.data import build_datasets
@@ -17,6 +16,7 @@ from mtlwb.data.nyud import NYUD
 from mtlwb.data.registry import REGISTRY, SETTINGS_DIR
 from mtlwb.objectives.metrics import MultiTaskMeter
 from mtlwb.tasks import make_tasks
+from tests.helpers.fixtures_real import NYUD_IDS, nyud_sample, onelabel_table, write_mask_pt, write_nyud
 
 ALL = ["semantic", "depth", "normal", "edge"]
 PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "published-splits"
@@ -55,16 +55,16 @@ def test_registry_published_mask_and_task_columns(tmp_path):
     root = write_nyud(tmp_path / "nyud")
     table = onelabel_table(5, 3)
     write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", table)
-    tasks, train, val, labelled = build_datasets(_cfg(root))
+    tasks, train, val, labelled = build_datasets(_cfg(root).data_request)
     assert [t.name for t in tasks] == ["semantic", "depth", "normal"] and tasks[0].channels == 40
     assert (len(train), len(val)) == (5, 3) and train.ids == NYUD_IDS["train"]
     np.testing.assert_array_equal(labelled, table)             # row i = the i-th id of gt_sets/train.txt
     assert train.label_split["published"] and train.label_split["source"] == "file"
-    _, _, _, swapped = build_datasets(_cfg(root, tasks=["normal", "semantic"]))
+    _, _, _, swapped = build_datasets(_cfg(root, tasks=["normal", "semantic"]).data_request)
     np.testing.assert_array_equal(swapped, table[:, [2, 0]])
     with pytest.raises(ValueError, match=r"no column for tasks \['edge'\]"):
-        build_datasets(_cfg(root, tasks=ALL))
-    tasks, _, _, full = build_datasets(_cfg(root, tasks=ALL, label_setting="full"))
+        build_datasets(_cfg(root, tasks=ALL).data_request)
+    tasks, _, _, full = build_datasets(_cfg(root, tasks=ALL, label_setting="full").data_request)
     assert full.shape == (5, 4) and [t.name for t in tasks] == ALL
     assert REGISTRY["nyud"].default_tasks == ("semantic", "depth", "normal")
 
@@ -89,7 +89,7 @@ def test_bad_files_are_named_before_training(tmp_path):
     with pytest.raises(ValueError, match="one image size"):
         NYUD(other, "train", tasks)
     with pytest.raises(FileNotFoundError, match="gt_sets"):
-        build_datasets(_cfg(tmp_path / "nowhere"))
+        build_datasets(_cfg(tmp_path / "nowhere").data_request)
     with pytest.raises(ValueError, match=r"not annotated in dataset 'nyud'"):
         _cfg(root, tasks=["semantic", "parts"])
 
@@ -145,7 +145,7 @@ def test_published_splits_follow_gt_sets_train_order(tmp_path, name, setting):
     root = write_nyud(tmp_path / "nyud", ids=ids, h=2, w=3)
     (root / SETTINGS_DIR).mkdir()
     (root / SETTINGS_DIR / name).symlink_to(PUBLISHED / "nyuv2" / name)
-    _, train, val, table = build_datasets(_cfg(root, label_setting=setting))
+    _, train, val, table = build_datasets(_cfg(root, label_setting=setting).data_request)
     assert (len(train), len(val)) == (795, 654) and table.shape == (795, 3)
     published = torch.load(PUBLISHED / "nyuv2" / name, weights_only=True)["labels_weights"].numpy()
     np.testing.assert_array_equal(table, published)         # row i <-> the i-th line of gt_sets/train.txt

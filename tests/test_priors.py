@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from steps import FEAT, H, W, make_step, mixed_tasks
 
 import mtlwb
 from mtlwb.config import ExperimentConfig
@@ -20,6 +19,7 @@ from mtlwb.methods.mtpsl import MTPSL, MTPSLOptions
 from mtlwb.methods.tpkr import TaskPrototypeRetrieval, TPKROptions, prior_loss, slots_from_prior
 from mtlwb.tasks import TaskSpec
 from mtlwb.tasks.priors import parse_task_prior, related_strength, row_normalized
+from tests.helpers.steps import FEAT, H, W, make_step, mixed_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["semantic", "depth", "normal"]

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_real import (
+
+from mtlwb.config import ExperimentConfig
+from mtlwb.data import build_datasets
+from mtlwb.data.augment import AugmentOptions, augment_batch, augment_sample
+from mtlwb.data.id_masks import read_npy
+from mtlwb.data.pascal import PascalContext, edges_from_labelmap
+from mtlwb.data.registry import REGISTRY, SETTINGS_DIR, resolve_label_split
+from mtlwb.tasks import make_tasks
+from tests.helpers.fixtures_real import (
     PASCAL_IDS,
     onelabel_table,
     write_cityscapes,
@@ -20,14 +28,6 @@ from fixtures_real import (
     write_pascal_id_rows,
     write_pascal_id_sets,
 )
-
-from mtlwb.config import ExperimentConfig
-from mtlwb.data import build_datasets
-from mtlwb.data.augment import AugmentOptions, augment_batch, augment_sample
-from mtlwb.data.id_masks import read_npy
-from mtlwb.data.pascal import PascalContext, edges_from_labelmap
-from mtlwb.data.registry import REGISTRY, SETTINGS_DIR, resolve_label_split
-from mtlwb.tasks import make_tasks
 
 
 def _cfg(dataset: str, root, **kw) -> ExperimentConfig:
@@ -40,7 +40,7 @@ def test_nyuv2_loads_at_any_size_with_published_mask(tmp_path):
     root = write_nyuv2(tmp_path / "nyuv2")
     table = onelabel_table(8, 3)
     write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", table)
-    tasks, train, val, labelled = build_datasets(_cfg("nyuv2", root))
+    tasks, train, val, labelled = build_datasets(_cfg("nyuv2", root).data_request)
     assert [t.name for t in tasks] == ["semantic", "depth", "normal"] and tasks[0].channels == 13
     assert (len(train), len(val)) == (8, 4)
     item = train[0]
@@ -49,14 +49,14 @@ def test_nyuv2_loads_at_any_size_with_published_mask(tmp_path):
     assert item["depth"].shape == (1, 24, 32) and item["normal"].shape == (3, 24, 32)
     np.testing.assert_array_equal(labelled, table)
     # a reordered task list picks the published columns by name
-    _, _, _, swapped = build_datasets(_cfg("nyuv2", root, tasks=["normal", "semantic"]))
+    _, _, _, swapped = build_datasets(_cfg("nyuv2", root, tasks=["normal", "semantic"]).data_request)
     np.testing.assert_array_equal(swapped, table[:, [2, 0]])
 
 
 def test_nyuv2_missing_published_mask_warns_and_generates(tmp_path):
     root = write_nyuv2(tmp_path / "nyuv2")
     with pytest.warns(UserWarning, match="randomlabels.pth"):
-        _, _, _, labelled = build_datasets(_cfg("nyuv2", root, label_setting="randomlabel"))
+        _, _, _, labelled = build_datasets(_cfg("nyuv2", root, label_setting="randomlabel").data_request)
     assert labelled.shape == (8, 3) and (labelled.sum(1) >= 1).all() and (labelled.sum(1) <= 2).all()
 
 
@@ -64,13 +64,13 @@ def test_mask_of_another_dataset_is_refused_by_name(tmp_path):
     root = write_nyuv2(tmp_path / "nyuv2")
     path = write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", onelabel_table(10, 3))
     with pytest.raises(ValueError, match=str(path)):
-        build_datasets(_cfg("nyuv2", root))
+        build_datasets(_cfg("nyuv2", root).data_request)
     write_mask_pt(path, onelabel_table(8, 2))                    # wrong T
     with pytest.raises(ValueError, match="onelabel.pth"):
-        build_datasets(_cfg("nyuv2", root))
+        build_datasets(_cfg("nyuv2", root).data_request)
     path.write_bytes(path.read_bytes()[:40])                      # truncated
     with pytest.raises(ValueError, match="onelabel.pth"):
-        build_datasets(_cfg("nyuv2", root))
+        build_datasets(_cfg("nyuv2", root).data_request)
 
 
 def test_truncated_npy_is_named(tmp_path):
@@ -78,7 +78,7 @@ def test_truncated_npy_is_named(tmp_path):
     bad = root / "train" / "depth" / "3.npy"
     bad.write_bytes(bad.read_bytes()[:60])
     with pytest.raises(ValueError, match=str(bad)):
-        build_datasets(_cfg("nyuv2", root, label_setting="full"))
+        build_datasets(_cfg("nyuv2", root, label_setting="full").data_request)
 
 
 def test_missing_folder_is_named(tmp_path):
@@ -87,7 +87,7 @@ def test_missing_folder_is_named(tmp_path):
         f.unlink()
     (root / "val" / "normal").rmdir()
     with pytest.raises(FileNotFoundError, match="val/normal"):
-        build_datasets(_cfg("nyuv2", root, label_setting="full"))
+        build_datasets(_cfg("nyuv2", root, label_setting="full").data_request)
     with pytest.raises(FileNotFoundError, match="no cityscapes7 dataset"):
         _cfg("cityscapes7", tmp_path / "nowhere", tasks=["semantic", "depth"]).check_paths()
 
@@ -98,7 +98,7 @@ def test_missing_folder_is_named(tmp_path):
 def test_cityscapes_variants(tmp_path, name, classes):
     root = write_cityscapes(tmp_path / "cs")
     write_mask_pt(root / SETTINGS_DIR / "onelabel.pth", onelabel_table(6, 2))
-    tasks, train, val, labelled = build_datasets(_cfg(name, root, tasks=["semantic", "depth"]))
+    tasks, train, val, labelled = build_datasets(_cfg(name, root, tasks=["semantic", "depth"]).data_request)
     assert tasks[0].channels == classes and (len(train), len(val)) == (6, 3)
     item = train[1]
     assert item["semantic"].max() < classes and item["semantic"].min() >= -1
@@ -114,7 +114,7 @@ def test_cityscapes_wrong_shape_is_named(tmp_path):
     bad = root / "train" / "depth" / "2.npy"
     np.save(bad, np.zeros((16, 32), np.float32))                # [H, W] instead of [H, W, 1]
     with pytest.raises(ValueError, match=rf"{bad}.*expected shape \(16, 32, 1\)"):
-        build_datasets(_cfg("cityscapes7", root, tasks=["semantic", "depth"], label_setting="full"))
+        build_datasets(_cfg("cityscapes7", root, tasks=["semantic", "depth"], label_setting="full").data_request)
 
 
 # --- PASCAL-Context ----------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_pascal_registry_and_npy_masks(tmp_path):
     table[0, 4] = 1                                             # 4 images, 5 tasks: every task labelled once
     write_mask_npy(root / SETTINGS_DIR / "randomlabels.npy", table)
     cfg = _cfg("pascal_context", root, tasks=["semantic", "saliency"], label_setting="randomlabel")
-    tasks, train, val, labelled = build_datasets(cfg)
+    tasks, train, val, labelled = build_datasets(cfg.data_request)
     assert [t.channels for t in tasks] == [21, 2] and (len(train), len(val)) == (4, 2)
     assert train[0]["image"].shape == (3, 512, 512)             # the papers' fixed size
     np.testing.assert_array_equal(labelled, table[:, [0, 2]])
@@ -161,18 +161,18 @@ def test_pascal_published_id_keyed_splits(tmp_path):
     table = np.array([[1, 0, 0, 0, 1], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], np.float32)
     write_pascal_id_sets(root / SETTINGS_DIR / "onelabel.npy", table[::-1], ids[::-1])   # order must not matter
     cfg = _cfg("pascal_context", root, tasks=["edge", "semantic", "parts"], label_setting="onelabel")
-    np.testing.assert_array_equal(build_datasets(cfg)[3], table[:, [4, 0, 1]])
+    np.testing.assert_array_equal(build_datasets(cfg.data_request)[3], table[:, [4, 0, 1]])
     rows = write_pascal_id_rows(tmp_path / "new_onelabel.pth", table, ids)
     cfg = _cfg("pascal_context", root, tasks=["saliency", "normal"], label_setting=str(rows))
-    np.testing.assert_array_equal(build_datasets(cfg)[3], table[:, [2, 3]])
+    np.testing.assert_array_equal(build_datasets(cfg.data_request)[3], table[:, [2, 3]])
     cfg = _cfg("pascal_context", root, tasks=["semantic", "parts"], label_setting="onelabel", train_samples=2)
-    np.testing.assert_array_equal(build_datasets(cfg)[3], table[:2, :2])         # a prefix of the split
+    np.testing.assert_array_equal(build_datasets(cfg.data_request)[3], table[:2, :2])         # a prefix of the split
     write_pascal_id_sets(root / SETTINGS_DIR / "onelabel.npy", table, ["2099_000001"] + ids[1:])
     with pytest.raises(ValueError, match="ids not in the training split"):
-        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel").data_request)
     write_pascal_id_rows(rows, table[:3], ids[:3])
     with pytest.raises(ValueError, match=r"no row for training images \['2008_000008'\]"):
-        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting=str(rows)))
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting=str(rows)).data_request)
 
 
 def test_pickled_mask_file_cannot_run_code(tmp_path):
@@ -185,11 +185,11 @@ def test_pickled_mask_file_cannot_run_code(tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, np.array({"semseg": Boom()}, dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="refusing to load builtins.print"):
-        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel").data_request)
     write_pascal_id_sets(path, np.eye(5, dtype=np.float32)[:4], PASCAL_IDS["train"])
     path.write_bytes(path.read_bytes()[:-20])                        # truncated download
     with pytest.raises(ValueError, match=r"onelabel.npy': cannot read \(pickle data was truncated\)"):
-        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel"))
+        build_datasets(_cfg("pascal_context", root, tasks=["semantic"], label_setting="onelabel").data_request)
 
 
 def test_pascal_corrupt_png_and_missing_files_are_named(tmp_path):
@@ -286,7 +286,7 @@ def _published_split(tmp_path, dataset: str, folder: str, file: str, setting: st
     (root / SETTINGS_DIR).mkdir(parents=True)
     (root / SETTINGS_DIR / file).symlink_to(PUBLISHED / folder / file)
     cfg = ExperimentConfig(dataset=dataset, data_root=str(root), label_setting=setting, **kw)
-    return resolve_label_split(REGISTRY[dataset], cfg, n, ids)
+    return resolve_label_split(REGISTRY[dataset], cfg.data_request, n, ids)
 
 
 def _pascal_ids(name: str) -> tuple[dict, list[str]]:
@@ -359,6 +359,6 @@ def test_pascal_files_in_diffusionmtl_format_are_mtpsls(tmp_path, name, setting)
                                   tasks=ALL_PASCAL)
     cfg = ExperimentConfig(dataset="pascal_context", data_root=str(tmp_path / "none"), label_setting=str(derived),
                            tasks=ALL_PASCAL)
-    by_rows, source = resolve_label_split(REGISTRY["pascal_context"], cfg, len(ids), ids)
+    by_rows, source = resolve_label_split(REGISTRY["pascal_context"], cfg.data_request, len(ids), ids)
     np.testing.assert_array_equal(by_rows, by_sets)
     assert source["source"] == "file" and source["path"] == str(derived) and not source["published"]

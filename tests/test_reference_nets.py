@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import steps
 import torch
-from steps import mixed_tasks
 
 from mtlwb.config import ExperimentConfig
 from mtlwb.experiment.loop import train
@@ -14,6 +12,8 @@ from mtlwb.methods.jtr import JTROptions, per_sample_reference_losses
 from mtlwb.methods.mtpsl import MTPSLOptions
 from mtlwb.models.mtl_net import MultiTaskNet
 from mtlwb.tasks import TaskSpec, make_tasks
+from tests.helpers import steps
+from tests.helpers.steps import mixed_tasks
 
 H = W = 32
 
@@ -131,7 +131,7 @@ def test_jtr_reference_end_to_end_with_model():
     tasks = make_tasks(["semantic", "depth", "normal"], 4)
     model = MultiTaskNet(tasks)
     m = build_method("jtr", tasks, model.feature_channels, {"arch": "reference"})
-    feats, refined, preds = forward_step(model, m, torch.randn(2, 3, H, W))
+    feats, refined, preds, _ = forward_step(model, m, torch.randn(2, 3, H, W))
     step = make_step(tasks, torch.tensor([[1, 0, 0], [0, 1, 1]]), torch.float32)
     step = Step(step.images, feats, refined, preds, step.targets, step.labelled)
     sum(m.losses(step).values()).backward()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import parity_case as pc
 import pytest
+
+from tests.helpers import parity_case as pc
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_parity.json"
 TOL = 1e-8

@@ -29,7 +29,10 @@ def test_segnet_shapes_and_bottleneck():
     model = MultiTaskNet(TASKS, "segnet")
     features = _check(model, 64, 80)
     assert features.shape == (1, 64, 64, 80) and model.feature_channels == 64
-    assert model.encoder.last_bottleneck.shape == (1, 512, 2, 2)
+    image = torch.zeros(1, 3, 64, 80)
+    parts = model.eval().encode_parts(image)
+    assert parts.bottleneck.shape == (1, 512, 2, 2) and torch.equal(parts.features, model.encode(image))
+    assert not hasattr(model.encoder, "last_bottleneck")                # returned, never kept on the module
     features = _check(model, 36, 52)                               # sizes not divisible by 32
     assert features.shape == (1, 64, 36, 52)
 
@@ -73,7 +76,7 @@ def test_segnet_with_task_prototype_retrieval_trains_a_step():
     model = MultiTaskNet(TASKS, "segnet")
     method = build_method("tpkr", TASKS, model.feature_channels, {"attention_tokens": 64, "codebook_size": 32})
     images = torch.rand(2, 3, 32, 40)
-    features, refined, preds = forward_step(model, method, images)
+    features, refined, preds, _ = forward_step(model, method, images)
     assert features.shape == (2, 64, 32, 40) and refined.extras["reconstruction"].shape == images.shape
     targets = {"semantic": torch.randint(0, 13, (2, 32, 40)), "depth": torch.rand(2, 1, 32, 40) + 0.1,
                "normal": torch.nn.functional.normalize(torch.randn(2, 3, 32, 40), dim=1)}

@@ -84,7 +84,7 @@ def test_ensure_sources_generates_a_styled_root(tmp_path):
     cfg = ExperimentConfig(sources=[{"data_root": str(tmp_path / "b"), "tasks": ["depth"],
                                      "generate": {"style": "B", "n_train": 2, "n_val": 1, "height": 16,
                                                   "width": 16, "seed": 3}}])
-    (root,) = ensure_sources(cfg)
+    (root,) = ensure_sources(cfg.data_request)
     meta = json.loads((root / "meta.json").read_text())
     assert meta["style"]["name"] == "B" and meta["seed"] == 3 and meta["n_train"] == 2
 
@@ -114,7 +114,7 @@ def test_no_sources_is_the_single_source_path(tiny_config, monkeypatch):
     """sources=[]: the same label table and dataset as build_splits, and the batches of the old shuffle."""
     cfg = tiny_config(method="supervised", label_setting="onelabel", val_fraction=0.25)
     exp = mtlwb.build_experiment(cfg)
-    splits = build_splits(cfg)
+    splits = build_splits(cfg.data_request)
     assert not isinstance(exp.train_set, SourceMixture) and type(exp.train_set) is type(splits.train)
     assert list(exp.train_set.indices) == list(splits.train.indices)
     assert torch.equal(exp.labelled, torch.from_numpy(splits.labelled))

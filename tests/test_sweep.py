@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_real import write_nyuv2
 
 from mtlwb import cli
 from mtlwb.config import ExperimentConfig
@@ -28,6 +27,7 @@ from mtlwb.sweeps.run import (
     run_sweep,
     sweep_runs,
 )
+from tests.helpers.fixtures_real import write_nyuv2
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"train_samples": 16, "eval_samples": 8, "epochs": 1, "batch_size": 8,
@@ -324,7 +324,7 @@ def test_parallel_sweep_failure_isolation_resume_and_report(tmp_path):
     assert "without encryption" not in (sweep / bad_id / "kernel.log").read_text()   # IPC kernels
     assert sweep_runs(sweep)[bad_id]["status"] == "failed"
 
-    from mtlwb.analysis.tables import render_report
+    from mtlwb.sweeps.report import render_report
 
     html = render_report(sweep)
     assert html.name == "summary.html" and "Δ_MTL vs method=supervised" in html.read_text()

@@ -22,6 +22,7 @@ from mtlwb.methods.tpkr import (
 )
 from mtlwb.methods.tpkr_blocks import CrossFFNBlock, SelfCrossFFNBlock, attention_stride
 from mtlwb.methods.vq import VectorQuantizer
+from mtlwb.models import Encoded
 from mtlwb.tasks import TaskSpec, make_tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,9 @@ class TinyNet(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)
 
+    def encode_parts(self, images: torch.Tensor) -> Encoded:
+        return Encoded(self.encode(images))
+
     def decode(self, feats: dict[str, torch.Tensor], size) -> dict[str, torch.Tensor]:
         out = {}
         for t in self.tasks:
@@ -70,7 +74,7 @@ def targets_for(tasks: list[TaskSpec], b: int = B) -> dict[str, torch.Tensor]:
 
 
 def make_step(net, method, images, targets, labelled) -> Step:
-    features, refined, preds = forward_step(net, method, images)
+    features, refined, preds, _ = forward_step(net, method, images)
     return Step(images, features, refined, preds, targets, labelled)
 
 

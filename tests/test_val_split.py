@@ -42,7 +42,7 @@ def test_split_that_leaves_nothing_is_refused():
 
 def test_build_splits_holds_out_training_images_never_test_ones(tiny_config):
     cfg = tiny_config(val_fraction=0.25, val_seed=1, train_samples=20)
-    s = build_splits(cfg)
+    s = build_splits(cfg.data_request)
     assert len(s.val) == 5 and len(s.train) == 15
     trained = {s.train[i]["index"] for i in range(len(s.train))}
     held_out = {s.val[i]["index"] for i in range(len(s.val))}
@@ -50,7 +50,7 @@ def test_build_splits_holds_out_training_images_never_test_ones(tiny_config):
     assert s.val.dataset is s.train.dataset and s.val.dataset.split_dir.name == "train"
     assert s.test.split_dir.name == "val"          # the eval (test) split is another split on disk
     assert s.labelled.shape[0] == 20               # the mask is the one drawn without a validation split
-    np.testing.assert_array_equal(s.labelled, build_splits(tiny_config(train_samples=20)).labelled)
+    np.testing.assert_array_equal(s.labelled, build_splits(tiny_config(train_samples=20).data_request).labelled)
     exp = build_experiment(cfg)
     assert exp.val_set is not None and sorted(exp.train_set.indices) == sorted(trained)
 

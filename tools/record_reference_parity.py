@@ -1,4 +1,4 @@
-"""Record what the published JTR and MTPSL code compute on the seeded parity case (``tests/parity_case.py``).
+"""Record what the published JTR and MTPSL code compute on the seeded parity case (``tests/helpers/parity_case.py``).
 
     python tools/record_reference_parity.py --jtr <JTR-CVPR-2024 checkout> --mtpsl <MTPSL checkout> \
         [--out tests/fixtures/reference_parity.json] [--measure]
@@ -32,11 +32,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-import parity_case as pc  # noqa: E402
+sys.path[:0] = [str(ROOT)]      # the repository root: mtlwb and the tests package
 
 from mtlwb.experiment.reference_checkpoints import reference_key  # noqa: E402
+from tests.helpers import parity_case as pc  # noqa: E402
 
 
 class GumbelQueue:
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     jtr, mtpsl = run_published_jtr(args.jtr, case), run_published_mtpsl(args.mtpsl, case)
     record = {
         "about": {
-            "what": "losses and gradient sketches of the published JTR and MTPSL code on tests/parity_case.py",
+            "what": "losses and gradient sketches of the published JTR and MTPSL code on tests/helpers/parity_case.py",
             "script": "tools/record_reference_parity.py --jtr <checkout> --mtpsl <checkout>",
             "jtr": {"repository": "KentoNishi/JTR-CVPR-2024", "commit": commit(args.jtr),
                     "modules": "code/models/nyuv2_segnet_jtr.py SegNet_JTR.compute_losses, "

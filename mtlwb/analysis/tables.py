@@ -37,8 +37,7 @@ from .. import identity
 from ..core.io import atomic_write_text, read_json
 from ..data.sources import sources_text
 from ..experiment import diagnostics
-from ..experiment.files import METRICS, STATE, SUMMARY_CSV, SUMMARY_HTML, SUMMARY_MD
-from ..experiment.files import REPORT_NOTEBOOK as REPORT_OUTPUT
+from ..experiment.files import METRICS, STATE, SUMMARY_CSV, SUMMARY_MD
 from ..experiment.record import read_record
 from ..experiment.selection import best_on_test
 from ..objectives.metrics import delta_mtl
@@ -57,7 +56,6 @@ from .stats import (
 )
 
 NOT_GROUPED = ("seed", *sorted(identity.EXECUTION_ONLY))   # a group: every run of it but for the seed
-REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / REPORT_OUTPUT   # its executed copy: same name
 DEFAULT_SWEEP_DIR = Path("reports/sweeps/quick")   # what `make run` writes: the report notebook's default
 FINISHED = ("completed", "failed")                 # a run with a result to report (its metrics, or why it failed)
 # auto: best_val where the run has a validation split, else last; best_test: the papers' optimistic rule (the epoch
@@ -814,17 +812,3 @@ def report_header(table: SweepTable, sweep_dir: str | Path, select: str = "auto"
                + (f" -p select {select}" if select != "auto" else ""))
     return (f"**Sweep `{table.name}`**: {len(table.runs)} run(s) ({states}); baseline **{table.baseline_name}**.  \n"
             f"Folder `{shown}`; this report: `{command}`")
-
-
-def render_report(sweep_dir: str | Path, notebook: str | Path = REPORT_NOTEBOOK, select: str = "auto") -> Path:
-    """Execute the ablation report notebook on ``sweep_dir`` and export it, code cells hidden, to ``summary.html``.
-
-    A folder with nothing to report is refused first (``report_sweep_dir``), before a kernel starts."""
-    from ..sweeps.notebooks import execute, export_html
-
-    if select not in SELECTIONS:
-        raise ValueError(f"select={select!r}: allowed {list(SELECTIONS)}")
-    sweep_dir = report_sweep_dir(Path(sweep_dir)).resolve()
-    out = execute(notebook, sweep_dir / REPORT_OUTPUT, {"sweep_dir": str(sweep_dir), "select": select},
-                  progress=False)
-    return export_html(out, sweep_dir / SUMMARY_HTML, hide_code=True)

@@ -98,13 +98,10 @@ def augment_sample(item: dict, tasks: list[TaskSpec], gen: torch.Generator,
     for t in tasks:
         if t.name not in item or t.image_level:
             continue
-        bilinear_normal = t.kind == "normal" and options.normal_mode == "bilinear"
-        x = geometric(item[t.name], "bilinear_corners" if bilinear_normal else "nearest")
-        if t.kind == "depth":
-            x = x / scale
-        elif t.kind == "normal" and flip:
-            x = torch.cat([-x[:1], x[1:]], 0)
-        out[t.name] = x
+        kind = t.kind_object
+        bilinear_normal = kind.directional and options.normal_mode == "bilinear"
+        x = kind.rescaled(geometric(item[t.name], "bilinear_corners" if bilinear_normal else "nearest"), scale)
+        out[t.name] = kind.flipped(x) if flip else x
     return out
 
 

@@ -119,7 +119,7 @@ class MultiTaskFolder(Dataset):
                 raise ValueError(f"image-level label file {path}: no list of >= {self.size} values for task "
                                  f"{t.name!r} (has {sorted(table) if isinstance(table, dict) else type(table)})")
             arr = np.asarray(values[:self.size], dtype=np.float64)
-            if t.kind == "classification":
+            if t.kind_object.categorical:
                 if not np.isin(arr, np.arange(-1, t.channels)).all():
                     raise ValueError(f"image-level label file {path}: {t.name!r} must hold class ids in "
                                      f"[0, {t.channels}) or -1 (undefined)")

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.io import atomic_write_json
+from ..tasks import IMAGE_LEVEL_TASKS
 from .scenes import (
     CAMERA_VIEW_EDGES,
     CAMERA_VIEW_NAMES,
@@ -285,4 +288,39 @@ def generate_dataset(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+DEFAULT_SCENES = {"n_train": 2000, "n_val": 500, "height": 64, "width": 80}
+_SIZE_IN_NAME = re.compile(r"scenes-(\d+)x(\d+)$")
+
+
+def scene_size_from_root(root: str | Path) -> dict[str, int]:
+    """``{"height": H, "width": W}`` from a root named ``scenes-<H>x<W>`` (e.g. data/scenes-32x40), else {}.
+
+    Why: a sweep or notebook that names ``data_root: data/scenes-32x40`` should get 32x40 scenes generated on a
+    fresh clone, not the 64x80 default under a misleading name.
+    """
+    m = _SIZE_IN_NAME.search(Path(root).name)
+    return {"height": int(m.group(1)), "width": int(m.group(2))} if m else {}
+
+
+def ensure_dataset(root: str | Path = "data/scenes-64x80", tasks: Sequence[str] = (), image_labels: bool = False,
+                   progress: bool = True, **kwargs) -> Path:
+    """Generate the built-in scenes at ``root`` unless a complete copy is already there.
+
+    A copy generated before image-level labels existed, or before some of them did (an older labels version in
+    meta.json, e.g. without camera_view), is extended in place (``add_image_labels``: atomic, the dense files
+    untouched) when ``image_labels`` is set or ``tasks`` names an image-level task, and says which labels it adds.
+    A root named ``scenes-<H>x<W>`` is generated at that size unless ``height``/``width`` are given.
+    """
+    root = Path(root)
+    if not dataset_is_complete(root):
+        given = {k: v for k, v in kwargs.items() if not (k in ("height", "width") and v is None)}
+        return generate_dataset(root, progress=progress, **{**DEFAULT_SCENES, **scene_size_from_root(root), **given})
+    wanted = image_labels or any(t in IMAGE_LEVEL_TASKS for t in tasks)
+    if wanted and not has_image_labels(root):
+        print(f"{root}: adding the image-level labels {missing_image_labels(root)} in place (the dense files stay "
+              "as they are)")
+        add_image_labels(root, progress=progress)
     return root

@@ -1,6 +1,6 @@
 """Dataset name -> everything needed to load it: classes, tasks, reader, published label settings.
 
-``build(config)`` is what ``build_datasets`` dispatches to, so a new benchmark
+``build(request)`` is what ``build_datasets`` dispatches to, so a new benchmark
 is one ``DatasetInfo`` entry here plus its reader.
 
 Published partial-label files (MTPSL's releases, reused by JTR) are looked up
@@ -58,9 +58,9 @@ except ImportError:  # numpy < 2
 
 
 class SplitRequest(Protocol):
-    """What the registry reads to load a dataset and its label table: the data fields of an ``ExperimentConfig``,
-    or of one of its extra training sources (``data/sources.py``). A protocol, so that the registry never imports
-    the config (the config imports the registry)."""
+    """What the registry reads to load a dataset and its label table: a ``DataRequest`` (the main source) or a
+    ``SourceSpec`` (an extra training source), both in ``data/request.py``. A protocol, so that the registry imports
+    neither (the request imports the registry)."""
 
     dataset: str
     data_root: str
@@ -233,67 +233,67 @@ def read_mask_object(path: Path, mask_tasks: list[str]) -> object:
                      f"{len(mask_tasks)}] (.npy) with columns {mask_tasks}, or a dict keyed by image id")
 
 
-def build(config: SplitRequest) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
-    """Tasks, train and eval splits, and the [N_train, T] label table of the config's setting.
+def build(request: SplitRequest) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:
+    """Tasks, train and eval splits, and the [N_train, T] label table of the request's setting.
 
     The table's provenance (``resolve_label_split``) is set as ``train_set.label_split``.
     """
-    info = get_dataset(config.dataset)
-    root = Path(config.data_root)
+    info = get_dataset(request.dataset)
+    root = Path(request.data_root)
     info.check_root(root)
-    tasks = info.make_tasks(list(config.tasks), root)
-    train_set = info.loader(root, "train", tasks, config.train_samples)
-    eval_set = info.loader(root, "val", tasks, config.eval_samples)
-    table, source = resolve_label_split(info, config, len(train_set), getattr(train_set, "ids", None))
+    tasks = info.make_tasks(list(request.tasks), root)
+    train_set = info.loader(root, "train", tasks, request.train_samples)
+    eval_set = info.loader(root, "val", tasks, request.eval_samples)
+    table, source = resolve_label_split(info, request, len(train_set), getattr(train_set, "ids", None))
     train_set.label_split = source
     return tasks, train_set, eval_set, table
 
 
-def label_table(info: DatasetInfo, config: SplitRequest, n: int, ids: list[str] | None = None) -> np.ndarray:
-    return resolve_label_split(info, config, n, ids)[0]
+def label_table(info: DatasetInfo, request: SplitRequest, n: int, ids: list[str] | None = None) -> np.ndarray:
+    return resolve_label_split(info, request, n, ids)[0]
 
 
-def resolve_label_split(info: DatasetInfo, config: SplitRequest, n: int,
+def resolve_label_split(info: DatasetInfo, request: SplitRequest, n: int,
                         ids: list[str] | None = None) -> tuple[np.ndarray, dict]:
-    """The [n, T] table of the config's label setting, and where it came from (JSON-ready, for the run record).
+    """The [n, T] table of the request's label setting, and where it came from (JSON-ready, for the run record).
 
     ``{"source": "file", "path", "sha256", ...}`` for a mask file (published or given by path), or
     ``{"source": "generated", "setting", "mask_seed", "generator", "cache", ...}``; ``fallback`` is true, with
     the ``reason``, when a published file was expected but missing and the split was generated instead.
     """
-    exact = config.train_samples is None
-    setting = Path(config.label_setting)
+    exact = request.train_samples is None
+    setting = Path(request.label_setting)
     if info.mask_keys and setting.suffix in MASK_FILE_SUFFIXES and setting.is_file():
         obj = read_mask_object(setting, list(info.mask_tasks))
         if is_id_keyed(obj) and "labels_weights" not in obj:     # e.g. new_onelabel.pth given by path
-            table = published_table(info, setting, obj, n, list(config.tasks), exact, ids)
-            return table, _file_source(config, setting, table, published=False)
-    published = info.published_mask(config.data_root, config.label_setting)
+            table = published_table(info, setting, obj, n, list(request.tasks), exact, ids)
+            return table, _file_source(request, setting, table, published=False)
+    published = info.published_mask(request.data_root, request.label_setting)
     reason = None
     if published is not None:
         if published.is_file():
             obj = read_mask_object(published, list(info.mask_tasks))
-            table = published_table(info, published, obj, n, list(config.tasks), exact, ids)
-            return table, _file_source(config, published, table, published=True)
-        reason = (f"published file {published} not found; generated a {config.label_setting} split from "
-                  f"mask_seed={config.mask_seed} instead (not the papers' split)")
-        warnings.warn(f"label_setting={config.label_setting!r} on {info.name}: published file {published} "
-                      f"not found; generating a {config.label_setting} split from mask_seed={config.mask_seed} "
+            table = published_table(info, published, obj, n, list(request.tasks), exact, ids)
+            return table, _file_source(request, published, table, published=True)
+        reason = (f"published file {published} not found; generated a {request.label_setting} split from "
+                  f"mask_seed={request.mask_seed} instead (not the papers' split)")
+        warnings.warn(f"label_setting={request.label_setting!r} on {info.name}: published file {published} "
+                      f"not found; generating a {request.label_setting} split from mask_seed={request.mask_seed} "
                       "instead (not the papers' split; see README 'Real benchmarks')", stacklevel=2)
-    table = label_mask(config.label_setting, config.data_root, n, list(config.tasks), config.mask_seed)
+    table = label_mask(request.label_setting, request.data_root, n, list(request.tasks), request.mask_seed)
     if setting.suffix in MASK_FILE_SUFFIXES:
-        return table, _file_source(config, setting, table, published=False)
-    cache = mask_cache_path(config.data_root, config.label_setting, list(config.tasks), config.mask_seed, n)
-    source = {"source": "generated", "setting": config.label_setting, "mask_seed": config.mask_seed,
-              "generator": "mtlwb.data.masks.make_mask" + ("" if config.label_setting in NAMED_SETTINGS
+        return table, _file_source(request, setting, table, published=False)
+    cache = mask_cache_path(request.data_root, request.label_setting, list(request.tasks), request.mask_seed, n)
+    source = {"source": "generated", "setting": request.label_setting, "mask_seed": request.mask_seed,
+              "generator": "mtlwb.data.masks.make_mask" + ("" if request.label_setting in NAMED_SETTINGS
                                                            else " (ratio)"),
               "cache": str(cache), "table_sha256": _table_sha256(table),
               "fallback": reason is not None, "reason": reason}
     return table, source
 
 
-def _file_source(config: SplitRequest, path: Path, table: np.ndarray, published: bool) -> dict:
-    return {"source": "file", "setting": config.label_setting, "path": str(path), "sha256": file_sha256(path),
+def _file_source(request: SplitRequest, path: Path, table: np.ndarray, published: bool) -> dict:
+    return {"source": "file", "setting": request.label_setting, "path": str(path), "sha256": file_sha256(path),
             "published": published, "table_sha256": _table_sha256(table), "fallback": False, "reason": None}
 
 

@@ -37,158 +37,27 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from ..tasks import TaskSpec
-from .masks import check_setting
-from .registry import check_tasks, get_dataset, resolve_label_split
-from .style import resolve_style
+from .generate import ensure_dataset
+from .registry import get_dataset, resolve_label_split
+from .request import MAIN_SOURCE, DataRequest, SourceSpec
+from .splits import build_splits
 
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+__all__ = ["MAIN_SOURCE", "SourceMixture", "TrainingSource", "build_training_sources", "ensure_sources",
+           "sources_text"]
 
-MAIN_SOURCE = "main"
-SOURCE_KEYS = ("name", "data_root", "dataset", "tasks", "label_setting", "mask_seed", "train_samples",
-               "eval_samples", "weight", "evaluate", "generate")
-GENERATE_KEYS = ("n_train", "n_val", "height", "width", "seed", "style")
 _MIXTURE_SALT = 3                  # the sampler's generator: epoch seed + 3 (+2 is augmentation's)
 
 
-@dataclass(frozen=True)
-class SourceSpec:
-    """One extra source as validated from the config (a ``registry.SplitRequest``)."""
-
-    name: str
-    data_root: str
-    dataset: str
-    tasks: list[str]
-    label_setting: str = "full"
-    mask_seed: int = 0
-    train_samples: int | None = None
-    eval_samples: int | None = None
-    weight: float = 1.0
-    evaluate: bool = True
-    generate: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in SOURCE_KEYS}
-
-
-def parse_sources(raw: Any, main_dataset: str, main_tasks: list[str]) -> list[SourceSpec]:
-    """``config.sources`` -> specs with every default filled in; ValueError naming ``sources[i].key`` otherwise."""
-    if not isinstance(raw, (list, tuple)):
-        raise ValueError(f"sources={raw!r}: must be a list of dicts (extra training sources), [] for none")
-    specs, names = [], {MAIN_SOURCE}
-    for i, entry in enumerate(raw):
-        where = f"sources[{i}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}={entry!r}: must be a dict with keys from {list(SOURCE_KEYS)}")
-        unknown = sorted(set(entry) - set(SOURCE_KEYS))
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}; allowed {list(SOURCE_KEYS)}")
-        if not isinstance(entry.get("data_root"), str) or not entry["data_root"]:
-            raise ValueError(f"{where}.data_root={entry.get('data_root')!r}: required, the source's folder")
-        name = entry.get("name", f"source{i + 1}")
-        if not isinstance(name, str) or not name or name in names:
-            raise ValueError(f"{where}.name={name!r}: must be a non-empty string other than {sorted(names)}")
-        names.add(name)
-        dataset = entry.get("dataset", main_dataset)
-        try:
-            get_dataset(dataset)
-        except ValueError as e:
-            raise ValueError(f"{where}.{e}") from None
-        tasks = entry.get("tasks", list(main_tasks))
-        if not isinstance(tasks, (list, tuple)) or not tasks:
-            raise ValueError(f"{where}.tasks={tasks!r}: must name at least one labelled task of tasks={main_tasks} "
-                             "(a source with no labelled task adds nothing)")
-        tasks = list(tasks)
-        bad = [t for t in tasks if t not in main_tasks]
-        if bad or len(set(tasks)) != len(tasks):
-            raise ValueError(f"{where}.tasks={tasks}: give distinct tasks from the config's tasks={main_tasks}")
-        tasks = [t for t in main_tasks if t in tasks]        # the config's column order
-        _with_where(where, check_tasks, dataset, tasks)
-        setting = entry.get("label_setting", "full")
-        if not isinstance(setting, str):
-            raise ValueError(f"{where}.label_setting={setting!r}: must be a string")
-        _with_where(where, check_setting, setting, tasks)
-        spec = SourceSpec(name, entry["data_root"], dataset, tasks, setting,
-                          _int(where, "mask_seed", entry.get("mask_seed", 0), 0),
-                          _optional_int(where, "train_samples", entry.get("train_samples")),
-                          _optional_int(where, "eval_samples", entry.get("eval_samples")),
-                          _weight(where, entry.get("weight", 1.0)), _bool(where, entry.get("evaluate", True)),
-                          _generate(where, entry.get("generate", {}), dataset))
-        if spec.evaluate:
-            missing = [t for t in main_tasks if t not in get_dataset(dataset).tasks]
-            if missing:
-                raise ValueError(f"{where}: evaluate=true needs every task of tasks={main_tasks} annotated in "
-                                 f"dataset {dataset!r} (missing {missing}); set evaluate: false")
-        specs.append(spec)
-    return specs
-
-
-def _with_where(where: str, check, *args) -> None:
-    try:
-        check(*args)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-
-
-def _int(where: str, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}.{key}={value!r}: must be an integer >= {minimum}")
-    return value
-
-
-def _optional_int(where: str, key: str, value: Any) -> int | None:
-    return None if value is None else _int(where, key, value, 1)
-
-
-def _weight(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{where}.weight={value!r}: must be a finite number > 0 (the main source's weight is 1)")
-    return float(value)
-
-
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}.evaluate={value!r}: must be true or false")
-    return value
-
-
-def _generate(where: str, value: Any, dataset: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}.generate={value!r}: must be a dict with keys from {list(GENERATE_KEYS)}")
-    if value and dataset != "scenes":
-        raise ValueError(f"{where}.generate: only a source of dataset 'scenes' is generated (got {dataset!r})")
-    unknown = sorted(set(value) - set(GENERATE_KEYS))
-    if unknown:
-        raise ValueError(f"{where}.generate: unknown keys {unknown}; allowed {list(GENERATE_KEYS)}")
-    if "style" in value:
-        _with_where(f"{where}.generate", resolve_style, value["style"])
-    return dict(value)
-
-
-def check_source_paths(specs: Sequence[SourceSpec]) -> None:
-    """Every extra source's data must exist (scenes sources are generated by ``ensure_sources``)."""
-    for i, spec in enumerate(specs):
-        try:
-            get_dataset(spec.dataset).check_root(spec.data_root)
-        except FileNotFoundError as e:
-            hint = (" (generated by mtlwb.data.ensure_sources(config), as the training notebook does, or "
-                    "`mtlwb generate --root ... --style ...`)") if spec.dataset == "scenes" else ""
-            raise FileNotFoundError(f"sources[{i}] ({spec.name}): {e}{hint}") from None
-
-
-def ensure_sources(config: ExperimentConfig) -> list[Path]:
+def ensure_sources(request: DataRequest) -> list[Path]:
     """Generate every extra source of dataset ``scenes`` that is not complete yet, with its ``generate`` options."""
-    from . import ensure_dataset
-
-    return [ensure_dataset(s.data_root, **s.generate) for s in parse_sources(config.sources, config.dataset,
-                                                                             config.tasks) if s.dataset == "scenes"]
+    return [ensure_dataset(s.data_root, **s.generate) for s in request.sources if s.dataset == "scenes"]
 
 
 # --- built sources ------------------------------------------------------------------------------------------------
@@ -238,24 +107,15 @@ class _WithPlaceholders(Dataset):
         for t in self.tasks:
             if t.name in self.labelled:
                 continue
-            if t.kind == "classification":                         # image-level: [] class, -1 = undefined
-                item[t.name] = torch.tensor(-1, dtype=torch.int64)
-            elif t.kind == "regression":                           # image-level: [C]
-                item[t.name] = torch.zeros(t.channels)
-            elif t.kind == "segmentation":                         # [H, W], -1 = ignore
-                item[t.name] = torch.full((h, w), -1, dtype=torch.int64)
-            else:                                                  # [C, H, W]
-                item[t.name] = torch.zeros(t.channels, h, w)
+            item[t.name] = t.kind_object.placeholder(t, (h, w))
         return item
 
 
-def _main_source(config: ExperimentConfig) -> tuple[list[TaskSpec], TrainingSource]:
-    from . import build_splits
-
-    s = build_splits(config)
+def _main_source(request: DataRequest) -> tuple[list[TaskSpec], TrainingSource]:
+    s = build_splits(request)
     label_split = getattr(s.train, "label_split", None) or getattr(getattr(s.train, "dataset", None),
                                                                     "label_split", None) or {}
-    return s.tasks, TrainingSource(MAIN_SOURCE, config.data_root, 1.0, list(config.tasks), s.train, s.labelled,
+    return s.tasks, TrainingSource(MAIN_SOURCE, request.data_root, 1.0, list(request.tasks), s.train, s.labelled,
                                    s.train_ids, s.test, label_split, s.val, s.val_ids, s.pseudo)
 
 
@@ -282,11 +142,10 @@ def _extra_source(spec: SourceSpec, tasks: list[TaskSpec], main: TrainingSource)
                           label_split)
 
 
-def build_training_sources(config: ExperimentConfig) -> tuple[list[TaskSpec], list[TrainingSource]]:
-    """The config's tasks and its sources: the main one (``build_splits``) first, then ``config.sources``."""
-    tasks, main = _main_source(config)
-    specs = parse_sources(config.sources, config.dataset, config.tasks)
-    return tasks, [main] + [_extra_source(spec, tasks, main) for spec in specs]
+def build_training_sources(request: DataRequest) -> tuple[list[TaskSpec], list[TrainingSource]]:
+    """The request's tasks and its sources: the main one (``build_splits``) first, then ``request.sources``."""
+    tasks, main = _main_source(request)
+    return tasks, [main] + [_extra_source(spec, tasks, main) for spec in request.sources]
 
 
 class SourceMixture(Dataset):

@@ -27,8 +27,9 @@ pixels of the hidden target excluded from every vector):
    cos(∂L_sup/∂θ, ∂L_hid/∂θ): how far the labelled supervision already points where the hidden labels would; and
    ‖∂L_aux/∂θ‖ / ‖∂L_sup/∂θ‖. The auxiliary parts are None for a method without auxiliary terms.
 3. Landscape: L_aux with task t's unlabelled rows (valid pixels) of every view set to the prediction, the ground
-   truth written as a prediction, a perturbed ground truth, a constant and noise (``TARGET_FORMS``), each evaluated
-   with the same noise seed (same Gumbel draws). Is the term's minimum near the truth (``truth_below_prediction``)?
+   truth written as a prediction, a perturbed ground truth, a constant and noise (the task kind's
+   ``TargetForms``), each evaluated with the same noise seed (same Gumbel draws). Is the term's minimum near the
+   truth (``truth_below_prediction``)?
 
 Isolation: the measurement never changes training. The torch (CPU and CUDA), numpy and Python RNG states, every
 buffer and parameter of model and method (BatchNorm running statistics, a VQ codebook's first-batch
@@ -47,7 +48,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,14 +57,11 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ..core import distributed
-from ..core.ops import channel_normalize
 from ..data.views import make_views
 from ..methods import Step, forward_step, split_views
-from ..objectives.losses import IGNORE_INDEX, task_loss, valid_pixels
+from ..objectives.losses import task_loss, valid_pixels
 from ..tasks import TaskSpec
-
-if TYPE_CHECKING:
-    from .loop import Experiment
+from .build import Experiment
 
 PROBE_SIZE = 16
 _PROBE_SALT = 0xD1A6          # the probe's draw: generator seeded from (salt, mask_seed), never from seed
@@ -75,156 +73,15 @@ BACKBONE_FIELDS = ("cosine", "supervised_cosine", "norm_ratio", "auxiliary_norm"
                    "hidden_norm")
 
 
-# --- the ground truth written where a prediction goes, per task kind ---------------------------------------------
-# Each form maps (task, target as loaded [B, ...], prediction [B, C, ...], generator) to a prediction-shaped tensor;
-# the caller keeps the prediction wherever the target is invalid and on labelled rows. Logits are ±10 (one-hot ×10)
-# so a softmax or Gumbel encoding of the truth is the truth. A later task-kind object takes these four over.
-
-_LOGIT = 10.0
-
-
-def _onehot_logits(classes: torch.Tensor, channels: int, like: torch.Tensor) -> torch.Tensor:
-    """[B, ...] class indices (−1 = ignore) → [B, C, ...] logits ±: 10 at the class, 0 elsewhere."""
-    hot = F.one_hot(classes.clamp_min(0), channels).to(like.dtype)                     # [B, ..., C]
-    return _LOGIT * hot.movedim(-1, 1)
-
-
-def _random_classes(target: torch.Tensor, channels: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, channels, target.shape, generator=gen).to(target.device)
-
-
-def _majority(target: torch.Tensor) -> torch.Tensor:
-    """The most frequent valid class of the batch (0 when none is valid)."""
-    valid = target[target != IGNORE_INDEX]
-    return valid.mode().values if valid.numel() else torch.zeros((), dtype=target.dtype, device=target.device)
-
-
-def _randn(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(like.shape, generator=gen).to(like.device, like.dtype)
-
-
-def _valid_mean(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per-channel mean over valid positions [1, C, 1, ...] (zeros when nothing is valid)."""
-    w = valid.expand_as(target).to(target.dtype)
-    dims = [d for d in range(target.dim()) if d != 1]
-    return (torch.where(valid.expand_as(target), target, 0.0) * w).sum(dims, keepdim=True) / \
-        w.sum(dims, keepdim=True).clamp_min(1.0)
-
-
-@dataclass(frozen=True)
-class TargetForms:
-    """One task kind's ground truth as a prediction, a perturbed copy, a constant and noise (prediction-shaped)."""
-
-    truth: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-    perturbed: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-    constant: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-    noise: Callable[[TaskSpec, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def _classes_forms() -> TargetForms:
-    """Segmentation maps [B, H, W] and classification labels [B]: logits 10·one-hot; 25 % relabelled at random;
-    the batch's majority class everywhere; a random class per pixel."""
-
-    def truth(t, y, p, g):
-        return _onehot_logits(y, t.channels, p)
-
-    def perturbed(t, y, p, g):
-        swap = torch.rand(y.shape, generator=g).to(y.device) < 0.25
-        return _onehot_logits(torch.where(swap, _random_classes(y, t.channels, g), y), t.channels, p)
-
-    def constant(t, y, p, g):
-        return _onehot_logits(torch.full_like(y, int(_majority(y))), t.channels, p)
-
-    def noise(t, y, p, g):
-        return _onehot_logits(_random_classes(y, t.channels, g), t.channels, p)
-
-    return TargetForms(truth, perturbed, constant, noise)
-
-
-def _edge_forms() -> TargetForms:
-    """Edge maps [B, 1, H, W] in {0, 1} as logits ±10; 10 % of pixels flipped; the logit of the batch's edge
-    density everywhere; random edges at that density."""
-
-    def density(y):
-        return y.float().mean().clamp(1e-3, 1 - 1e-3)
-
-    def truth(t, y, p, g):
-        return _LOGIT * (2 * y.to(p.dtype) - 1)
-
-    def perturbed(t, y, p, g):
-        flip = torch.rand(y.shape, generator=g).to(y.device) < 0.1
-        return _LOGIT * (2 * torch.where(flip, 1 - y, y).to(p.dtype) - 1)
-
-    def constant(t, y, p, g):
-        d = density(y)
-        return torch.full_like(p, float(torch.log(d / (1 - d))))
-
-    def noise(t, y, p, g):
-        edges = (torch.rand(y.shape, generator=g).to(y.device) < density(y)).to(p.dtype)
-        return _LOGIT * (2 * edges - 1)
-
-    return TargetForms(truth, perturbed, constant, noise)
-
-
-def _value_forms(relative: float) -> TargetForms:
-    """Depth [B, 1, H, W] (0 = invalid) and regression [B, C] (NaN = undefined): the value; ×exp(0.1·N) for depth,
-    + 0.25·scale·N for regression; the valid mean everywhere; uniform between the valid min and max."""
-
-    def valid_of(t, y):
-        return valid_pixels(t, y)
-
-    def truth(t, y, p, g):
-        return torch.where(valid_of(t, y).expand_as(y), y, 0.0).to(p.dtype)
-
-    def perturbed(t, y, p, g):
-        y = truth(t, y, p, g)
-        if t.kind == "depth":
-            return y * torch.exp(relative * _randn(y, g))
-        return y + relative * t.scale * _randn(y, g)
-
-    def constant(t, y, p, g):
-        return _valid_mean(truth(t, y, p, g), valid_of(t, y)).expand_as(p).clone()
-
-    def noise(t, y, p, g):
-        valid = valid_of(t, y).expand_as(y)
-        values = y[valid]
-        if not values.numel():
-            return p.detach().clone()
-        low, high = values.min(), values.max()
-        return (low + (high - low) * torch.rand(p.shape, generator=g).to(p.device)).to(p.dtype)
-
-    return TargetForms(truth, perturbed, constant, noise)
-
-
-def _normal_forms() -> TargetForms:
-    """Unit normals [B, 3, H, W] (0 = invalid): the vectors; normalize(y + 0.25·N) (~14° off); the normalized valid
-    mean direction everywhere; random unit vectors."""
-
-    def truth(t, y, p, g):
-        return y.to(p.dtype)
-
-    def perturbed(t, y, p, g):
-        return channel_normalize(y.to(p.dtype) + 0.25 * _randn(y, g))
-
-    def constant(t, y, p, g):
-        return channel_normalize(_valid_mean(y.to(p.dtype), valid_pixels(t, y))).expand_as(p).clone()
-
-    def noise(t, y, p, g):
-        return channel_normalize(_randn(p, g))
-
-    return TargetForms(truth, perturbed, constant, noise)
-
-
-TARGET_FORMS: dict[str, TargetForms] = {
-    "segmentation": _classes_forms(), "classification": _classes_forms(), "edge": _edge_forms(),
-    "depth": _value_forms(0.1), "regression": _value_forms(0.25), "normal": _normal_forms(),
-}
-
-
 def target_as_prediction(form: str, task: TaskSpec, target: torch.Tensor, prediction: torch.Tensor,
                          gen: torch.Generator) -> torch.Tensor:
-    """``form`` in LANDSCAPE[1:] of the task's ground truth, shaped like ``prediction``."""
-    return getattr(TARGET_FORMS[task.kind], form)(task, target, prediction, gen)
+    """``form`` in LANDSCAPE[1:] of the task's ground truth, shaped like ``prediction`` (the task kind's
+    ``TargetForms``)."""
+    forms = task.kind_object.target_forms
+    if forms is None:
+        raise ValueError(f"diagnostics: task {task.name!r} of kind {task.kind!r} has no target forms (TaskKind."
+                         "target_forms); the landscape needs them")
+    return getattr(forms, form)(task, target, prediction, gen)
 
 
 # --- the probe -----------------------------------------------------------------------------------------------------
@@ -350,9 +207,8 @@ def _forward(exp: Experiment, probe: Probe) -> _Pass:
     views = probe.views
     images = torch.cat([v["image"] for v in views])
     torch.manual_seed(_NOISE_SEED)
-    features, refined, preds = forward_step(exp.model, exp.method, images)
+    features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images)
     targets = {t.name: torch.cat([v[t.name] for v in views]) for t in exp.tasks}
-    bottleneck = getattr(exp.model.encoder, "last_bottleneck", None)
     return _Pass(images, features, refined, {k: v.float() for k, v in preds.items()}, targets, probe.labelled,
                  bottleneck, len(views))
 
@@ -559,6 +415,6 @@ def epoch_table(entry: Mapping[str, Any]):
     return pd.DataFrame(rows).set_index("task") if rows else pd.DataFrame()
 
 
-__all__ = ["BACKBONE_FIELDS", "LANDSCAPE", "PROBE_SIZE", "TARGET_FORMS", "TASK_FIELDS", "Probe", "TargetForms",
+__all__ = ["BACKBONE_FIELDS", "LANDSCAPE", "PROBE_SIZE", "TASK_FIELDS", "Probe",
            "build_probe", "epoch_table", "flatten", "history_frame", "isolated", "measure", "per_image_batch_norm",
            "target_as_prediction"]

@@ -24,9 +24,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -37,17 +36,17 @@ from ..config import ExperimentConfig
 from ..core import distributed as dist_utils
 from ..core.io import atomic_torch_save
 from ..core.runtime import epoch_seed, resolve_device, seed_everything
-from ..data import MAIN_SOURCE, SourceMixture, TrainingSource, build_training_sources
+from ..data import MAIN_SOURCE, SourceMixture, build_training_sources
 from ..data.augment import AugmentOptions, augment_batch
 from ..data.registry import get_dataset
 from ..data.views import make_views
-from ..methods import METHODS, Method, Step, build_method, forward_step, split_views
+from ..methods import METHODS, Step, build_method, forward_step, split_views
 from ..models import MultiTaskNet
 from ..objectives.metrics import MultiTaskMeter
 from ..objectives.weighting import build_weighting
-from ..tasks import TaskSpec
 from . import diagnostics
 from . import record as run_record
+from .build import Experiment
 from .files import CHECKPOINT
 from .record import RunRecord
 from .selection import best_on_validation
@@ -57,30 +56,12 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN/inf; the last good checkpoint is kept."""
 
 
-@dataclass
-class Experiment:
-    """Everything built from a config, so notebooks can reuse it after training."""
-
-    config: ExperimentConfig
-    tasks: list[TaskSpec]
-    model: MultiTaskNet
-    method: Method
-    train_set: Any
-    eval_set: Any
-    labelled: torch.Tensor       # [N_train, T]
-    device: torch.device
-    val_set: Any = None          # held-out training images (val_fraction > 0), never trained on
-    sources: list[TrainingSource] = field(default_factory=list)   # the main source first (data/sources.py)
-    # [N_train, T] bool: the entries of ``labelled`` that are pseudo-labels (config pseudo_labels), None = none
-    pseudo: torch.Tensor | None = None
-
-
 def build_experiment(config: ExperimentConfig) -> Experiment:
     """Check paths and data, then build datasets, model and method (no training)."""
     config.check_paths()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    tasks, sources = build_training_sources(config)
+    tasks, sources = build_training_sources(config.data_request)
     main = sources[0]
     # one source: its training split as it is (shuffled below as always); several: their weighted mixture
     train_set = SourceMixture(sources) if len(sources) > 1 else main.train
@@ -129,7 +110,7 @@ def evaluate(exp: Experiment, loader: DataLoader | None = None) -> tuple[dict, d
     with torch.inference_mode(), _autocast(exp.config, exp.device):
         for batch in loader:
             batch = _to(batch, exp.device)
-            _, refined, preds = forward_step(exp.model, exp.method, _images(batch, exp.config))
+            _, refined, preds, _ = forward_step(exp.model, exp.method, _images(batch, exp.config))
             meter.update({k: v.float() for k, v in preds.items()}, {t.name: batch[t.name] for t in exp.tasks})
             n = batch["image"].shape[0]
             for key, value in exp.method.eval_summary(refined).items():
@@ -211,10 +192,9 @@ def train_epoch(exp: Experiment, weighting, optimizer, epoch: int, progress: boo
         images = torch.cat([_images(v, cfg) for v in views]) if len(views) > 1 else _images(batch, cfg)
         labelled = exp.labelled[batch["index"].cpu()].to(exp.device)
         with _autocast(cfg, exp.device):
-            features, refined, preds = forward_step(exp.model, exp.method, images)
+            features, refined, preds, bottleneck = forward_step(exp.model, exp.method, images)
             preds = {k: v.float() for k, v in preds.items()}
             targets = {n: torch.cat([v[n] for v in views]) if len(views) > 1 else batch[n] for n in task_names}
-            bottleneck = getattr(exp.model.encoder, "last_bottleneck", None)
             s = split_views(Step(images, features, refined, preds, targets, labelled, bottleneck), len(views))
             out = exp.method.losses(s)
         terms = out.all()
@@ -328,11 +308,19 @@ def write_record(run_dir: Path, exp: Experiment, history: list, status: str, err
     return run_record.write_record(run_dir, record)
 
 
-def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
+EpochHook = Callable[[Experiment, int, dict], None]
+
+
+def train(config: ExperimentConfig, exp: Experiment | None = None, hooks: Sequence[EpochHook] = ()) -> dict:
     """Train (or resume) the experiment and return its record (also in <run_dir>/metrics.json).
 
     Under torchrun (WORLD_SIZE > 1) every rank trains on its shard with averaged gradients; only
     rank 0 evaluates and writes checkpoint and metrics, the other ranks return {'final': {}, ...}.
+
+    ``hooks``: each is called as ``hook(exp, epoch, entry)`` at the end of every epoch trained here (``epoch`` =
+    epochs done, ``entry`` = the epoch's history entry), on rank 0, after the epoch's record is written — to look at
+    the model as it is then (``figures.latent`` keeps per-epoch snapshots this way) without restarting ``train``.
+    A hook must not change the model, the method or any generator, or the numbers change.
     """
     dist_info = dist_utils.init_from_env(config.device)
     exp = exp or build_experiment(config)
@@ -381,6 +369,8 @@ def train(config: ExperimentConfig, exp: Experiment | None = None) -> dict:
         state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
         atomic_torch_save(run_dir / CHECKPOINT, state)
         write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+        for hook in hooks:
+            hook(exp, epoch + 1, entry)
     if not dist_info.is_main:
         return {"run_id": config.run_id, "status": "completed", "rank": dist_info.rank, "final": {}}
     if not history:   # epochs=0: record the untrained model's metrics

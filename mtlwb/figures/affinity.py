@@ -232,7 +232,7 @@ def mean_affinity(exp, limit: int | None = None) -> np.ndarray:
         for start in range(0, n, exp.config.batch_size):
             stop = min(n, start + exp.config.batch_size)
             images = torch.stack([exp.eval_set[i]["image"] for i in range(start, stop)]).to(exp.device)
-            _, refined, _ = forward_step(exp.model, exp.method, images)
+            refined = forward_step(exp.model, exp.method, images).refined
             total = total + refined.extras["affinity"].sum(0).float().cpu().numpy()
             count += images.shape[0]
     return total / max(count, 1)

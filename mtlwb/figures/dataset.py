@@ -118,7 +118,7 @@ def style_comparison(styled: dict[str, Sequence[np.ndarray]], indices: Sequence[
 
 def image_label_text(task: TaskSpec, value) -> str:
     """An image-level label as text: the class name, or the value(s) to 2 decimals."""
-    if task.kind == "classification":
+    if task.kind_object.categorical:
         return class_name(task, int(value))
     return ", ".join(f"{float(v):.2f}" for v in np.asarray(value).reshape(-1))
 

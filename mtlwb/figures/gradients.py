@@ -20,7 +20,7 @@ from ..objectives.losses import task_loss
 def task_gradients(exp, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
     """[T, P] flattened gradients of each task's loss w.r.t. the shared encoder's parameters (one batch)."""
     params = [p for p in exp.model.encoder.parameters() if p.requires_grad]
-    _, _, preds = forward_step(exp.model, exp.method, images)
+    preds = forward_step(exp.model, exp.method, images).predictions
     every = torch.ones(images.shape[0], device=images.device)
     grads = []
     for i, t in enumerate(exp.tasks):

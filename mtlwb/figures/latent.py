@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,8 +20,11 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from ..core.io import atomic_write_bytes
-from ..experiment.files import CHECKPOINT, SNAPSHOTS, TSNE_CACHE
+from ..config import ExperimentConfig
+from ..core.io import atomic_torch_save, atomic_write_bytes
+from ..experiment.build import Experiment
+from ..experiment.files import SNAPSHOTS, TSNE_CACHE
+from ..experiment.loop import EpochHook, train
 from ..methods import Step, forward_step
 
 # -- cached t-SNE ---------------------------------------------------------------------------------------------------
@@ -58,23 +60,23 @@ def cached_tsne(x: np.ndarray, cache_dir: str | Path | None, name: str = "tsne",
 
 # -- epoch snapshots (the trainer keeps only the last checkpoint) ---------------------------------------------------
 
-def train_with_snapshots(config, progress: bool = False) -> dict:
-    """Train epoch by epoch through ``mtlwb.experiment.loop``'s resume, copying each epoch's checkpoint to
-    ``<run_dir>/snapshots/epoch-<e>.pt``. ``config.lr_step`` must be set (> 0) so every partial run has the
-    same schedule as the full one."""
-    from ..experiment.loop import train
+def snapshot_hook(run_dir: str | Path) -> EpochHook:
+    """A ``train`` hook that writes the model's and the method's weights after every epoch to
+    ``<run_dir>/snapshots/epoch-<e>.pt`` (atomically; what ``load_snapshot`` reads)."""
+    folder = Path(run_dir) / SNAPSHOTS
 
-    if not config.lr_step:
-        raise ValueError("train_with_snapshots: set config.lr_step > 0 (the default depends on epochs, so a run "
-                         "resumed epoch by epoch would follow another schedule)")
-    run_dir = config.resolved_run_dir
-    record: dict = {}
-    for e in tqdm(range(1, config.epochs + 1), desc="epochs (snapshots)", disable=not progress):
-        cfg = type(config).from_dict({**config.to_dict(), "epochs": e, "run_dir": str(run_dir)})
-        record = train(cfg)
-        (run_dir / SNAPSHOTS).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / CHECKPOINT, run_dir / SNAPSHOTS / f"epoch-{e}.pt")
-    return record
+    def save(exp: Experiment, epoch: int, entry: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(folder / f"epoch-{epoch}.pt", {"epoch": epoch, "model": exp.model.state_dict(),
+                                                         "method": exp.method.state_dict()})
+
+    return save
+
+
+def train_with_snapshots(config: ExperimentConfig) -> dict:
+    """``train(config)`` keeping every epoch's weights as a snapshot (``snapshot_hook``): one run, the same numbers
+    and record as without snapshots."""
+    return train(config, hooks=[snapshot_hook(config.resolved_run_dir)])
 
 
 def snapshot_paths(run_dir: str | Path) -> dict[int, Path]:
@@ -144,11 +146,11 @@ def collect_joint_codes(exp, n_images: int = 64, pool: str = "mean", positions: 
         torch.manual_seed(seed)
         for batch in _batches(exp.train_set, indices, batch_size):
             images = batch["image"].to(exp.device)
-            features, refined, preds = forward_step(exp.model, method, images)
+            features, refined, preds, bottleneck = forward_step(exp.model, method, images)
             idx = torch.as_tensor(batch["index"])
             labelled = exp.labelled[idx].to(exp.device)
             step = Step(images, features, refined, {k: v.float() for k, v in preds.items()},
-                        {n: batch[n].to(exp.device) for n in names}, labelled)
+                        {n: batch[n].to(exp.device) for n in names}, labelled, bottleneck)
             code_pred, code_target = method.joint_codes(step)
             h, w = code_pred.shape[-2:]
             sem = batch.get("semantic")
@@ -184,7 +186,7 @@ def collect_task_features(exp, n_images: int = 48, split: str = "eval", batch_si
     vecs, rows = [], []
     with torch.no_grad():
         for batch in _batches(dataset, list(range(min(n_images, len(dataset)))), batch_size):
-            _, refined, _ = forward_step(exp.model, exp.method, batch["image"].to(exp.device))
+            refined = forward_step(exp.model, exp.method, batch["image"].to(exp.device)).refined
             for t in exp.tasks:
                 vecs.append(refined.task_features[t.name].float().mean(dim=(-2, -1)).cpu())
                 rows += [{"task": t.name, "image": int(i)} for i in batch["index"]]

@@ -17,61 +17,31 @@ from ..objectives.losses import valid_pixels
 from ..tasks import CLASS_NAMES, TaskSpec
 
 
-def _palette(n: int) -> np.ndarray:
-    rng = np.random.default_rng(3)
-    return (rng.uniform(0.15, 1.0, (max(n, 1), 3)) * 255).astype(np.uint8)
-
-
 def task_to_rgb(task: TaskSpec, array: np.ndarray) -> np.ndarray:
-    """Render a task map [C, H, W] (or [H, W] labels) as an RGB uint8 image [H, W, 3]."""
-    if task.kind == "segmentation":
-        labels = array if array.ndim == 2 else array.argmax(0)
-        rgb = _palette(task.channels)[np.clip(labels, 0, None).astype(int) % task.channels]
-        rgb[labels < 0] = 0
-        return rgb
-    if task.kind == "normal":
-        return ((np.clip(array.transpose(1, 2, 0), -1, 1) + 1) * 127.5).astype(np.uint8)
-    x = array[0]
-    if task.kind == "edge" and x.min() < 0:       # logits
-        x = 1 / (1 + np.exp(-x))
-    hi = np.percentile(x, 99) if x.max() > 0 else 1.0
-    gray = (np.clip(x / max(hi, 1e-6), 0, 1) * 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, -1)
+    """Render a task map [C, H, W] (or [H, W] labels) as an RGB uint8 image [H, W, 3] (the task kind's colours)."""
+    return task.kind_object.to_rgb(task, array)
 
 
 def error_map(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     """Per-pixel error [H, W] in the task's own unit (0 where the target is invalid)."""
     valid = valid_pixels(task, target[None])[0, 0].numpy()
-    if task.kind == "segmentation":
-        err = (pred.argmax(0) != target).float().numpy()
-    elif task.kind == "normal":
-        cos = torch.nn.functional.cosine_similarity(pred, target, dim=0).clamp(-1, 1)
-        err = torch.rad2deg(torch.arccos(cos)).numpy()
-    elif task.kind == "edge":
-        err = (torch.sigmoid(pred[0]) - target[0]).abs().numpy()
-    else:
-        err = (pred[0] - target[0]).abs().numpy()
-    return np.where(valid, err, 0.0)
+    return np.where(valid, task.kind_object.error_map(task, pred, target), 0.0)
 
-
-# what the error panel of each task kind measures (its title)
-ERROR_UNITS = {"segmentation": "wrong class", "depth": "|error|", "normal": "angle °", "edge": "|p − y|",
-               "classification": "1 − p(true class)", "regression": "|ŷ − y|"}
 
 # Error colours: one fixed range per task, never per panel (a panel scaled to its own maximum paints its worst
-# pixel the same colour whether it is off by 1 % or by 100 %). Bounded errors get their natural range; an angle
-# above 90° is as wrong as it gets for a normal (it points away) and saturates.
-ERROR_RANGES = {"segmentation": (0.0, 1.0), "edge": (0.0, 1.0), "normal": (0.0, 90.0)}
+# pixel the same colour whether it is off by 1 % or by 100 %). Bounded errors get their natural range
+# (``TaskKind.error_range``); what the panel measures is ``TaskKind.error_unit``.
 ERROR_COLORSCALE = "Inferno"
-# segmentation: two colours only, the same "wrong class" colour in every panel
+# classes: two colours only, the same "wrong class" colour in every panel
 WRONG_CLASS_COLORSCALE = [[0.0, "#202020"], [0.5, "#202020"], [0.5, "crimson"], [1.0, "crimson"]]
 
 
 def error_range(task: TaskSpec, errors: list[np.ndarray]) -> tuple[float, float]:
-    """The colour range of all of ``task``'s error panels: fixed for the bounded errors (``ERROR_RANGES``), else
-    0 to the 99th percentile of every shown map of the task together (depth in metres: one scale for all images)."""
-    if task.kind in ERROR_RANGES:
-        return ERROR_RANGES[task.kind]
+    """The colour range of all of ``task``'s error panels: fixed for the bounded errors (``error_range`` of its
+    kind), else 0 to the 99th percentile of every shown map of the task together (depth in metres: one scale for
+    all images)."""
+    if task.kind_object.error_range is not None:
+        return task.kind_object.error_range
     values = np.concatenate([e.ravel() for e in errors]) if errors else np.zeros(1)
     return 0.0, max(float(np.percentile(values, 99)), 1e-6)
 
@@ -82,16 +52,13 @@ def error_heatmap(task: TaskSpec, error: np.ndarray, zrange: tuple[float, float]
     vertical extent, in figure fractions)."""
     bar = dict(x=bar_x, xanchor="left", y=(bar_y[0] + bar_y[1]) / 2, yanchor="middle", len=bar_y[1] - bar_y[0],
                lenmode="fraction", thickness=10, tickfont=dict(size=9), outlinewidth=0)
-    if task.kind == "segmentation":
-        scale = WRONG_CLASS_COLORSCALE
-        bar.update(tickvals=[0.25, 0.75], ticktext=["right", "wrong"])
-    else:
-        scale = ERROR_COLORSCALE
-        if task.kind == "normal":
-            bar.update(tickvals=[0, 30, 60, 90], ticktext=["0°", "30°", "60°", "≥90°"])
+    kind = task.kind_object
+    scale = WRONG_CLASS_COLORSCALE if kind.categorical else ERROR_COLORSCALE
+    if kind.error_ticks is not None:
+        bar.update(tickvals=list(kind.error_ticks[0]), ticktext=list(kind.error_ticks[1]))
     return go.Heatmap(z=error[::-1], zmin=zrange[0], zmax=zrange[1], zauto=False, colorscale=scale,
                       showscale=True, colorbar=bar, name=f"{task.name} error",
-                      hovertemplate=f"{task.name} {ERROR_UNITS.get(task.kind, '|error|')}: %{{z:.3g}}<extra></extra>")
+                      hovertemplate=f"{task.name} {kind.error_unit}: %{{z:.3g}}<extra></extra>")
 
 
 def class_name(task: TaskSpec, index: int) -> str:
@@ -107,7 +74,7 @@ def image_level_panels(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor)
 
     pred [C] (logits or values in the task's unit), target [] (class id) or [C] (values).
     """
-    if task.kind == "classification":
+    if task.kind_object.categorical:
         names = [class_name(task, c) for c in range(task.channels)]
         prob = pred.float().softmax(0).numpy()
         true = int(target)
@@ -115,7 +82,7 @@ def image_level_panels(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor)
         err = 1.0 - prob[true] if true >= 0 else float("nan")
         guess = int(prob.argmax())
         titles = [f"{task.name}: {class_name(task, true)}", f"predicted: {names[guess]} ({prob[guess]:.0%})",
-                  f"error ({ERROR_UNITS['classification']}): {err:.2f}"]
+                  f"error ({task.kind_object.error_unit}): {err:.2f}"]
         bars = [go.Bar(x=names, y=onehot, marker_color="seagreen"),
                 go.Bar(x=names, y=prob, marker_color="steelblue", text=[f"{p:.2f}" for p in prob]),
                 go.Bar(x=["1 − p"], y=[err], marker_color="indianred", text=[f"{err:.2f}"])]
@@ -125,7 +92,7 @@ def image_level_panels(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor)
     labels = [f"{task.name}[{c}]" if task.channels > 1 else task.name for c in range(task.channels)]
     fmt = ", ".join
     titles = [f"{task.name}: {fmt(f'{v:.2f}' for v in true)}", f"predicted: {fmt(f'{v:.2f}' for v in value)}",
-              f"error ({ERROR_UNITS['regression']}): {fmt(f'{v:.2f}' for v in err)}"]
+              f"error ({task.kind_object.error_unit}): {fmt(f'{v:.2f}' for v in err)}"]
     bars = [go.Bar(x=labels, y=true, marker_color="seagreen", text=[f"{v:.2f}" for v in true]),
             go.Bar(x=labels, y=value, marker_color="steelblue", text=[f"{v:.2f}" for v in value]),
             go.Bar(x=labels, y=err, marker_color="indianred", text=[f"{v:.2f}" for v in err])]
@@ -146,7 +113,7 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
     method.eval()
     items = [dataset[i] for i in indices]
     images = torch.stack([it["image"] for it in items]).to(device)   # [B, 3, H, W]
-    _, _, preds = forward_step(model, method, images)
+    preds = forward_step(model, method, images).predictions
     h, w = items[0]["image"].shape[-2:]
     rows = [(r, t) for r in range(len(items)) for t in tasks]
     level = {(r, t.name): image_level_panels(t, preds[t.name][r].cpu(), items[r][t.name])
@@ -154,7 +121,7 @@ def prediction_grid(model, method, dataset, tasks: list[TaskSpec], indices: list
     titles = [title for r, t in rows
               for title in ([f"image {indices[r]}", *level[(r, t.name)][0]] if t.image_level else
                             (f"image {indices[r]}", f"{t.name} ground truth", f"{t.name} prediction",
-                             f"{t.name} error ({ERROR_UNITS.get(t.kind, '|error|')})"))]
+                             f"{t.name} error ({t.kind_object.error_unit})"))]
     panel_height = panel_width * h / w
     title_px, gap_px = 22, 6
     height = len(rows) * (panel_height + title_px + gap_px) + 50

@@ -3,6 +3,7 @@
 from . import diffusionmtl, jtr, mtpsl, supervised, tpkr  # noqa: F401  (registers)
 from .base import (
     METHODS,
+    Forward,
     LossTerms,
     Method,
     Refined,
@@ -16,5 +17,5 @@ from .base import (
     split_views,
 )
 
-__all__ = ["METHODS", "LossTerms", "Method", "Refined", "Step", "build_method", "forward_step", "options_dict",
-           "parse_options", "register", "shortest_options", "split_views"]
+__all__ = ["METHODS", "Forward", "LossTerms", "Method", "Refined", "Step", "build_method", "forward_step",
+           "options_dict", "parse_options", "register", "shortest_options", "split_views"]

@@ -28,7 +28,7 @@ import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -276,12 +276,21 @@ def split_views(step: Step, count: int) -> Step:
     return first
 
 
-def forward_step(model: nn.Module, method: Method, images: torch.Tensor) -> tuple[
-        torch.Tensor, Refined, dict[str, torch.Tensor]]:
+class Forward(NamedTuple):
+    """One forward pass: the shared feature, the method's refined features, the predictions, and the backbone's
+    bottleneck where it has one apart from the feature (SegNet; else None) — all that a ``Step`` takes from it."""
+
+    features: torch.Tensor
+    refined: Refined
+    predictions: dict[str, torch.Tensor]
+    bottleneck: torch.Tensor | None = None
+
+
+def forward_step(model: nn.Module, method: Method, images: torch.Tensor) -> Forward:
     """encode -> method.refine -> decode (the model's heads, or the method's own with ``owns_heads``); the same path
-    for training and evaluation."""
-    features = model.encode(images)
+    for training and evaluation. ``model``: a ``MultiTaskNet`` (``encode_parts`` and ``decode``)."""
+    features, bottleneck = model.encode_parts(images)
     refined = method.refine(features, images)
     size = images.shape[-2:]
     predictions = method.decode(refined, size) if method.owns_heads else model.decode(refined.task_features, size)
-    return features, refined, predictions
+    return Forward(features, refined, predictions, bottleneck)

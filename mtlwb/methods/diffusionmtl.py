@@ -64,7 +64,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.ops import channel_normalize
 from ..models.heads import ImageLevelHead
 from ..models.resnet import BasicBlock
 from ..objectives.losses import task_loss
@@ -201,7 +200,7 @@ class DiffusionMTL(Method):
             return raw
         if tuple(raw.shape[-2:]) != tuple(size):
             raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
-        return channel_normalize(raw, eps=1e-6) if task.kind == "normal" else raw
+        return task.kind_object.activate(raw)
 
     def preliminary_predictions(self, refined: Refined, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """up(P_t) for every task (supervised with weight ``preliminary_weight``)."""

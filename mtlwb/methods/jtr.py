@@ -208,7 +208,6 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1.0 - channel_cosine(a, b, eps=1e-12)).flatten(1).mean(dim=1)
 
 
-CATEGORICAL = ("segmentation", "classification")
 RECON_DENOMINATORS = ("valid_pixels", "nonzero_targets")
 
 
@@ -237,14 +236,15 @@ def reconstruction_loss(tasks, recon: torch.Tensor, target: torch.Tensor, mask: 
             continue
         count = (y != 0).flatten(1).sum(dim=1).clamp_min(1).to(r.dtype) if denominator == "nonzero_targets" \
             else pixels
-        if t.kind in ("segmentation", "edge", "classification"):
+        space = t.kind_object.joint_space       # how the task's encoding is compared (its kind says)
+        if space == "probabilities":            # one-hot maps, edges
             err = F.binary_cross_entropy_with_logits(r, y, reduction="none").sum(dim=1, keepdim=True)
-        elif t.kind == "depth":
-            p = torch.sigmoid(r)
-            goal = depth_by_cdf(y, mu, sigma) if code and not t.image_level else y
-            err = ((p - 0.5) * (1.0 - DEPTH_SQUEEZE) + 0.5 - goal).abs() if squeeze else (p - goal).abs()
-        elif t.kind == "regression":    # Φ-encoded values in (0, 1), constant maps: mean over the task's values
+        elif space == "values" and t.image_level:   # regression: Φ-encoded values, constant maps: mean over values
             err = (torch.sigmoid(r) - y).abs().mean(dim=1, keepdim=True)
+        elif space == "values":                 # depth
+            p = torch.sigmoid(r)
+            goal = depth_by_cdf(y, mu, sigma) if code else y
+            err = ((p - 0.5) * (1.0 - DEPTH_SQUEEZE) + 0.5 - goal).abs() if squeeze else (p - goal).abs()
         elif code:
             dot = (channel_normalize(r, eps=1e-8) * y).sum(dim=1, keepdim=True)
             if denominator == "nonzero_targets":
@@ -440,7 +440,7 @@ class JTR(Method):
         o = self.options
         if o.seg_encoding != "hard":
             return GumbelDraws({})
-        categorical = [t for t in self.joint_tasks if t.kind in CATEGORICAL]
+        categorical = [t for t in self.joint_tasks if t.kind_object.categorical]
 
         def draw() -> Noise:
             return {t.name: gumbel_noise(step.predictions[t.name], generator) for t in categorical}
@@ -458,7 +458,7 @@ class JTR(Method):
         ref.) a dense non-categorical prediction masked before it (masked pixels then hold Φ(0), 0.5, ½)."""
         o = self.options
         size = tuple(mask.shape[-2:])
-        before = o.mask_before_encoding and task.kind not in CATEGORICAL and not task.image_level
+        before = o.mask_before_encoding and not task.kind_object.categorical and not task.image_level
         enc = encode_prediction(task, pred * mask if before else pred, seg=seg or o.seg_encoding, depth="cdf",
                                 tau=o.gumbel_tau, mu=o.depth_mu, sigma=o.depth_sigma,
                                 noise=None if noise is None else noise.get(task.name), size=size)
@@ -481,7 +481,7 @@ class JTR(Method):
             pred = step.predictions[t.name]
             target = clean_target(t, step.targets[t.name], labelled[:, i])
             enc_hat = self._encode_prediction(t, pred, mask, draws.y_hat, hat_seg)
-            own_draw = t.kind in CATEGORICAL and (draws.y is not None or hat_seg != o.seg_encoding)
+            own_draw = t.kind_object.categorical and (draws.y is not None or hat_seg != o.seg_encoding)
             enc_y = self._encode_prediction(t, pred, mask, draws.y_hat if draws.y is None else draws.y) \
                 if own_draw else enc_hat                                  # Y's one-hot: its own draw / encoding
             label = encode_label(t, target, depth="cdf", mu=o.depth_mu, sigma=o.depth_sigma, size=size)
@@ -509,9 +509,10 @@ class JTR(Method):
         """
         o = self.options
         pred = pred.detach()
-        if task.image_level or task.kind not in ("segmentation", "depth", "normal"):
-            return y_hat, y
-        if task.kind == "segmentation":
+        kind = task.kind_object
+        if task.image_level or not (kind.categorical or kind.joint_space in ("values", "directions")):
+            return y_hat, y                                       # edges, image-level tasks
+        if kind.categorical:
             hard = o.seg_encoding == "hard"
 
             def one_hot(n: Noise | None) -> torch.Tensor:

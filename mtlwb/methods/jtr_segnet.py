@@ -27,6 +27,13 @@ interface is ``encoder(x) -> code``, ``decoder(code, size)``. So the encoder kee
 given (the same storage, or equal values — ``two_routes`` hands on a copy). ``jtr.py`` decodes right after the
 encoder pass (``jtr_terms``) or after encoding Ŷ and Y (the per-sample reference), so two passes suffice. A code
 no recorded pass produced is an error, not a silent wrong unpooling.
+
+Why the record stays instead of returning the indices with the code: the code is produced inside ``two_routes``
+(an autograd Function whose outputs are the two routes' codes, one forward pass), is handed on as a copy, and the
+joint network shares ``encoder(x) -> code`` / ``decoder(code, size)`` with the compact layout (``jtr.JointEncoder``,
+which has no indices). Returning indices would change that interface for both layouts and route integer tensors
+through the Function; the record is per network pair (a deep copy starts empty), never module-level, and a lookup
+that does not match fails loudly.
 """
 
 from __future__ import annotations

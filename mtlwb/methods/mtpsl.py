@@ -87,8 +87,6 @@ from .encodings import (
 )
 from .mtpsl_mapfns import ReferenceMappingNet, reference_anchor, reference_stems
 
-CATEGORICAL = ("segmentation", "classification")
-
 
 def _norm(kind: str, channels: int) -> nn.Module:
     # ref. code: BatchNorm at batch size 1, i.e. per-map statistics ("instance"); "batch" pools all triples
@@ -328,7 +326,7 @@ class MTPSL(Method):
         b = self.pairs(view.labelled[:, self.joint_idx])[:, 0]
         return {k.name: gumbel_noise(view.predictions[k.name][b] if self.options.gumbel_per_pair
                                      else view.predictions[k.name], generator)
-                for k in self.joint_tasks if k.kind in CATEGORICAL}
+                for k in self.joint_tasks if k.kind_object.categorical}
 
     def _source_encodings(self, step: Step, b: torch.Tensor, s: torch.Tensor,
                           noise: dict[str, torch.Tensor] | None) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -340,7 +338,7 @@ class MTPSL(Method):
         for k, task in enumerate(self.joint_tasks):
             pred = step.predictions[task.name]
             n = None if noise is None else noise.get(task.name)
-            if o.gumbel_per_pair and task.kind in CATEGORICAL:
+            if o.gumbel_per_pair and task.kind_object.categorical:
                 sel = (s == k).nonzero().squeeze(1)
                 index[sel] = torch.arange(sel.numel(), device=b.device)
                 pred, n = pred[b[sel]], None if n is None else n[sel]

@@ -9,11 +9,11 @@ MLP head (``ImageLevelHead``) whatever the backbone. The forward pass is split i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ..core.ops import channel_normalize
 from ..tasks import TaskSpec
 from .heads import ASPPHead, ImageLevelHead, LightHead
 from .resnet import load_backbone_weights, resnet18, resnet18_multiscale, resnet50, resnet_small
@@ -43,6 +43,14 @@ def build_encoder(name: str) -> nn.Module:
     raise ValueError(f"backbone={name!r}: allowed {BACKBONES}")
 
 
+class Encoded(NamedTuple):
+    """What the encoder gives: the shared feature the heads and methods read, and the backbone's deepest feature
+    where it is not that one (SegNet's bottleneck [B, 512, H/32, W/32]; None for the ResNets)."""
+
+    features: torch.Tensor
+    bottleneck: torch.Tensor | None = None
+
+
 class MultiTaskNet(nn.Module):
     """``heads=False``: the encoder only, for a method that turns features into predictions itself
     (``Method.owns_heads``, e.g. DiffusionMTL's denoiser and its readout heads); ``decode`` is then refused."""
@@ -67,9 +75,14 @@ class MultiTaskNet(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> shared feature [B, C, H/8, W/8] (SegNet: [B, 64, H, W])."""
+        return self.encode_parts(images).features
+
+    def encode_parts(self, images: torch.Tensor) -> Encoded:
+        """The shared feature and, for SegNet, its bottleneck, from one pass (returned, never kept on the module)."""
         if self.image_norm == "imagenet":
             images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        return self.encoder(images)
+        out = self.encoder(images)
+        return Encoded(*out) if isinstance(self.encoder, SegNet) else Encoded(out)
 
     def decode(self, task_features: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Per-task features -> predictions: dense tasks [B, C, *size] (normals unit vectors), image-level [B, C]."""
@@ -78,10 +91,7 @@ class MultiTaskNet(nn.Module):
                                "predict through mtlwb.methods.forward_step")
         preds = {}
         for t in self.tasks:
-            out = self.heads[t.name](task_features[t.name], size)
-            if t.kind == "normal":
-                out = channel_normalize(out, eps=1e-6)
-            preds[t.name] = out
+            preds[t.name] = t.kind_object.activate(self.heads[t.name](task_features[t.name], size))
         return preds
 
     def forward(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

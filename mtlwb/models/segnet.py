@@ -6,9 +6,9 @@ remembers its indices, and a mirrored decoder that unpools with those
 indices. All tasks share the whole encoder-decoder; each task owns only a
 small head (conv3x3 + conv1x1) on the 64-channel full-resolution decoder
 output. So in our MultiTaskNet, ``encode`` returns that full-resolution
-feature [B, 64, H, W] (not a stride-8 one), and the 512-channel bottleneck
-of the last forward pass is kept in ``last_bottleneck`` for methods that
-want it (MTPSL/JTR compare bottleneck codes).
+feature [B, 64, H, W] (not a stride-8 one); the 512-channel bottleneck is
+returned beside it (``MultiTaskNet.encode_parts``, ``Step.bottleneck``) for
+methods that want it (MTPSL compares bottleneck codes).
 
 Unpooling is given the pre-pool size, so any input of at least 32x32 works
 (288x384 NYUv2, 128x256 Cityscapes, 512x512 PASCAL).
@@ -32,7 +32,7 @@ def _stage(cin: int, cout: int, n: int) -> nn.Sequential:
 
 
 class SegNet(nn.Module):
-    """Image [B, 3, H, W] -> shared decoder feature [B, 64, H, W]."""
+    """Image [B, 3, H, W] -> (shared decoder feature [B, 64, H, W], bottleneck [B, 512, H/32, W/32])."""
 
     def __init__(self, widths: tuple[int, ...] = WIDTHS, in_channels: int = 3) -> None:
         super().__init__()
@@ -45,20 +45,19 @@ class SegNet(nn.Module):
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
         self.unpool = nn.MaxUnpool2d(2, 2)
         self.out_channels = widths[0]
-        self.last_bottleneck: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         indices, sizes = [], []
         for stage in self.encoder:
             x = stage(x)
             sizes.append(x.shape[-2:])
             x, idx = self.pool(x)                  # [B, w_i, h/2^(i+1), w/2^(i+1)]
             indices.append(idx)
-        self.last_bottleneck = x                   # [B, 512, H/32, W/32]
+        bottleneck = x                             # [B, 512, H/32, W/32]
         for stage, idx, size in zip(self.decoder, reversed(indices), reversed(sizes)):
             x = self.unpool(x, idx, output_size=size)
             x = stage(x)
-        return x                                   # [B, 64, H, W]
+        return x, bottleneck                       # [B, 64, H, W], [B, 512, H/32, W/32]
 
 
 class SegNetHead(nn.Module):

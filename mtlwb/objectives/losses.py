@@ -25,6 +25,9 @@ Each sample's loss is its own term — the image is its only "pixel" — and the
 a dense sample's mean over its valid pixels: zero where unlabelled or undefined, summed / B (``"batch"``) or
 averaged over the labelled defined samples (``"labelled"``).
 
+The per-pixel terms of each kind (and which pixels are valid) belong to the kind (``TaskKind.loss_terms``,
+``mtlwb.tasks.kinds``); this module reduces them and holds the options.
+
 Under torchrun, ``"batch"`` is exactly data-parallel (each rank divides by its own B, gradients are averaged over
 equal-sized rank batches). ``"labelled"`` divides by the labelled-pixel weight summed over *all* ranks (``global
 denominator``), times the world size, so that the averaged gradient equals the single-process one too.
@@ -35,13 +38,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from ..core import distributed
-from ..core.ops import channel_cosine
 from ..tasks import TaskSpec
+from ..tasks.labels import IGNORE_INDEX, valid_pixels, valid_samples
 
-IGNORE_INDEX = -1
 REDUCTIONS = ("batch", "labelled")
 EDGE_LOSSES = ("balanced", "mtl_pytorch")
 NORMAL_LOSSES = ("cosine", "dot", "l1")
@@ -74,26 +75,6 @@ def with_dot_normals(options: LossOptions) -> LossOptions:
     return replace(options, normal="dot") if options.normal == "cosine" else options
 
 
-def valid_samples(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
-    """Image-level task: [B] bool, samples whose label is defined (class != −1; every regression value finite)."""
-    if task.kind == "classification":
-        return target != IGNORE_INDEX
-    return torch.isfinite(target).all(dim=1)
-
-
-def valid_pixels(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
-    """[B, 1, H, W] bool: pixels where the ground truth is defined (image-level tasks: [B, 1], see valid_samples)."""
-    if task.image_level:
-        return valid_samples(task, target).unsqueeze(1)
-    if task.kind == "segmentation":
-        return (target != IGNORE_INDEX).unsqueeze(1)
-    if task.kind == "depth":
-        return target != 0
-    if task.kind == "normal":
-        return (target.abs().sum(1, keepdim=True) > 0)
-    return torch.ones_like(target, dtype=torch.bool)
-
-
 def _reduce(per_pixel: torch.Tensor, weight: torch.Tensor, reduction: str) -> torch.Tensor:
     """per_pixel, weight [B, 1, H, W] → scalar; weight is 0 on invalid pixels and on unlabelled samples."""
     if reduction == "batch":
@@ -115,58 +96,15 @@ def task_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled
     reduction (see the module docstring).
     """
     options = reduction if isinstance(reduction, LossOptions) else LossOptions(reduction=reduction)
-    reduction = options.reduction
-    if task.image_level:
-        return image_level_loss(task, pred, target, labelled, options)
-    sample_w = labelled.to(pred.dtype).view(-1, 1, 1, 1)
-    # Unlabelled targets may hold anything (even NaN in a loader's placeholder):
-    # replace them before they touch arithmetic so nothing leaks.
-    keep = sample_w.bool()
-    if task.kind == "segmentation":
-        tgt = torch.where(keep[:, 0], target, torch.full_like(target, IGNORE_INDEX))
-        per_pixel = F.cross_entropy(pred, tgt.clamp_min(0), reduction="none").unsqueeze(1)
-        weight = (tgt != IGNORE_INDEX).unsqueeze(1).to(pred.dtype)
-        return _reduce(per_pixel, weight, reduction)
-    tgt = torch.where(keep, target, torch.zeros_like(target))
-    weight = valid_pixels(task, tgt).to(pred.dtype) * sample_w
-    if task.kind == "depth":
-        return _reduce((pred - tgt).abs(), weight, reduction)
-    if task.kind == "normal":
-        if options.normal == "l1":
-            return _reduce((pred - tgt).abs().mean(dim=1, keepdim=True), weight, reduction)
-        if options.normal == "dot":     # the refs': 1 − Σ pred·gt / valid pixels; gt not normalized
-            return _reduce(1.0 - (pred * tgt).sum(dim=1, keepdim=True), weight, reduction)
-        cos = channel_cosine(pred, tgt).unsqueeze(1)
-        return _reduce(1.0 - cos, weight, reduction)
-    per_pixel = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none")
-    if options.edge == "mtl_pytorch":
-        w = options.edge_pos_weight
-        return _reduce(per_pixel * (tgt * w + (1 - tgt) * (1 - w)), weight, reduction)
-    # "balanced": class-balanced BCE, positives are rare (the balance is computed per sample under "batch").
-    dims = (1, 2, 3) if reduction == "batch" else (0, 1, 2, 3)
-    pos = (tgt * weight).sum(dim=dims, keepdim=True)
-    neg = ((1 - tgt) * weight).sum(dim=dims, keepdim=True)
-    total = (pos + neg).clamp_min(1.0)
-    w_pos, w_neg = neg / total, pos / total
-    pix_w = (tgt * w_pos + (1 - tgt) * w_neg) * weight
-    return _reduce(per_pixel, pix_w, reduction)
+    return _reduce(*task.kind_object.loss_terms(task, pred, target, labelled, options), options.reduction)
 
 
 def image_level_loss(task: TaskSpec, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
                      options: LossOptions) -> torch.Tensor:
     """pred [B, C] (logits / values in the task's unit), target [B] long (classification) or [B, C] (regression),
     labelled [B] → scalar. One term per sample, reduced as a dense sample's pixel mean (module docstring)."""
-    keep = labelled.bool()
-    if task.kind == "classification":
-        tgt = torch.where(keep, target, torch.full_like(target, IGNORE_INDEX))
-        valid = tgt != IGNORE_INDEX
-        per_sample = F.cross_entropy(pred, tgt.clamp_min(0), reduction="none")                     # [B]
-    else:
-        valid = keep & torch.isfinite(target).all(dim=1)
-        tgt = torch.where(valid[:, None], target, pred.detach())             # NaN / unlabelled never touch arithmetic
-        diff = (pred - tgt) / task.scale                                                           # [B, C]
-        err = F.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=1.0) \
-            if options.regression == "smooth_l1" else diff.abs()
-        per_sample = err.mean(dim=1)                                                               # [B]
-    weight = valid.to(pred.dtype)
-    return _reduce(per_sample.view(-1, 1, 1, 1), weight.view(-1, 1, 1, 1), options.reduction)
+    return _reduce(*task.kind_object.loss_terms(task, pred, target, labelled, options), options.reduction)
+
+
+__all__ = ["EDGE_LOSSES", "IGNORE_INDEX", "NORMAL_LOSSES", "REDUCTIONS", "REGRESSION_LOSSES", "LossOptions",
+           "image_level_loss", "task_loss", "valid_pixels", "valid_samples", "with_dot_normals"]

@@ -1,6 +1,6 @@
 """Random method inputs shared by the method tests: a task list of mixed kinds and a ``Step`` for it.
 
-Imported as ``from steps import ...`` (tests/ is on the path, as for fixtures_real). Every tensor is drawn from one
+Imported as ``from tests.helpers.steps import ...``. Every tensor is drawn from one
 generator seeded by ``seed``, in a fixed order (per task: prediction, target; then features, then bottleneck), so a
 seed names one batch. Predictions, float targets and features are leaves that require grad: a test can check which
 of them a loss reaches (ground truth must get none where unlabelled).
