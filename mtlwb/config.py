@@ -95,12 +95,16 @@ class ExperimentConfig:
     # images; no effect on training (same numbers on or off)
     diagnostics: bool = False
     diagnostics_probe: int = 16
+    # pseudo-labels made at load time from an image's own labels (mtlwb/data/pseudo_labels.py), whatever the method:
+    # none | normals_from_depth (the geometric oracle: normals computed from the labelled depth and the camera
+    # where normals are unlabelled; needs tasks depth and normal and a dataset with known intrinsics)
+    pseudo_labels: str = "none"
 
     def __post_init__(self) -> None:
         # the data fields, validated once by the data layer's own request; its parsed values are kept
         self._data_request = DataRequest(
             self.dataset, self.data_root, self.tasks, self.label_setting, self.mask_seed, self.train_samples,
-            self.eval_samples, self.val_fraction, self.val_seed, self.sources)
+            self.eval_samples, self.val_fraction, self.val_seed, self.sources, self.pseudo_labels)
         self.tasks = list(self._data_request.tasks)
         self.sources = [spec.to_dict() for spec in self._data_request.sources]
         _choice("device", self.device, DEVICES)

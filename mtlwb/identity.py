@@ -40,7 +40,7 @@ SKIP_AT_DEFAULT: dict[str, Any] = {
     "lr_schedule": "step", "task_weights": {}, "edge_loss": "balanced", "normal_loss": "cosine",
     "image_norm": "auto", "val_fraction": 0.0, "val_seed": 0, "eval_every": 1, "regression_loss": "l1",
     "sources": [], "task_prior": None, "grad_clip": 0.0, "normal_crop": "auto", "diagnostics": False,
-    "diagnostics_probe": 16,
+    "diagnostics_probe": 16, "pseudo_labels": "none",
 }
 # what a resumed run may change: it continues the same experiment for more (or fewer) epochs
 RESUME_MAY_CHANGE = frozenset({"epochs"})

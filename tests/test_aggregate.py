@@ -197,6 +197,32 @@ def test_records_from_before_a_field_existed_get_the_value_they_ran_with():
     assert with_later_fields({**old, "loss_reduction": "batch"})["loss_reduction"] == "batch"
 
 
+def test_the_papers_optimistic_rule_picks_the_epoch_best_on_test_and_is_shown_beside_validation(tmp_path):
+    """select="best_test": each run's epoch with the best test multi-task score (here epoch 2, whose test miou the
+    validation rule never picks); summary.md keeps the validation table first and adds the optimistic one,
+    labelled as such."""
+    sweep = write_paired(tmp_path / "p", best_val=True)
+    for rid in (p.name for p in sweep.iterdir() if p.is_dir()):
+        record = json.loads((sweep / rid / "metrics.json").read_text())
+        at_val = record["best_val"]["test"]
+        lucky = {"semantic": {"miou": at_val["semantic"]["miou"] + 0.1}, "depth": at_val["depth"]}
+        record["history"] = [{"epoch": 1, "eval": at_val, "val": at_val},
+                             {"epoch": 2, "eval": lucky, "val": {"semantic": {"miou": 0.0}, "depth": {"abs_err": 9.0}}},
+                             {"epoch": 3, "eval": record["final"], "val": at_val}]
+        (sweep / rid / "metrics.json").write_text(json.dumps(record))
+    optimistic = tables.load_table(sweep, select="best_test")
+    jtr = optimistic.summary.set_index("method").loc["jtr"]
+    assert jtr["semantic/miou mean"] == pytest.approx(0.6113 + 0.1, abs=1e-4)
+    assert set(optimistic.runs["selected"]) == {"best_test@2"}
+    assert tables.selection_caption(optimistic).startswith("OPTIMISTIC")
+    md = tables.write_summary(sweep).read_text()
+    assert md.index("best on the validation split") < md.index("## OPTIMISTIC: the papers' selection rule")
+    section = md[md.index("## OPTIMISTIC"):]
+    assert "0.7113" in section and "0.7113" not in md[:md.index("## OPTIMISTIC")]
+    last_only = tables.write_summary(write_paired(tmp_path / "q")).read_text()   # no validation rule: no section
+    assert "OPTIMISTIC" not in last_only
+
+
 # --- claims of a sweep file: A vs B paired by seed, one verdict per value the selectors leave open -------------
 def _write_claims_sweep(root: Path, claims: list[dict]) -> Path:
     base = [0.50, 0.52, 0.48]
@@ -246,6 +272,38 @@ def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_pat
     assert (tmp_path / "c" / "summary.md").exists() is False
     text = tables.write_summary(tmp_path / "c").read_text()
     assert "**claim C ≥ B: contradicted (significantly worse)" in text
+
+
+def test_a_claim_on_a_task_is_judged_on_that_tasks_change(tmp_path):
+    """``on: <task>``: the task's primary-metric change decides, not Δ_MTL (B is +10 % on semantic, level on depth,
+    so Δ_MTL +5 %)."""
+    claims = [{"name": "B > A on semantic", "group": {"method": "b"}, "vs": {"method": "a"}, "on": "semantic"},
+              {"name": "B > A on depth", "group": {"method": "b"}, "vs": {"method": "a"}, "on": "depth"},
+              {"name": "B > A on edge", "group": {"method": "b"}, "vs": {"method": "a"}, "on": "edge"}]
+    table = tables.load_table(_write_claims_sweep(tmp_path / "c", claims))
+    got = {(c.claim, c.group.split("=")[-1]): c for c in table.claims}
+    semantic, depth = got[("B > A on semantic", "onelabel")], got[("B > A on depth", "onelabel")]
+    assert semantic.estimate.mean == pytest.approx(10.0) and semantic.verdict.startswith("supported")
+    assert depth.estimate.mean == pytest.approx(0.0) and depth.verdict.startswith("not shown")
+    assert "semantic change +10.0 %" in semantic.line() and "Δ_MTL" not in semantic.line()
+    assert any(n.startswith("claim B > A on edge: on='edge' is not a task") for n in table.notes)
+    text = tables.write_summary(tmp_path / "c").read_text()
+    assert "**claim B > A on depth: not shown (interval includes 0) — b · label_setting=onelabel vs a · " \
+           "label_setting=onelabel: depth change +0.0 %" in text
+
+
+def test_a_claim_across_label_settings_pairs_groups_whose_label_splits_differ(tmp_path):
+    """Each run records its label split, which follows its label setting: a claim whose selectors name the
+    settings (a full-label ceiling vs a starved setting) still finds its pairs."""
+    sweep = _write_claims_sweep(tmp_path / "c", [{"name": "B random > A one", "group": {"method": "b", "label_setting":
+                                                  "randomlabel"}, "vs": {"method": "a", "label_setting": "onelabel"}}])
+    for record_path in sweep.glob("*/metrics.json"):
+        record = json.loads(record_path.read_text())
+        setting = record["config"]["label_setting"]
+        record["label_split"] = {"source": "generated", "setting": setting, "mask_seed": 0, "fallback": False}
+        record_path.write_text(json.dumps(record))
+    (claim,) = tables.load_table(sweep).claims
+    assert claim.comparison.n == 3 and claim.verdict.startswith("supported")
 
 
 def test_claims_with_fewer_than_three_pairs_are_undecided(tmp_path):

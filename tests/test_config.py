@@ -60,7 +60,7 @@ def test_options_added_later_keep_old_run_ids_at_their_defaults():
     a = ExperimentConfig(seed=1)
     later = ("lr_schedule", "task_weights", "edge_loss", "normal_loss", "image_norm", "val_fraction", "val_seed",
              "eval_every", "regression_loss", "sources", "task_prior", "grad_clip",
-             "normal_crop", "diagnostics", "diagnostics_probe")
+             "normal_crop", "diagnostics", "diagnostics_probe", "pseudo_labels")
     legacy = {k: v for k, v in a.to_dict().items() if k not in later + ("run_dir", "progress", "device", "num_workers")}
     assert identity(a.to_dict()) == legacy
     assert "loss_reduction" in identity(a.to_dict())     # it changed the numbers: old ids must not be reused

@@ -463,10 +463,44 @@ def test_runs_handed_to_the_workers_are_queued_until_they_finish(tmp_path, monke
     ([{"name": "x", "group": {"methd": "tpkr"}, "vs": {"method": "supervised"}}], r"claims\[0\].group"),
     ([{"name": "x", "group": {"method": "jtr"}, "vs": {"method": "supervised"}}], "matches none of the 2 runs"),
     ([{"group": {"method": "tpkr"}, "vs": {"method": "supervised"}}], "non-empty name"),
+    ([{"name": "x", "group": {"method": "tpkr"}, "vs": {"method": "supervised"}, "on": "edge"}],
+     r"^sweep claims\[0\]\.on='edge': must be a task of every run the claim compares \(their tasks: \['depth', "),
 ])
 def test_claims_are_validated_before_any_run(claims, key):
     with pytest.raises(ValueError, match=key):
         load_spec(_spec(claims=claims))
+
+
+def test_a_claim_on_a_task_reads_a_bare_yaml_on_key(tmp_path):
+    """YAML 1.1 reads ``on:`` as true; the claim still names its task (and state.json keeps it as "on")."""
+    claims = ('claims:\n  - {name: x, group: {method: tpkr}, vs: {method: supervised}, on: depth}\n')
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in _spec().items()}) + claims)
+    assert load_spec(path).claims == [{"name": "x", "group": {"method": "tpkr"}, "vs": {"method": "supervised"},
+                                       "on": "depth"}]
+
+
+@pytest.mark.parametrize("name, tasks", [("positive_control", ["depth", "normal"]),
+                                         ("positive_control_semantic", ["semantic", "depth", "normal"])])
+def test_shipped_positive_control_compares_every_arm_on_the_starved_normals(name, tasks):
+    """Depth on every image, normals on 10 %: supervised, the geometric oracle, the full-label ceiling and every
+    method, 5 seeds each, listed seed by seed; one claim on the normals per method and for the oracle."""
+    from mtlwb.methods import METHODS
+
+    spec = load_spec(REPO / "sweeps" / f"{name}.yaml")
+    runs = spec.runs()
+    arms = {(r.effective["method"], r.effective["label_setting"], r.effective["pseudo_labels"]) for r in runs}
+    starved = "ratio:normal=0.1"
+    assert arms == {(m, starved, "none") for m in METHODS} | {("supervised", "full", "none"),
+                                                             ("supervised", starved, "normals_from_depth")}
+    assert len(runs) == 5 * len(arms) and all(r.effective["tasks"] == tasks for r in runs)
+    assert [r.effective["seed"] for r in runs] == sorted(r.effective["seed"] for r in runs)   # seed-major
+    assert all(r.effective["diagnostics"] and r.effective["val_fraction"] == 0.2 for r in runs)
+    assert sum(spec.is_baseline(r.params) for r in runs) == 5
+    assert all(c["on"] == "normal" and spec.is_baseline(c["vs"]) for c in spec.claims)
+    claimed = {c["group"]["method"] for c in spec.claims}
+    assert claimed == set(METHODS) and any(c["group"].get("pseudo_labels") == "normals_from_depth"
+                                           for c in spec.claims)
 
 
 def test_shipped_regime_claims_pick_runs():

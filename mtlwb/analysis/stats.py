@@ -182,12 +182,15 @@ def compare(group: SeedMetrics, baseline: SeedMetrics, tasks: Sequence[TaskSpec]
     return Comparison(sorted(rows), sorted(dropped), changes, estimates)
 
 
-def verdict_line(name: str, baseline_name: str, comparison: Comparison) -> str:
-    """``jtr vs supervised: Δ_MTL +1.2 % [-0.5, +2.9] (n=5, p=0.14): not significant``."""
-    d = comparison.delta
+def verdict_line(name: str, baseline_name: str, comparison: Comparison, on: str | None = None) -> str:
+    """``jtr vs supervised: Δ_MTL +1.2 % [-0.5, +2.9] (n=5, p=0.14): not significant``; with ``on`` (a task) the
+    change of that task's primary metric instead: ``jtr vs supervised: normal change +3.1 % [...]``."""
+    d = comparison.delta if on is None else comparison.estimates[on]
+    what = "Δ_MTL" if on is None else f"{on} change"
     if d.n == 0:
         return f"{name} vs {baseline_name}: no seed in common, nothing to pair"
     if not d.enough:
-        return f"{name} vs {baseline_name}: Δ_MTL {d.mean:+.1f} % (n={d.n}): {TOO_FEW} (needs {MIN_PAIRS} paired seeds)"
-    return (f"{name} vs {baseline_name}: Δ_MTL {d.mean:+.1f} % [{d.low:+.1f}, {d.high:+.1f}] "
+        return (f"{name} vs {baseline_name}: {what} {d.mean:+.1f} % (n={d.n}): {TOO_FEW} "
+                f"(needs {MIN_PAIRS} paired seeds)")
+    return (f"{name} vs {baseline_name}: {what} {d.mean:+.1f} % [{d.low:+.1f}, {d.high:+.1f}] "
             f"(n={d.n}, p={d.p_text()}): {d.verdict}")

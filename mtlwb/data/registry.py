@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from ..tasks import IMAGE_LEVEL_TASKS, TaskSpec, make_tasks
 from .cityscapes import CityscapesFolder
 from .folder import MultiTaskFolder, dataset_num_classes
+from .geometry import Intrinsics, scenes_intrinsics
 from .id_masks import id_keyed_table, is_id_keyed, read_npy
 from .nyud import NYUD, NYUD_CLASSES, NYUD_TASKS
 from .nyud import LAYOUT as NYUD_LAYOUT
@@ -89,6 +90,8 @@ class DatasetInfo:
     flip: bool = True                        # horizontal flip in training augmentation
     root_marker: str = "train/image"         # a path under data_root that must exist
     layout: str = ""                         # one line for error messages
+    # (root, height, width) -> the camera, where it is known (normals from depth: data/geometry.py); None = unknown
+    intrinsics: Callable[[Path, int, int], Intrinsics] | None = None
 
     def semantic_classes(self, root: str | Path) -> int:
         return self.num_classes if self.num_classes is not None else dataset_num_classes(root, default=13)
@@ -136,7 +139,7 @@ PASCAL_MASK_KEYS = {"semseg": "semantic", "human_parts": "parts", "sal": "salien
 REGISTRY: dict[str, DatasetInfo] = {
     "scenes": DatasetInfo("scenes", None, ("semantic", "depth", "normal", "edge", *IMAGE_LEVEL_TASKS),
                           ("semantic", "depth", "normal"),
-                          _folder_loader, layout=MTAN_LAYOUT + " + meta.json"),
+                          _folder_loader, layout=MTAN_LAYOUT + " + meta.json", intrinsics=scenes_intrinsics),
     "nyuv2": DatasetInfo("nyuv2", 13, ("semantic", "depth", "normal"), ("semantic", "depth", "normal"),
                          _folder_loader, {"onelabel": "onelabel.pth", "randomlabel": "randomlabels.pth"},
                          ("semantic", "depth", "normal"), flip=False, layout=MTAN_LAYOUT),

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..tasks import TASK_NAMES
 from .masks import check_setting
+from .pseudo_labels import PSEUDO_LABELS, check_pseudo_labels
 from .registry import check_tasks, get_dataset
 from .style import resolve_style
 
@@ -44,6 +45,7 @@ class DataRequest:
     val_fraction: float = 0.0
     val_seed: int = 0
     sources: tuple[SourceSpec, ...] = ()
+    pseudo_labels: str = "none"         # data/pseudo_labels.py: none | normals_from_depth (the geometric oracle)
 
     def __post_init__(self) -> None:
         tasks = _task_list(self.tasks)
@@ -63,6 +65,9 @@ class DataRequest:
                 or not 0 <= self.val_fraction < 1):
             raise ValueError(f"val_fraction={self.val_fraction!r}: must be a number in [0, 1) "
                              "(0 = no validation split)")
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise ValueError(f"pseudo_labels={self.pseudo_labels!r}: allowed {list(PSEUDO_LABELS)}")
+        check_pseudo_labels(self.pseudo_labels, self.dataset, tasks)
         object.__setattr__(self, "tasks", tuple(tasks))
         object.__setattr__(self, "sources", tuple(parse_sources(self.sources, self.dataset, tasks)))
 

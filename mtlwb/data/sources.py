@@ -76,13 +76,18 @@ class TrainingSource:
     label_split: dict                  # the table's provenance (registry.resolve_label_split)
     val: Dataset | None = None         # main source only (val_fraction)
     val_ids: np.ndarray = field(default_factory=lambda: np.arange(0))
+    pseudo: np.ndarray | None = None   # main source only: [N_k, T] bool, entries of ``table`` that are pseudo-labels
+
+    def true_labels(self) -> np.ndarray:
+        """[N_k, T] the table without its pseudo-labelled entries."""
+        return self.table if self.pseudo is None else np.where(self.pseudo, 0, self.table).astype(self.table.dtype)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts for the run record."""
         return {"name": self.name, "data_root": self.data_root, "weight": self.weight,
                 "labelled_tasks": self.labelled_tasks, "num_train": len(self.train),
                 "num_eval": None if self.test is None else len(self.test),
-                "labelled_per_task": self.table[self.train_ids].sum(0).astype(int).tolist(),
+                "labelled_per_task": self.true_labels()[self.train_ids].sum(0).astype(int).tolist(),
                 "label_split": self.label_split}
 
 
@@ -111,7 +116,7 @@ def _main_source(request: DataRequest) -> tuple[list[TaskSpec], TrainingSource]:
     label_split = getattr(s.train, "label_split", None) or getattr(getattr(s.train, "dataset", None),
                                                                     "label_split", None) or {}
     return s.tasks, TrainingSource(MAIN_SOURCE, request.data_root, 1.0, list(request.tasks), s.train, s.labelled,
-                                   s.train_ids, s.test, label_split, s.val, s.val_ids)
+                                   s.train_ids, s.test, label_split, s.val, s.val_ids, s.pseudo)
 
 
 def _extra_source(spec: SourceSpec, tasks: list[TaskSpec], main: TrainingSource) -> TrainingSource:

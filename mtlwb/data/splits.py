@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Subset
 from ..tasks import TaskSpec
 from . import registry
 from .masks import check_every_task_labelled
+from .pseudo_labels import pseudo_entries, with_pseudo_labels
 from .request import DataRequest
 
 
@@ -26,6 +27,8 @@ class Splits:
     labelled: np.ndarray            # [N, T] over the whole training split, validation rows included
     train_ids: np.ndarray           # [N - k] positions trained on, sorted
     val_ids: np.ndarray             # [k] positions held out, sorted
+    # [N, T] bool: the entries of ``labelled`` that are pseudo-labels (pseudo_labels), not true labels
+    pseudo: np.ndarray | None = None
 
 
 # salt of the validation draw, so that val_seed=s and mask_seed=s draw unrelated permutations
@@ -56,16 +59,26 @@ def build_splits(request: DataRequest) -> Splits:
     different split on disk), and used with its full ground truth, as a labelled validation set — the label
     mask of those images is irrelevant. The mask itself is drawn over the whole training split as without a
     validation split, so every row of a trained image keeps its labels.
+
+    With ``pseudo_labels`` (``data/pseudo_labels.py``) the trained images get their pseudo-labels at load time and
+    the table marks those entries as labelled; ``pseudo`` says which they are (validation images keep their
+    ground truth and no pseudo-label).
     """
     tasks, train_set, test_set, table = registry.build(request)
     n = len(train_set)
+    train_ids, val_ids = (validation_ids(n, request.val_fraction, request.val_seed) if request.val_fraction
+                          else (np.arange(n), np.arange(0)))
+    if request.val_fraction:
+        check_every_task_labelled(table[train_ids], list(request.tasks),
+                                  f"{request.label_setting} with val_fraction={request.val_fraction}")
+    pseudo = pseudo_entries(request.pseudo_labels, table, list(request.tasks), train_ids)
+    trained = with_pseudo_labels(request.pseudo_labels, train_set, pseudo, list(request.tasks), request.dataset,
+                                 request.data_root)
+    table = np.where(pseudo, np.ones_like(table), table)
     if not request.val_fraction:
-        return Splits(tasks, train_set, None, test_set, table, np.arange(n), np.arange(0))
-    train_ids, val_ids = validation_ids(n, request.val_fraction, request.val_seed)
-    check_every_task_labelled(table[train_ids], list(request.tasks),
-                              f"{request.label_setting} with val_fraction={request.val_fraction}")
-    return Splits(tasks, Subset(train_set, train_ids.tolist()), Subset(train_set, val_ids.tolist()), test_set,
-                  table, train_ids, val_ids)
+        return Splits(tasks, trained, None, test_set, table, train_ids, val_ids, pseudo)
+    return Splits(tasks, Subset(trained, train_ids.tolist()), Subset(train_set, val_ids.tolist()), test_set,
+                  table, train_ids, val_ids, pseudo)
 
 
 def build_datasets(request: DataRequest) -> tuple[list[TaskSpec], Dataset, Dataset, np.ndarray]:

@@ -31,3 +31,5 @@ class Experiment:
     device: torch.device
     val_set: Any = None          # held-out training images (val_fraction > 0), never trained on
     sources: list[TrainingSource] = field(default_factory=list)   # the main source first (data/sources.py)
+    # [N_train, T] bool: the entries of ``labelled`` that are pseudo-labels (config pseudo_labels), None = none
+    pseudo: torch.Tensor | None = None

@@ -82,8 +82,12 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         method = method.to(memory_format=torch.channels_last)
     method.use_label_table(torch.from_numpy(labelled))
     _warn_emulated_bf16(config, device)
+    pseudo = None
+    if main.pseudo is not None and main.pseudo.any():     # extra sources come after the main one, never pseudo
+        pseudo = torch.zeros(labelled.shape, dtype=torch.bool)
+        pseudo[:len(main.pseudo)] = torch.from_numpy(main.pseudo)
     return Experiment(config, tasks, model.to(device), method.to(device), train_set, main.test,
-                      torch.from_numpy(labelled), device, main.val, sources)
+                      torch.from_numpy(labelled), device, main.val, sources, pseudo)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -290,10 +294,23 @@ def _evaluates(epochs_done: int, config: ExperimentConfig) -> bool:
     return epochs_done % config.eval_every == 0 or epochs_done == config.epochs
 
 
-def _trained_rows(exp: Experiment) -> torch.Tensor:
-    """[N_trained, T] label rows of the images actually trained on (validation images excluded)."""
+def _trained_rows(exp: Experiment, table: torch.Tensor | None = None) -> torch.Tensor:
+    """[N_trained, T] rows of ``table`` (default: the label table) of the images actually trained on (validation
+    images excluded)."""
+    table = exp.labelled if table is None else table
     ids = getattr(exp.train_set, "indices", None)
-    return exp.labelled if ids is None else exp.labelled[torch.as_tensor(ids)]
+    return table if ids is None else table[torch.as_tensor(ids)]
+
+
+def _labelled_counts(exp: Experiment) -> tuple[dict[str, int], dict[str, int] | None]:
+    """Trained images per task with a true label, and with a pseudo-label (None without pseudo-labels): the
+    table the methods read marks both as labelled."""
+    names = [t.name for t in exp.tasks]
+    pseudo = torch.zeros_like(exp.labelled, dtype=torch.bool) if exp.pseudo is None else exp.pseudo
+    true = _trained_rows(exp, exp.labelled * ~pseudo).sum(0).int().tolist()
+    if exp.config.pseudo_labels == "none":
+        return dict(zip(names, true)), None
+    return dict(zip(names, true)), dict(zip(names, _trained_rows(exp, pseudo).sum(0).int().tolist()))
 
 
 def write_record(run_dir: Path, exp: Experiment, history: list, status: str, error: str | None = None) -> RunRecord:
@@ -302,13 +319,15 @@ def write_record(run_dir: Path, exp: Experiment, history: list, status: str, err
     epoch's test metrics) and, with a validation split, ``best_val`` (test metrics at the epoch best on validation)."""
     evaluated = [h for h in history if "eval" in h]
     final = evaluated[-1]["eval"] if evaluated else {}
+    labelled, pseudo = _labelled_counts(exp)
     record: RunRecord = {
         "run_id": exp.config.run_id, "status": status, "error": error,
         "config": exp.config.to_dict(), "tasks": [dict(t.__dict__) for t in exp.tasks],
         "num_train": len(exp.train_set), "num_eval": len(exp.eval_set),
-        "labelled_per_task": dict(zip([t.name for t in exp.tasks], _trained_rows(exp).sum(0).int().tolist())),
-        "label_split": _label_split(exp),
+        "labelled_per_task": labelled, "label_split": _label_split(exp),
         "device": str(exp.device), "history": history, "final": final}
+    if pseudo is not None:
+        record["pseudo_per_task"] = pseudo
     if exp.val_set is not None:
         record["num_val"] = len(exp.val_set)
         record["val_ids"] = list(exp.val_set.indices)

@@ -52,7 +52,7 @@ class RunRecord(TypedDict):
     tasks: list[dict[str, Any]]                  # TaskSpec fields, in the config's task order
     num_train: int                               # images trained on
     num_eval: int                                # test-split images
-    labelled_per_task: dict[str, int]            # labelled training images per task
+    labelled_per_task: dict[str, int]            # training images per task with a true label
     label_split: dict[str, Any]                  # where the label table came from (data.registry.resolve_label_split)
     device: str
     history: list[EpochEntry]
@@ -62,6 +62,7 @@ class RunRecord(TypedDict):
     best_val: NotRequired[dict[str, Any] | None]  # ... and the epoch best on it (experiment.selection)
     sources: NotRequired[list[dict[str, Any]]]   # with extra training sources: each one's summary ...
     final_by_source: NotRequired[dict[str, Metrics]]  # ... and its last evaluated metrics
+    pseudo_per_task: NotRequired[dict[str, int]]  # with pseudo_labels: training images per task with a pseudo-label
 
 
 def _runtime_types(hint: Any) -> tuple[type, ...]:

@@ -7,6 +7,9 @@ evaluated epoch by its **validation multi-task score**: the mean over tasks of t
 of each task's primary metric against the first validated epoch — Δ_MTL with that epoch as the baseline, so
 tasks on different scales weigh the same. The highest score wins; on a tie, the earliest epoch. The test
 metrics are only read out at the chosen epoch, never compared.
+
+``best_on_test`` is that published rule, kept only to *show* its optimism beside the validation rule (the analysis
+option ``select="best_test"``): the same score on the test split itself. It is never a run's result.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 from ..tasks import TaskSpec
 
+TEST_CRITERION = ("OPTIMISTIC, the papers' rule: test multi-task score (the validation score's formula on the test "
+                  "split vs the first evaluated epoch); highest wins, earliest on ties")
 CRITERION = ("validation multi-task score: mean over tasks of the signed relative change (%) of the primary "
              "metric vs the first validated epoch; highest wins, earliest on ties")
 
@@ -45,3 +50,16 @@ def best_on_validation(history: Sequence[Mapping[str, Any]], tasks: Sequence[Tas
     best = validated[i]
     return {"epoch": best["epoch"], "criterion": CRITERION, "score": scores[i], "val": best["val"],
             "test": best["eval"]}
+
+
+def best_on_test(history: Sequence[Mapping[str, Any]], tasks: Sequence[TaskSpec]) -> dict | None:
+    """``{"epoch", "criterion", "score", "test"}`` of the evaluated epoch best on the TEST split (the published
+    codes' rule: optimistic, for showing only); None without an evaluated epoch."""
+    evaluated = [h for h in history if "eval" in h]
+    if not evaluated:
+        return None
+    reference = evaluated[0]["eval"]
+    scores = [validation_score(h["eval"], reference, tasks) for h in evaluated]
+    i = max(range(len(scores)), key=lambda j: (scores[j], -j))
+    return {"epoch": evaluated[i]["epoch"], "criterion": TEST_CRITERION, "score": scores[i],
+            "test": evaluated[i]["eval"]}

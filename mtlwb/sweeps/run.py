@@ -145,7 +145,8 @@ class SweepSpec:
     grid: dict[str, list] = field(default_factory=dict)
     include: list[dict[str, Any]] = field(default_factory=list)
     reuse_from: list[str] = field(default_factory=list)   # other sweeps (names under the same root) to copy runs from
-    claims: list[dict[str, Any]] = field(default_factory=list)   # {name, group, vs, relation}: tested in the summary
+    # {name, group, vs, relation, on}: tested in the summary (on: a task, its primary metric instead of Δ_MTL)
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
     def runs(self) -> list[RunSpec]:
         """Grid product (over ``fixed``), then each ``include`` entry; duplicates collapse to one."""
@@ -324,10 +325,12 @@ def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
         raise ValueError(f"sweep claims={spec.claims!r}: must be a list of {{name, group, vs, relation}}")
     for i, claim in enumerate(spec.claims):
         where = f"sweep claims[{i}]"
-        if not isinstance(claim, dict) or set(claim) - {"name", "group", "vs", "relation"} or \
+        if isinstance(claim, dict) and True in claim and "on" not in claim:
+            claim["on"] = claim.pop(True)     # YAML 1.1 reads a bare ``on:`` key as the boolean true
+        if not isinstance(claim, dict) or set(claim) - {"name", "group", "vs", "relation", "on"} or \
                 not isinstance(claim.get("name"), str) or not claim["name"]:
             raise ValueError(f"{where}={claim!r}: must be a mapping with a non-empty name, group, vs and optional "
-                             f"relation ({' or '.join(CLAIM_RELATIONS)})")
+                             f"relation ({' or '.join(CLAIM_RELATIONS)}) and on (a task)")
         if claim.get("relation", ">") not in CLAIM_RELATIONS:
             raise ValueError(f"{where}.relation={claim['relation']!r}: allowed {list(CLAIM_RELATIONS)}")
         for side in ("group", "vs"):
@@ -340,6 +343,18 @@ def _validate_claims(spec: SweepSpec, runs: list[RunSpec]) -> None:
                 raise ValueError(f"{where}.{side}: {e}") from None
             if not any(_selects(r, selector) for r in runs):
                 raise ValueError(f"{where}.{side}={selector!r} matches none of the {len(runs)} runs")
+        if "on" in claim:      # a per-task claim: every run either side picks must have that task
+            picked = [r for r in runs if _selects(r, claim["group"]) or _selects(r, claim["vs"])]
+            lacking = sorted({tuple(_run_tasks(r)) for r in picked if claim["on"] not in _run_tasks(r)})
+            if not isinstance(claim["on"], str) or lacking:
+                raise ValueError(f"{where}.on={claim['on']!r}: must be a task of every run the claim compares "
+                                 f"(their tasks: {sorted({t for r in picked for t in _run_tasks(r)})})")
+
+
+def _run_tasks(run: RunSpec) -> list[str]:
+    """The tasks a run trains (its effective ``tasks``; a non-training notebook's runs: none)."""
+    tasks = {**run.params, **run.effective}.get("tasks")
+    return list(tasks) if isinstance(tasks, (list, tuple)) else []
 
 
 def _selects(run: RunSpec, selector: dict[str, Any]) -> bool:
