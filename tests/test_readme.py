@@ -60,7 +60,7 @@ def test_internal_history_is_in_the_changelog_not_in_the_readme():
 def test_make_run_is_described_as_printing_its_table():
     two = section(README, "Two commands")
     assert "prints its table and report" in two
-    assert "At the end it prints the\nverdict lines and the main table" in two
+    assert "At the end it prints the verdict lines and the main table" in " ".join(two.split())
     table = two[two.index("| method | n_seeds"):]
     assert table.splitlines()[1].startswith("|---")
 
