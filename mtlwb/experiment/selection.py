@@ -39,27 +39,33 @@ def validation_score(val: Mapping[str, Mapping[str, float]], reference: Mapping[
     return 100.0 * total / len(tasks)
 
 
+def _best_epoch(history: Sequence[Mapping[str, Any]], split: str, tasks: Sequence[TaskSpec]
+                ) -> tuple[Mapping[str, Any], float] | None:
+    """The history entry best on ``split`` ("val" or "eval") by ``validation_score`` against that split's first
+    evaluated epoch (ties: the earliest), with its score; None when no entry evaluated ``split``."""
+    entries = [h for h in history if split in h]
+    if not entries:
+        return None
+    reference = entries[0][split]
+    scores = [validation_score(h[split], reference, tasks) for h in entries]
+    i = max(range(len(scores)), key=lambda j: (scores[j], -j))
+    return entries[i], scores[i]
+
+
 def best_on_validation(history: Sequence[Mapping[str, Any]], tasks: Sequence[TaskSpec]) -> dict | None:
     """``{"epoch", "criterion", "score", "val", "test"}`` of the best validated epoch; None without validation."""
-    validated = [h for h in history if "val" in h]
-    if not validated:
+    found = _best_epoch(history, "val", tasks)
+    if found is None:
         return None
-    reference = validated[0]["val"]
-    scores = [validation_score(h["val"], reference, tasks) for h in validated]
-    i = max(range(len(scores)), key=lambda j: (scores[j], -j))
-    best = validated[i]
-    return {"epoch": best["epoch"], "criterion": CRITERION, "score": scores[i], "val": best["val"],
-            "test": best["eval"]}
+    best, score = found
+    return {"epoch": best["epoch"], "criterion": CRITERION, "score": score, "val": best["val"], "test": best["eval"]}
 
 
 def best_on_test(history: Sequence[Mapping[str, Any]], tasks: Sequence[TaskSpec]) -> dict | None:
     """``{"epoch", "criterion", "score", "test"}`` of the evaluated epoch best on the TEST split (the published
     codes' rule: optimistic, for showing only); None without an evaluated epoch."""
-    evaluated = [h for h in history if "eval" in h]
-    if not evaluated:
+    found = _best_epoch(history, "eval", tasks)
+    if found is None:
         return None
-    reference = evaluated[0]["eval"]
-    scores = [validation_score(h["eval"], reference, tasks) for h in evaluated]
-    i = max(range(len(scores)), key=lambda j: (scores[j], -j))
-    return {"epoch": evaluated[i]["epoch"], "criterion": TEST_CRITERION, "score": scores[i],
-            "test": evaluated[i]["eval"]}
+    best, score = found
+    return {"epoch": best["epoch"], "criterion": TEST_CRITERION, "score": score, "test": best["eval"]}
