@@ -260,9 +260,10 @@ def test_running_detached_views_without_a_graph_changes_no_training_number(tiny_
     # the evaluation's argmax / threshold metrics may flip a few of the 8×32×40 pixels on so small a difference
     assert {k: a[k] for k in a if k not in losses} == pytest.approx({k: b[k] for k in b if k not in losses}, rel=1e-2)
     for k in split_weights:
-        # Adam divides by sqrt(v): a weight whose gradient is near zero can move by up to lr (1e-3) per step on a
-        # rounding difference, so single weights agree only within the 2 steps' reach; in total, to 1e-5
-        torch.testing.assert_close(split_weights[k], whole_weights[k], rtol=0, atol=2e-3)
+        # Adam divides by sqrt(v): a weight whose gradient is near zero can move on a rounding difference by up to
+        # lr·(1−β1)/√(1−β2) ≈ 3.2·lr per step (the bias-corrected worst case), so single weights agree only within
+        # the 2 steps' reach; in total, to 1e-5 (below)
+        torch.testing.assert_close(split_weights[k], whole_weights[k], rtol=0, atol=2 * 1e-3 * 0.1 / 0.001 ** 0.5)
     floats = [k for k in split_weights if split_weights[k].is_floating_point()]
     total_diff = sum(float((split_weights[k] - whole_weights[k]).abs().sum()) for k in floats)
     assert total_diff <= 1e-5 * sum(float(split_weights[k].abs().sum()) for k in floats)
