@@ -7,10 +7,13 @@ and fsync, then ``os.replace`` (atomic on POSIX within one filesystem).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +77,27 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, so writes that belong together (a checkpoint and its
+    record) land together: a signal arriving between them is raised again right after, never between. Outside the
+    main thread (where Python cannot set handlers) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if any(handler is None for handler in previous.values()):    # a handler not set from Python: leave it alone
+        yield
+        return
+    for s in previous:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if held:
+            signal.raise_signal(held[0])                           # now, to the handler it was meant for

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .. import identity
 from ..config import ExperimentConfig
 from ..core import distributed as dist_utils
-from ..core.io import atomic_torch_save
+from ..core.io import atomic_torch_save, signals_deferred
 from ..core.runtime import epoch_seed, resolve_device, seed_everything
 from ..data import MAIN_SOURCE, SourceMixture, build_training_sources
 from ..data.augment import AugmentOptions, augment_batch
@@ -399,8 +399,9 @@ def train(config: ExperimentConfig, exp: Experiment | None = None, hooks: Sequen
         history.append(entry)
         if _evaluates(epoch + 1, config) or time.perf_counter() - last_write >= CHECKPOINT_EVERY_S:
             state = _state(exp, weighting, optimizer, scheduler, scaler, epoch + 1, history)
-            atomic_torch_save(run_dir / CHECKPOINT, state)
-            write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
+            with signals_deferred():     # a Ctrl-C between the two would leave a checkpoint without its record
+                atomic_torch_save(run_dir / CHECKPOINT, state)
+                write_record(run_dir, exp, history, "running" if epoch + 1 < config.epochs else "completed")
             last_write = time.perf_counter()
         for hook in hooks:
             hook(exp, epoch + 1, entry)
