@@ -144,7 +144,6 @@ def summary_head(summary: Path) -> str:
 def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler: str | None = None,
            device: str | None = None, root: str = "reports/sweeps", report: bool = True) -> int:
     """Run a validated sweep; print its report, the head of its summary and the HTML report's path."""
-    from .analysis.tables import report_sweep_dir
     from .sweeps.report import render_report
     from .sweeps.run import SweepInterrupted, SweepInUseError, run_sweep
 
@@ -161,12 +160,12 @@ def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler
         print()
         print(f"summary: {result.summary}")
     if report:
-        try:
-            report_sweep_dir(result.sweep_dir)
-        except ValueError as e:          # nothing finished: say so in one line, keep the sweep's own exit status
+        try:                             # render_report refuses a folder with nothing finished before a kernel
+            html = render_report(result.sweep_dir)
+        except ValueError as e:          # say so in one line, keep the sweep's own exit status
             print(f"report: not rendered: {_one_line(e)}", file=sys.stderr)
         else:
-            print(f"report: {render_report(result.sweep_dir).resolve()}")
+            print(f"report: {html.resolve()}")
     return 0 if result.ok else 1
 
 
