@@ -201,14 +201,7 @@ def synthetic_targets(tasks, batch: int, height: int, width: int, generator: tor
     """Ground truth shaped like a loader's: segmentation [B, H, W] long (−1 = ignore), the rest [B, C, H, W]."""
     out = {}
     for t in tasks:
-        if t.kind == "segmentation":
-            y = torch.randint(-1, t.channels, (batch, height, width), generator=generator)
-        elif t.kind == "depth":
-            y = torch.rand(batch, 1, height, width, generator=generator) * 5.0
-        elif t.kind == "normal":
-            y = torch.nn.functional.normalize(torch.randn(batch, 3, height, width, generator=generator), dim=1)
-        else:
-            y = (torch.rand(batch, 1, height, width, generator=generator) > 0.8).float()
+        y = t.kind_object.random_target(t, batch, (height, width), generator)
         out[t.name] = y.to(device)
     return out
 

@@ -168,3 +168,17 @@ def test_a_split_too_large_for_the_cache_is_read_each_time(broken_root, monkeypa
     (broken_root / "train" / "depth" / "5.npy").unlink()
     with pytest.raises(FileNotFoundError):
         off[5]
+
+
+def test_a_class_map_folder_loads_as_class_ids_whatever_its_task_is_called(broken_root):
+    """A folder declared 2-D (channels 0) holds class ids, also for a task other than semantic (here ``parts``,
+    read from its own folder): integers with 255 = ignore are read as int64 with −1, not as float values."""
+    expected = _tile(LABELS, (32, 40))
+    (broken_root / "train" / "parts").mkdir()
+    for i in range(24):
+        np.save(broken_root / "train" / "parts" / f"{i}.npy", np.where(expected < 0, 255, expected).astype("uint8"))
+    ds = MultiTaskFolder(broken_root, "train", make_tasks(["parts", "depth"], 7),
+                         folders={"parts": ("parts", 0), "depth": ("depth", 1)})
+    parts = ds[2]["parts"]
+    assert str(parts.dtype) == "torch.int64"
+    np.testing.assert_array_equal(parts.numpy(), expected)

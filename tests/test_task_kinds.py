@@ -235,3 +235,21 @@ def test_the_branch_finder_finds_branches(tmp_path):
                               '    return TABLE[t.kind]\n')
     (pkg / "tasks" / "k.py").write_text('def g(t):\n    return t.kind == "depth"\n')
     assert _kind_branches(pkg) == ["pkg/a.py:2", "pkg/a.py:4", "pkg/a.py:8"]
+
+
+@pytest.mark.parametrize("name", mtlwb.tasks.TASK_NAMES)
+def test_each_kinds_random_target_is_shaped_typed_and_scored_as_a_loaders(name):
+    """Benchmarks and tests draw ground truth from the kind (``random_target``) instead of branching on it: per item
+    it has the shape and dtype of the kind's placeholder (what a loader gives), the same seed gives the same target,
+    and the task's loss scores it (finite, > 0) against a random prediction."""
+    task = mtlwb.tasks.make_tasks([name], 7)[0]
+    kind, size = task.kind_object, (6, 8)
+    target = kind.random_target(task, 3, size, torch.Generator().manual_seed(0))
+    again = kind.random_target(task, 3, size, torch.Generator().manual_seed(0))
+    placeholder = kind.placeholder(task, size)
+    assert target.shape == (3, *placeholder.shape) and target.dtype == placeholder.dtype
+    assert torch.equal(target, again)
+    shape = (3, task.channels) if task.image_level else (3, task.channels, *size)
+    pred = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    loss = task_loss(task, pred, target, torch.ones(3))
+    assert torch.isfinite(loss) and loss > 0

@@ -55,21 +55,14 @@ class TinyNet(nn.Module):
         out = {}
         for t in self.tasks:
             p = F.interpolate(self.heads[t.name](feats[t.name]), size=size, mode="bilinear", align_corners=False)
-            out[t.name] = F.normalize(p, dim=1) if t.kind == "normal" else p
+            out[t.name] = t.kind_object.activate(p)
         return out
 
 
 def targets_for(tasks: list[TaskSpec], b: int = B) -> dict[str, torch.Tensor]:
     out = {}
     for t in tasks:
-        if t.kind == "segmentation":
-            out[t.name] = torch.randint(0, t.channels, (b, H, W))
-        elif t.kind == "depth":
-            out[t.name] = torch.rand(b, 1, H, W) + 0.1
-        elif t.kind == "normal":
-            out[t.name] = F.normalize(torch.randn(b, 3, H, W), dim=1)
-        else:
-            out[t.name] = (torch.rand(b, 1, H, W) > 0.8).float()
+        out[t.name] = t.kind_object.random_target(t, b, (H, W), None)
     return out
 
 
@@ -296,7 +289,7 @@ def test_no_term_reads_an_unlabelled_task_prediction_or_label(options):
     changed = {k: v.clone() for k, v in targets.items()}
     for i, t in enumerate(tasks):
         rows = labelled[:, i] == 0
-        changed[t.name][rows] = 0 if t.kind == "segmentation" else float("nan")
+        changed[t.name][rows] = 0 if t.kind_object.categorical else float("nan")
     net.eval()  # deterministic BN, same codebook
     method.eval()
     method.vq.initted.fill_(True)

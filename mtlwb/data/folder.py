@@ -158,7 +158,7 @@ class MultiTaskFolder(Dataset):
             if t.image_level:
                 continue
             folder, c = self.folders[t.name]
-            kinds = LABEL_KINDS if t.name == "semantic" else VALUE_KINDS
+            kinds = LABEL_KINDS if c == 0 else VALUE_KINDS      # the format: a 2-D file is a class-id map
             expected[folder] = ((h, w) if c == 0 else (h, w, c), kinds)
         for folder, (exp, kinds) in expected.items():
             if not (self.split_dir / folder).is_dir():
@@ -193,9 +193,9 @@ class MultiTaskFolder(Dataset):
             if t.image_level:                       # classification [] int64, regression [C] float32
                 item[t.name] = torch.from_numpy(np.array(self.image_labels[t.name][i]))
                 continue
-            folder, _ = self.folders[t.name]
+            folder, channels = self.folders[t.name]
             arr = np.load(self.split_dir / folder / f"{i}.npy")
-            if t.name == "semantic":
+            if channels == 0:                       # a class-id map [H, W], −1 = ignore
                 item[t.name] = torch.from_numpy(label_values(arr))
             else:
                 item[t.name] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), np.float32))

@@ -95,6 +95,12 @@ class TaskKind:
         """The target of an item whose source does not label the task (the label table says unlabelled)."""
         return torch.zeros(task.channels, *size)                                        # [C, H, W]
 
+    def random_target(self, task: Task, batch: int, size: tuple[int, int],
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """A random ground truth shaped and typed as a loader gives it, for benchmarks and tests (no dataset
+        needed): here real values in [0, 1) [B, C, H, W]."""
+        return torch.rand(batch, task.channels, *size, generator=generator)
+
     # -- the head -------------------------------------------------------------------------------------------------
     def check(self, task: Task) -> None:
         """Refuse a task this kind cannot predict (one line naming the field)."""
@@ -221,6 +227,9 @@ class Segmentation(TaskKind):
     def placeholder(self, task, size):
         return torch.full(size, IGNORE_INDEX, dtype=torch.int64)                       # [H, W]
 
+    def random_target(self, task, batch, size, generator):
+        return torch.randint(IGNORE_INDEX, task.channels, (batch, *size), generator=generator)    # [B, H, W], −1 ignore
+
     def loss_terms(self, task, pred, target, labelled, options):
         keep = labelled.to(pred.dtype).view(-1, 1, 1, 1).bool()
         tgt = torch.where(keep[:, 0], target, torch.full_like(target, IGNORE_INDEX))
@@ -266,6 +275,9 @@ class Depth(TaskKind):
     def valid(self, task, target):
         return target != 0
 
+    def random_target(self, task, batch, size, generator):
+        return torch.rand(batch, 1, *size, generator=generator) * 5.0                   # metres, [B, 1, H, W]
+
     def encode_prediction(self, task, pred, *, seg="hard", depth="max", tau=1.0, mu=DEPTH_MU, sigma=DEPTH_SIGMA,
                           noise=None):
         return depth_by_max(pred) if depth == "max" else depth_by_cdf(pred, mu, sigma)
@@ -294,6 +306,9 @@ class Normal(TaskKind):
 
     def valid(self, task, target):
         return (target.abs().sum(1, keepdim=True) > 0)
+
+    def random_target(self, task, batch, size, generator):
+        return F.normalize(torch.randn(batch, 3, *size, generator=generator), dim=1)     # unit vectors [B, 3, H, W]
 
     def activate(self, raw):
         return channel_normalize(raw, eps=1e-6)
@@ -334,6 +349,9 @@ class Edge(TaskKind):
     error_unit = "|p − y|"
     error_range = (0.0, 1.0)
     target_forms = edge_forms()
+
+    def random_target(self, task, batch, size, generator):
+        return (torch.rand(batch, 1, *size, generator=generator) > 0.8).float()         # 0/1, [B, 1, H, W]
 
     def pixel_loss(self, task, pred, target, weight, options):
         per_pixel = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
@@ -391,6 +409,9 @@ class Classification(ImageLevelKind):
     def valid(self, task, target):
         return target != IGNORE_INDEX
 
+    def random_target(self, task, batch, size, generator):
+        return torch.randint(IGNORE_INDEX, task.channels, (batch,), generator=generator)    # [B], −1 ignore
+
     def placeholder(self, task, size):
         return torch.tensor(IGNORE_INDEX, dtype=torch.int64)                             # []
 
@@ -427,6 +448,9 @@ class Regression(ImageLevelKind):
         keep = labelled.bool().view(-1, *([1] * (target.dim() - 1)))
         keep = keep & torch.isfinite(target)            # undefined values would survive a product with a zero mask
         return torch.where(keep, target, self.neutral(target))
+
+    def random_target(self, task, batch, size, generator):
+        return torch.randn(batch, task.channels, generator=generator) * task.scale + task.loc   # [B, C]
 
     def placeholder(self, task, size):
         return torch.zeros(task.channels)                                                # [C]

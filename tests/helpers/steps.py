@@ -12,6 +12,7 @@ import torch
 
 from mtlwb.methods.base import Refined, Step
 from mtlwb.tasks import TaskSpec
+from mtlwb.tasks.kinds import Depth
 
 H = W = 16          # map size of a Step
 FEAT = 16           # channels of its features, at stride 8
@@ -41,20 +42,9 @@ def make_step(tasks: list[TaskSpec], labelled: torch.Tensor, *, seed: int = 0, d
     for t in tasks:
         shape = (B, t.channels) if t.image_level else (B, t.channels, size, size)
         preds[t.name] = (torch.randn(*shape, generator=g) * t.scale + t.loc).to(dtype).requires_grad_()
-        if t.kind == "classification":
-            tgt = torch.randint(-1, t.channels, (B,), generator=g)
-        elif t.kind == "regression":
-            tgt = torch.randn(B, t.channels, generator=g) * t.scale + t.loc
-        elif t.kind == "segmentation":
-            tgt = torch.randint(-1, t.channels, (B, size, size), generator=g)
-        elif t.kind == "depth":
-            tgt = torch.rand(B, 1, size, size, generator=g) * 5
-            if depth_holes:
-                tgt = tgt * (torch.rand(B, 1, size, size, generator=g) > 0.1)
-        elif t.kind == "normal":
-            tgt = torch.nn.functional.normalize(torch.randn(B, 3, size, size, generator=g), dim=1)
-        else:
-            tgt = (torch.rand(B, 1, size, size, generator=g) > 0.8).float()
+        tgt = t.kind_object.random_target(t, B, (size, size), g)
+        if depth_holes and isinstance(t.kind_object, Depth):
+            tgt = tgt * (torch.rand(B, 1, size, size, generator=g) > 0.1)
         targets[t.name] = tgt.to(dtype).requires_grad_() if tgt.is_floating_point() else tgt
     side = size // feature_stride
     features = torch.randn(B, feature_channels, side, side, generator=g).to(dtype).requires_grad_()
