@@ -145,7 +145,8 @@ def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler
            device: str | None = None, root: str = "reports/sweeps", report: bool = True) -> int:
     """Run a validated sweep; print its report, the head of its summary and the HTML report's path."""
     from .sweeps.report import render_report
-    from .sweeps.run import SweepInterrupted, SweepInUseError, run_sweep
+    from .sweeps.run import SweepInterrupted, run_sweep
+    from .sweeps.state import SweepInUseError
 
     try:
         result = run_sweep(spec, workers=workers, scheduler=scheduler, device=device, root=root)
@@ -171,7 +172,7 @@ def _sweep(spec, args: argparse.Namespace, workers: int | None = None, scheduler
 
 def cmd_run_default(args: argparse.Namespace) -> int:
     """``make run``: the quick sweep (every method, small budget), its summary and HTML report."""
-    from .sweeps.run import load_spec
+    from .sweeps.spec import load_spec
 
     with refusing():
         spec = load_spec(QUICK_SWEEP)
@@ -182,7 +183,8 @@ def cmd_run_default(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a YAML sweep (resumable); exit 1 if any run failed, 2 if the sweep file is invalid."""
     from .config import DEVICES
-    from .sweeps.run import load_spec, plan_text
+    from .sweeps.planning import plan_text
+    from .sweeps.spec import load_spec
 
     if args.workers is not None and args.workers < 1:
         raise Refused(f"--workers={args.workers}: must be an integer >= 1")

@@ -142,7 +142,7 @@ def test_tasks_must_be_a_list_not_a_word_split_into_letters(tasks):
 
 
 def test_tasks_as_text_in_a_sweep_is_refused_before_any_run():
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     spec = {"name": "t", "notebook": str(TRAIN_NB), "fixed": {"tasks": "semantic"}, "grid": {"method": ["jtr"]}}
     with pytest.raises(ValueError, match=r"fixed: parameter 'tasks'='semantic' has type str.*expects list"):

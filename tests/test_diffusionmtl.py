@@ -274,7 +274,7 @@ def test_options_are_checked_before_any_work():
 def test_paper_configurations_validate(name):
     from pathlib import Path
 
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     path = Path(__file__).resolve().parents[1] / "sweeps" / "benchmarks" / f"{name}.yaml"
     spec = load_spec(path)

@@ -102,7 +102,7 @@ def test_train_notebook_parameters_are_exactly_the_config_fields_plus_how_to_obt
 def test_a_sweep_refuses_a_training_notebook_that_lacks_a_config_field(tmp_path):
     """Before: a config field the notebook lacked was silently dropped from every run's parameters (its default
     trained while the sweep's id and record said otherwise)."""
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     nb = nbformat.read(ROOT / "notebooks" / "train.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))

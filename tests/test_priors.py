@@ -294,7 +294,7 @@ def test_tiny_tpkr_training_with_a_prior_from_the_command_line(tiny_root, tmp_pa
 # -- the shipped sweep -----------------------------------------------------------------------------------------
 
 def test_shipped_task_prior_sweep_validates_and_fits_the_budget():
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     path = REPO / "sweeps" / "task_prior.yaml"
     spec = load_spec(path)

@@ -96,7 +96,7 @@ def test_every_relative_link_in_the_readme_resolves():
 def test_the_compare_sweep_is_valid_and_its_runs_are_the_headline_sweeps():
     """The README quotes the headline sweep's result and time for its ten-line sweep: that holds because its runs
     are exactly (same ids: same effective config) the supervised and JTR onelabel runs of sweeps/regime.yaml."""
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     block = re.search(r"```yaml\n(.*?)```", section(README, "Compare two methods"), re.S).group(1)
     assert len(block.strip().splitlines()) <= 10

@@ -181,7 +181,7 @@ def test_a_source_with_other_image_size_is_refused(tiny_config, tmp_path):
 
 
 def test_shipped_sources_sweep_validates():
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     spec = load_spec("sweeps/sources.yaml")
     runs = spec.runs()

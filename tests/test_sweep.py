@@ -15,18 +15,11 @@ from mtlwb import cli
 from mtlwb.config import ExperimentConfig
 from mtlwb.sweeps.notebook_params import TRAIN_NOTEBOOK_ONLY
 from mtlwb.sweeps.notebooks import notebook_parameters
-from mtlwb.sweeps.run import (
-    SweepInUseError,
-    SweepResult,
-    SweepState,
-    _exclusive,
-    load_spec,
-    params_run_id,
-    plan_runs,
-    run_id,
-    run_sweep,
-    sweep_runs,
-)
+from mtlwb.sweeps.planning import plan_runs
+from mtlwb.sweeps.run import SweepResult, run_sweep
+from mtlwb.sweeps.run_ids import params_run_id, run_id
+from mtlwb.sweeps.spec import load_spec
+from mtlwb.sweeps.state import SweepInUseError, SweepState, _exclusive, sweep_runs
 from tests.helpers.fixtures_real import write_nyuv2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,7 +364,7 @@ def test_dask_local_cluster_one_run(tmp_path):
 def test_paper_configurations_use_the_published_layouts_and_protocols():
     """sweeps/benchmarks/: MTPSL and JTR in their reference layouts and view protocols, PASCAL with MTL-PyTorch's
     losses; every file names the published table it reproduces."""
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     for name in ("nyuv2", "nyuv2_jtr", "cityscapes"):
         spec = load_spec(f"sweeps/benchmarks/{name}.yaml")
@@ -394,7 +387,7 @@ def test_paper_configurations_use_the_published_layouts_and_protocols():
 
 # --- frozen inputs: the notebook is snapshotted, a code change under a running sweep stops its later runs -----
 def test_code_fingerprint_follows_every_source_file(tmp_path):
-    from mtlwb.sweeps.run import code_fingerprint
+    from mtlwb.sweeps.worker import code_fingerprint
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.py").write_text("x = 1\n")
@@ -407,7 +400,7 @@ def test_code_fingerprint_follows_every_source_file(tmp_path):
 
 
 def test_a_run_whose_code_changed_since_the_sweep_started_is_not_executed(tmp_path):
-    from mtlwb.sweeps.run import execute_run
+    from mtlwb.sweeps.worker import execute_run
 
     run_dir = tmp_path / "run"
     result = execute_run(str(REPO / "notebooks" / "train.ipynb"), str(run_dir), {}, str(REPO), code="0" * 16)
@@ -417,6 +410,7 @@ def test_a_run_whose_code_changed_since_the_sweep_started_is_not_executed(tmp_pa
 
 def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerprint(tmp_path, monkeypatch):
     import mtlwb.sweeps.run as sweep_module
+    from mtlwb.sweeps.worker import code_fingerprint
 
     notebook = tmp_path / "train.ipynb"
     notebook.write_bytes((REPO / "notebooks" / "train.ipynb").read_bytes())
@@ -434,7 +428,7 @@ def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerpri
     for path, code in seen:
         assert path.parent == tmp_path / "t" and path != notebook
         assert path.read_bytes() == (REPO / "notebooks" / "train.ipynb").read_bytes()
-        assert code == sweep_module.code_fingerprint()
+        assert code == code_fingerprint()
 
 
 def test_runs_handed_to_the_workers_are_queued_until_they_finish(tmp_path, monkeypatch):

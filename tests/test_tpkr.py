@@ -557,7 +557,7 @@ def test_paper_size_parameter_count_is_the_structural_count_and_the_reported_one
 # -- shipped sweeps and paper configurations ------------------------------------------------------------------------
 
 def _spec(name: str):
-    from mtlwb.sweeps.run import load_spec
+    from mtlwb.sweeps.spec import load_spec
 
     return load_spec(REPO / "sweeps" / f"{name}.yaml")
 
@@ -571,7 +571,8 @@ def _arms(spec) -> dict[str, set[int]]:
 
 
 def test_paper_ablation_sweeps_load_plan_and_share_runs(tmp_path):
-    from mtlwb.sweeps.run import SweepState, plan_runs
+    from mtlwb.sweeps.planning import plan_runs
+    from mtlwb.sweeps.state import SweepState
 
     losses, dims, regime = _spec("tpkr_paper_losses"), _spec("tpkr_paper_dims"), _spec("regime")
     for spec, arms in ((losses, 4), (dims, 6)):
