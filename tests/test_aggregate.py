@@ -84,16 +84,18 @@ def test_write_summary_files(tmp_path):
 
 
 def test_figures(table):
-    bar = tables.bar_chart(table, "depth")
+    from mtlwb.figures.sweep_metrics import bar_chart, radar_chart
+
+    bar = bar_chart(table, "depth")
     bars = {x: y for trace in bar.data if trace.type == "bar" for x, y in zip(trace.x, trace.y)}
     assert bars["tpkr · label_setting=onelabel"] == pytest.approx(1.0)
     assert bars["supervised · label_setting=onelabel"] == pytest.approx(1.1)
-    radar = tables.radar_chart(table)
+    radar = radar_chart(table)
     assert len(radar.data) == 4
     tpkr_one = next(t for t in radar.data if t.name == "tpkr · label_setting=onelabel")
     assert list(tpkr_one.r)[:2] == pytest.approx([0.1 / 0.45 * 100, 0.1 / 1.1 * 100])
     with pytest.raises(ValueError, match="edge"):
-        tables.bar_chart(table, "edge")
+        bar_chart(table, "edge")
     seeds = next(t for t in bar.data if t.name == "per seed")             # one point per completed run
     assert sorted(zip(seeds.x, seeds.y)) == sorted(
         (f"{m} · label_setting={s}", a) for m, s, _, _, a in RUNS)

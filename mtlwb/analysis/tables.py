@@ -1,4 +1,4 @@
-"""Sweep results as tables and figures: mean ± std over seeds, Δ_MTL against a named baseline.
+"""Sweep results as tables: mean ± std over seeds, Δ_MTL against a named baseline.
 
 A *group* is every run with the same parameters except ``seed`` (and
 ``device``, which does not change the numbers). Each group's metrics are
@@ -362,8 +362,8 @@ def paired_column(key: str, stat: str, table: SweepTable) -> str:
     return f"{metric_column(task.name, task.primary_metric)} change (%) {stat}"
 
 
-def _runs_of(done: pd.DataFrame, row: pd.Series, table: SweepTable) -> pd.DataFrame:
-    """The runs (of ``done``) of the summary row's group."""
+def group_runs(done: pd.DataFrame, row: pd.Series, table: SweepTable) -> pd.DataFrame:
+    """The runs (of ``done``) of the summary row's group (its seeds' points in ``figures.sweep_metrics``)."""
     for k in table.group_keys:
         done = done[done[f"param:{k}"] == row[k]]
     return done
@@ -372,7 +372,7 @@ def _runs_of(done: pd.DataFrame, row: pd.Series, table: SweepTable) -> pd.DataFr
 def _seed_metrics(done: pd.DataFrame, row: pd.Series, table: SweepTable) -> dict[int, dict[str, float]]:
     """seed -> primary metric per task of the group's runs (runs of one seed that differ only in device or
     run_dir are averaged)."""
-    sel = _runs_of(done, row, table)
+    sel = group_runs(done, row, table)
     cols = {t.name: metric_column(t.name, t.primary_metric) for t in table.tasks}
     return {int(seed): {name: float(g[c].mean()) if c in g else math.nan for name, c in cols.items()}
             for seed, g in sel.groupby("seed")}
@@ -541,7 +541,7 @@ def diagnostics_table(table: SweepTable) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for _, group in table.summary.iterrows():
-        per_seed = _runs_of(done, group, table).groupby("seed")[columns].mean()
+        per_seed = group_runs(done, group, table).groupby("seed")[columns].mean()
         n = len(_seed_values(per_seed, "backbone/supervised_cosine"))      # seeds that recorded diagnostics
         if not n:
             continue
@@ -671,7 +671,7 @@ def optimistic_section(sweep_dir: Path, table: SweepTable) -> list[str]:
             *[f"- {line}" for line in verdicts(optimistic)], "", to_markdown(shown), ""]
 
 
-# --- figures --------------------------------------------------------------------------------------------
+# --- long frames for the figures (mtlwb.figures draws them) ---------------------------------------------
 def learning_curves(sweep_dir: str | Path, table: SweepTable) -> pd.DataFrame:
     """Long frame (group, seed, epoch, split, task, value) of every completed run's history: its training loss
     (split "train": each task's supervised term, and "total") and, at each evaluated epoch, every task's primary
@@ -716,52 +716,6 @@ def metrics_long(table: SweepTable) -> pd.DataFrame:
                          "lower_is_better": t.lower_is_better, "mean": r[f"{col} mean"],
                          "std": r[f"{col} std"], "n_seeds": r["n_seeds"], "is_baseline": r["is_baseline"]})
     return pd.DataFrame(rows)
-
-
-def bar_chart(table: SweepTable, task: str):
-    """One task's primary metric per group, error bars = std over seeds, one point per seed."""
-    import plotly.express as px
-
-    long = metrics_long(table)
-    sub = long[long["task"] == task]
-    if sub.empty:
-        raise ValueError(f"bar_chart: task {task!r} not in this sweep; tasks {[t.name for t in table.tasks]}")
-    metric, lower = sub["metric"].iloc[0], bool(sub["lower_is_better"].iloc[0])
-    fig = px.bar(sub, x="group", y="mean", error_y=sub["std"].fillna(0), color="is_baseline",
-                 hover_data=["n_seeds"], labels={"mean": metric, "group": "", "is_baseline": "baseline"},
-                 title=f"{task}: {metric} ({'lower' if lower else 'higher'} is better), mean ± std over seeds")
-    done, col = table.runs[table.runs["status"] == "completed"], metric_column(task, metric)
-    points = [(r["group"], run[col], run["seed"]) for _, r in table.summary.iterrows()
-              for _, run in _runs_of(done, r, table).iterrows()]
-    fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], customdata=[p[2] for p in points],
-                    mode="markers", name="per seed", marker={"color": "black", "size": 7, "symbol": "circle-open"},
-                    hovertemplate="seed %{customdata}: %{y}<extra></extra>")
-    return fig.update_layout(xaxis_tickangle=-30)
-
-
-def radar_chart(table: SweepTable):
-    """Per-task relative gain (%) over the matching baseline, one trace per group (0 = baseline)."""
-    import plotly.graph_objects as go
-
-    base = table.summary[table.summary["is_baseline"]]
-    match = [k for k in table.group_keys if not base.empty and base[k].nunique() > 1]
-    fig = go.Figure()
-    names = [t.name for t in table.tasks]
-    for _, row in table.summary.iterrows():
-        same = base
-        for k in match:
-            same = same[same[k] == row[k]]
-        if same.empty:
-            continue
-        gains = []
-        for t in table.tasks:
-            col = f"{metric_column(t.name, t.primary_metric)} mean"
-            m, b = row[col], same.iloc[0][col]
-            sign = -1.0 if t.lower_is_better else 1.0
-            gains.append(sign * (m - b) / b * 100 if b else math.nan)
-        fig.add_trace(go.Scatterpolar(r=[*gains, gains[0]], theta=[*names, names[0]], name=row["group"]))
-    return fig.update_layout(title=f"relative gain per task (%) vs {table.baseline_name}",
-                             polar={"radialaxis": {"ticksuffix": "%"}})
 
 
 # --- the report (notebooks/ablation_report.ipynb → summary.html) ----------------------------------------------

@@ -64,8 +64,9 @@ from .gradients import gradient_affinity, gradient_affinity_heatmap  # noqa: E40
 from .latent import cached_tsne, joint_latent_figure, joint_latent_over_epochs, task_feature_figure  # noqa: E402
 from .scaling import cost_vs_tasks  # noqa: E402
 from .sweep_curves import sweep_learning_curves  # noqa: E402
+from .sweep_metrics import bar_chart, radar_chart  # noqa: E402
 
-__all__ += ["alignment_over_epochs", "diagnostics", "landscape_chart"]
+__all__ += ["alignment_over_epochs", "bar_chart", "diagnostics", "landscape_chart", "radar_chart"]
 __all__ += ["affinity", "affinity_comparison", "affinity_evolution", "affinity_heatmap", "affinity_trajectories",
             "cached_tsne", "class_histogram", "cost_vs_tasks", "dataset", "export", "export_figure", "find_browser",
             "gradient_affinity", "gradient_affinity_heatmap", "gradients", "image_affinity_browser",
