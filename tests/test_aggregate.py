@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mtlwb.analysis import tables
+from mtlwb.analysis import summary, tables
 from mtlwb.sweeps.report import REPORT_NOTEBOOK, render_report
 from tests.helpers.sweep_records import TASKS, write_paired
 
@@ -76,7 +76,7 @@ def test_failed_runs_are_listed_not_averaged(table):
 
 def test_write_summary_files(tmp_path):
     sweep = _write_sweep(tmp_path / "hand")
-    md = tables.write_summary(sweep).read_text()
+    md = summary.write_summary(sweep).read_text()
     csv = pd.read_csv(sweep / "summary.csv")
     assert "Δ_MTL vs method=supervised (%)" in csv.columns and "semantic/pixel_acc mean" in csv.columns
     assert "method=supervised" in md and "0.45 ± 0.071" in md and "+15.00" in md
@@ -123,20 +123,20 @@ def test_paired_statistics_by_seed(tmp_path):
     assert mtpsl["n_pairs"] == 2 and math.isnan(mtpsl["Δ_MTL paired ci_low"])
     base = table.summary[table.summary["method"] == "supervised"].iloc[0]
     assert math.isnan(base["n_pairs"])                               # the baseline is not compared with itself
-    shown = tables.display_table(table).set_index("method")
+    shown = summary.display_table(table).set_index("method")
     assert shown.loc["supervised", "n_pairs"] == "baseline" and shown.loc["jtr", "n_pairs"] == 3
     assert "n too small" in shown.loc["mtpsl", "Δ_MTL paired [95% CI]"]
-    verdicts = tables.verdicts(table)
+    verdicts = summary.verdicts(table)
     assert verdicts[0].startswith("jtr vs supervised: Δ_MTL +2.8 % [") and verdicts[0].endswith("not significant")
     assert "n too small" in verdicts[1]
-    changes = tables.change_table(table).set_index("group")
+    changes = summary.change_table(table).set_index("group")
     assert changes.loc["jtr", "depth abs_err change (%)"].startswith("+2.50 [") and \
         "*" in changes.loc["jtr", "depth abs_err change (%)"]
 
 
 def test_summary_and_charts_carry_the_statistics(tmp_path):
     sweep = write_paired(tmp_path / "p")
-    md = tables.write_summary(sweep).read_text()
+    md = summary.write_summary(sweep).read_text()
     csv = pd.read_csv(sweep / "summary.csv")
     assert {"n_pairs", "Δ_MTL paired ci_low", "Δ_MTL paired p", "semantic/miou change (%) ci_high"} <= set(csv)
     assert md.index("**jtr vs supervised: Δ_MTL +2.8 %") < md.index("| method |")   # the verdict comes first
@@ -161,10 +161,10 @@ def test_selection_best_val_or_last(tmp_path):
     auto = tables.load_table(sweep)
     assert auto.summary.set_index("method").loc["jtr", "n_pairs"] == 3
     assert auto.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.6113, abs=1e-4)
-    assert "best on the validation split" in tables.selection_caption(auto)
+    assert "best on the validation split" in summary.selection_caption(auto)
     last = tables.load_table(sweep, select="last")
     assert last.summary.set_index("method").loc["jtr", "semantic/miou mean"] == pytest.approx(0.1)
-    assert "last epoch" in tables.selection_caption(last)
+    assert "last epoch" in summary.selection_caption(last)
     with pytest.raises(ValueError, match="select='best_val'"):
         tables.load_table(write_paired(tmp_path / "q"), select="best_val")
     with pytest.raises(ValueError, match="select="):
@@ -216,12 +216,12 @@ def test_the_papers_optimistic_rule_picks_the_epoch_best_on_test_and_is_shown_be
     jtr = optimistic.summary.set_index("method").loc["jtr"]
     assert jtr["semantic/miou mean"] == pytest.approx(0.6113 + 0.1, abs=1e-4)
     assert set(optimistic.runs["selected"]) == {"best_test@2"}
-    assert tables.selection_caption(optimistic).startswith("OPTIMISTIC")
-    md = tables.write_summary(sweep).read_text()
+    assert summary.selection_caption(optimistic).startswith("OPTIMISTIC")
+    md = summary.write_summary(sweep).read_text()
     assert md.index("best on the validation split") < md.index("## OPTIMISTIC: the papers' selection rule")
     section = md[md.index("## OPTIMISTIC"):]
     assert "0.7113" in section and "0.7113" not in md[:md.index("## OPTIMISTIC")]
-    last_only = tables.write_summary(write_paired(tmp_path / "q")).read_text()   # no validation rule: no section
+    last_only = summary.write_summary(write_paired(tmp_path / "q")).read_text()   # no validation rule: no section
     assert "OPTIMISTIC" not in last_only
 
 
@@ -269,10 +269,10 @@ def test_claims_are_tested_per_open_setting_with_the_relation_they_state(tmp_pat
     from mtlwb.analysis.stats import holm
     assert [c.p_holm for c in table.claims] == pytest.approx(holm([c.comparison.delta.p_value for c in table.claims]))
     assert "Holm-adjusted p=" in got[("C ≥ B", "randomlabel")].line()
-    lines = tables.verdicts(table)
+    lines = summary.verdicts(table)
     assert lines[0].startswith("claim B > A: supported (significantly better) — b · label_setting=onelabel vs a")
     assert (tmp_path / "c" / "summary.md").exists() is False
-    text = tables.write_summary(tmp_path / "c").read_text()
+    text = summary.write_summary(tmp_path / "c").read_text()
     assert "**claim C ≥ B: contradicted (significantly worse)" in text
 
 
@@ -289,7 +289,7 @@ def test_a_claim_on_a_task_is_judged_on_that_tasks_change(tmp_path):
     assert depth.estimate.mean == pytest.approx(0.0) and depth.verdict.startswith("not shown")
     assert "semantic change +10.0 %" in semantic.line() and "Δ_MTL" not in semantic.line()
     assert any(n.startswith("claim B > A on edge: on='edge' is not a task") for n in table.notes)
-    text = tables.write_summary(tmp_path / "c").read_text()
+    text = summary.write_summary(tmp_path / "c").read_text()
     assert "**claim B > A on depth: not shown (interval includes 0) — b · label_setting=onelabel vs a · " \
            "label_setting=onelabel: depth change +0.0 %" in text
 
@@ -397,42 +397,42 @@ def test_sweep_figures_tool_writes_the_readme_copy_and_checks_names_first(tmp_pa
 def test_report_sweep_dir_refuses_in_one_line_what_is_no_sweep(tmp_path, monkeypatch):
     """A mistyped path used to render an empty report (exit 0), a number a pathlib TypeError not naming sweep_dir."""
     with pytest.raises(ValueError) as e:
-        tables.report_sweep_dir(str(tmp_path / "nonexistent"))
+        summary.report_sweep_dir(str(tmp_path / "nonexistent"))
     assert str(e.value) == (f"sweep_dir={str(tmp_path / 'nonexistent')!r}: no such sweep folder (`mtlwb sweep "
                             "sweeps/<name>.yaml` writes reports/sweeps/<name>/)")
     with pytest.raises(TypeError, match=r"^sweep_dir=5 \(int\): expected the path of a sweep folder as text, "
                                         r"e\.g\. -p sweep_dir reports/sweeps/quick$"):
-        tables.report_sweep_dir(5)
+        summary.report_sweep_dir(5)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="'.*empty': not a sweep folder \\(no state.json"):
-        tables.report_sweep_dir(tmp_path / "empty")
+        summary.report_sweep_dir(tmp_path / "empty")
     queued = tmp_path / "queued"
     queued.mkdir()
     (queued / "state.json").write_text(json.dumps({"name": "q", "runs": {
         "a": {"params": {}, "status": "queued"}, "b": {"params": {}, "status": "pending"}}}))
     with pytest.raises(ValueError, match=r"no finished runs to report \(2 run\(s\), status pending, queued\)"):
-        tables.report_sweep_dir(str(queued))
+        summary.report_sweep_dir(str(queued))
     with pytest.raises(ValueError, match="no such sweep folder"):       # refused before a kernel starts
         render_report(tmp_path / "nonexistent")
     assert not (tmp_path / "nonexistent").exists()
     sweep = _write_sweep(tmp_path / "hand")                             # completed and failed runs: a report
-    assert tables.report_sweep_dir(str(sweep)) == sweep
+    assert summary.report_sweep_dir(str(sweep)) == sweep
     # the default (None): make run's sweep if it has a finished run, else nothing to show (fresh clone, nbval)
     monkeypatch.chdir(tmp_path)
-    assert tables.report_sweep_dir(None) is None
+    assert summary.report_sweep_dir(None) is None
     _write_sweep(tmp_path / "reports" / "sweeps" / "quick")
-    assert tables.report_sweep_dir(None) == Path("reports/sweeps/quick")
+    assert summary.report_sweep_dir(None) == Path("reports/sweeps/quick")
 
 
 def test_report_header_names_this_sweep_and_its_command(tmp_path, monkeypatch):
     sweep = _write_sweep(tmp_path / "reports" / "sweeps" / "hand")
     table = tables.load_table(sweep)
     monkeypatch.chdir(tmp_path)
-    header = tables.report_header(table, sweep.resolve())
+    header = summary.report_header(table, sweep.resolve())
     assert "**Sweep `hand`**: 7 run(s) (6 completed, 1 failed); baseline **method=supervised**" in header
     assert header.endswith("`papermill notebooks/ablation_report.ipynb out.ipynb -p sweep_dir reports/sweeps/hand`")
     assert "quick" not in header
-    assert tables.report_header(table, sweep, "last").endswith("-p sweep_dir reports/sweeps/hand -p select last`")
+    assert summary.report_header(table, sweep, "last").endswith("-p sweep_dir reports/sweeps/hand -p select last`")
 
 
 @pytest.mark.slow

@@ -256,11 +256,12 @@ def _diagnostics_sweep(root):
 
 
 def test_sweep_tables_carry_the_diagnostics_of_the_selected_epoch(tmp_path):
+    from mtlwb.analysis import summary
     from mtlwb.analysis import tables as aggregate
 
     sweep = _diagnostics_sweep(tmp_path / "d")
     table = aggregate.load_table(sweep)
-    diag = aggregate.diagnostics_table(table).set_index(["group", "task"])
+    diag = summary.diagnostics_table(table).set_index(["group", "task"])
     jtr = diag.loc[("jtr", "normal")]
     half = 4.302653 * 0.1 / 3 ** 0.5                          # t_{0.975, 2} · sd / √n over the 3 seeds
     assert jtr["prediction cos"] == f"+0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}]"      # epoch 2, not epoch 1
@@ -269,9 +270,9 @@ def test_sweep_tables_carry_the_diagnostics_of_the_selected_epoch(tmp_path):
     assert diag.loc[("tpkr", "normal"), "prediction cos"] == "n/a"            # its terms read no prediction
     assert diag.loc[("tpkr", "normal"), "backbone cos"].startswith("+0.200 [+0.200, +0.200]")
     assert diag.loc[("supervised", "depth"), "backbone cos"] == "n/a"          # no auxiliary term
-    assert diag.loc[("supervised", aggregate.BACKBONE_ROW), "yardstick: labelled cos"] == "-0.5"
-    assert diag.loc[("jtr", aggregate.BACKBONE_ROW), "backbone cos"].startswith("+0.100 [")
-    md = aggregate.write_summary(sweep).read_text()
+    assert diag.loc[("supervised", summary.BACKBONE_ROW), "yardstick: labelled cos"] == "-0.5"
+    assert diag.loc[("jtr", summary.BACKBONE_ROW), "backbone cos"].startswith("+0.100 [")
+    md = summary.write_summary(sweep).read_text()
     assert "## Does the cross-task signal point where the hidden labels would?" in md and "+0.200 [" in md
 
     # the epoch best on validation is the epoch whose diagnostics count
@@ -279,11 +280,12 @@ def test_sweep_tables_carry_the_diagnostics_of_the_selected_epoch(tmp_path):
         record = json.loads(path.read_text())
         record["best_val"] = {"epoch": 1, "test": record["final"]}
         path.write_text(json.dumps(record))
-    best = aggregate.diagnostics_table(aggregate.load_table(sweep)).set_index(["group", "task"])
+    best = summary.diagnostics_table(aggregate.load_table(sweep)).set_index(["group", "task"])
     assert best.loc[("jtr", "normal"), "prediction cos"].startswith("-1.000 [-1.000, -1.000]")
 
 
 def test_sweep_without_diagnostics_has_no_diagnostics_table(tmp_path):
+    from mtlwb.analysis import summary
     from mtlwb.analysis import tables as aggregate
 
     sweep = _diagnostics_sweep(tmp_path / "d")
@@ -292,8 +294,8 @@ def test_sweep_without_diagnostics_has_no_diagnostics_table(tmp_path):
         record["history"] = [{k: v for k, v in h.items() if k != "diagnostics"} for h in record["history"]]
         path.write_text(json.dumps(record))
     table = aggregate.load_table(sweep)
-    assert aggregate.diagnostics_table(table).empty and aggregate.diagnostics_curves(sweep, table).empty
-    assert "hidden labels would" not in aggregate.write_summary(sweep).read_text()
+    assert summary.diagnostics_table(table).empty and aggregate.diagnostics_curves(sweep, table).empty
+    assert "hidden labels would" not in summary.write_summary(sweep).read_text()
 
 
 def test_alignment_figure_has_one_mean_line_per_group_over_epochs(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mtlwb.analysis import tables
+from mtlwb.analysis import summary, tables
 from mtlwb.config import ExperimentConfig
 
 TASKS = [{"name": "depth", "kind": "depth", "channels": 1, "primary_metric": "abs_err", "lower_is_better": True}]
@@ -28,7 +28,7 @@ def _sweep(root: Path, splits: list[dict]) -> Path:
 
 
 def _same_line(table: tables.SweepTable) -> str:
-    return next(line for line in tables.describe(table) if line.startswith("same for every group: "))
+    return next(line for line in summary.describe(table) if line.startswith("same for every group: "))
 
 
 def test_same_for_every_group_lists_the_effective_values_from_the_records(tmp_path):
@@ -47,8 +47,8 @@ def test_a_label_split_fallback_is_a_line_of_the_summary(tmp_path):
     sweep = _sweep(tmp_path / "s", [GENERATED, GENERATED, fallback, fallback])
     table = tables.load_table(sweep)
     assert "label_split" in table.varying                    # runs on different splits are not averaged together
-    notes = tables.describe(table)
+    notes = summary.describe(table)
     assert "LABEL SPLIT FALLBACK in 2 run(s) (r2, r3): the published split file was missing, a generated split " \
            "was used (not the papers')" in notes
-    md = tables.write_summary(sweep).read_text()
+    md = summary.write_summary(sweep).read_text()
     assert "LABEL SPLIT FALLBACK in 2 run(s)" in md and "generated onelabel (mask_seed=0) FALLBACK" in md

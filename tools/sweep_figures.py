@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 from mtlwb.analysis.stats import DELTA
-from mtlwb.analysis.tables import learning_curves, load_table, write_summary
+from mtlwb.analysis.summary import write_summary
+from mtlwb.analysis.tables import learning_curves, load_table
 from mtlwb.figures.change import change_chart
 from mtlwb.figures.export import write_png
 from mtlwb.figures.sweep_curves import sweep_learning_curves

@@ -1,14 +1,16 @@
 """A sweep's report: the ablation report notebook executed on the sweep folder and exported to ``summary.html``.
 
 Here rather than in ``mtlwb.analysis``, because it runs a notebook (``sweeps.notebooks``); the tables, the header
-and the check of the folder it shows are the analysis layer's.
+and the check of the folder it shows are the analysis layer's (``analysis.tables``, ``analysis.summary``); its
+charts, the figures layer's (the notebook calls ``mtlwb.figures``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..analysis.tables import SELECTIONS, report_sweep_dir
+from ..analysis.summary import report_sweep_dir
+from ..analysis.tables import SELECTIONS
 from ..experiment.files import REPORT_NOTEBOOK as REPORT_OUTPUT
 from ..experiment.files import SUMMARY_HTML
 from .notebooks import execute, export_html

@@ -141,7 +141,7 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
     result = SweepResult(spec.name, sweep_dir, completed, skipped, failed, time.time() - started, stale=stale,
                          fallbacks=label_split_fallbacks(sweep_dir, [r.run_id for r in runs]))
     if summarize:
-        from ..analysis.tables import write_summary
+        from ..analysis.summary import write_summary
 
         result.summary = write_summary(sweep_dir)
     return result
