@@ -41,6 +41,7 @@ POLL_S = 0.2                # how often the sweep looks at its runs and at Ctrl-
 
 
 def default_workers() -> int:
+    """Runs at a time on this machine when none is asked: one per two cores (see "Default parallelism")."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
