@@ -225,7 +225,7 @@ def _fake_run_local(jobs, workers, record, bar):
 def test_a_finished_sweep_prints_its_verdicts_and_main_table(tmp_path, capsys, monkeypatch):
     import mtlwb.sweeps.run as sweep_module
 
-    monkeypatch.setattr(sweep_module, "_run_local", _fake_run_local)
+    monkeypatch.setattr(sweep_module, "run_local", _fake_run_local)
     spec = {"name": "printed", "notebook": str(TRAIN_NB), "baseline": {"method": "supervised"},
             "fixed": {"train_samples": 16, "epochs": 1}, "grid": {"method": ["supervised", "tpkr"], "seed": [0, 1, 2]},
             "claims": [{"name": "TPKR > supervised", "group": {"method": "tpkr"}, "vs": {"method": "supervised"}}]}
@@ -251,7 +251,7 @@ def _unstarted_run_local(jobs, workers, record, bar):
 def test_a_sweep_with_no_finished_run_says_the_report_is_not_rendered(tmp_path, capsys, monkeypatch):
     import mtlwb.sweeps.run as sweep_module
 
-    monkeypatch.setattr(sweep_module, "_run_local", _unstarted_run_local)
+    monkeypatch.setattr(sweep_module, "run_local", _unstarted_run_local)
     spec = {"name": "failing", "notebook": str(TRAIN_NB), "baseline": {"method": "supervised"},
             "fixed": {"train_samples": 16, "epochs": 1}, "grid": {"method": ["supervised"], "seed": [0]}}
     path = tmp_path / "failing.yaml"

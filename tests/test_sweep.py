@@ -19,7 +19,7 @@ from mtlwb.sweeps.planning import plan_runs
 from mtlwb.sweeps.run import SweepResult, run_sweep
 from mtlwb.sweeps.run_ids import params_run_id, run_id
 from mtlwb.sweeps.spec import load_spec
-from mtlwb.sweeps.state import SweepInUseError, SweepState, _exclusive, sweep_runs
+from mtlwb.sweeps.state import SweepInUseError, SweepState, exclusive_lock, sweep_runs
 from tests.helpers.fixtures_real import write_nyuv2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def test_reuse_from_copies_only_finished_runs_of_the_same_config_from_the_other_
             jobs_seen.append(rid)
             record(rid, {"status": "completed", "error": None, "notebook": None, "seconds": 0.0})
 
-    monkeypatch.setattr(sweep_module, "_run_local", fake_run_local)
+    monkeypatch.setattr(sweep_module, "run_local", fake_run_local)
     result = run_sweep(_spec(fixed=fixed, grid={"method": ["supervised", "tpkr"]}, reuse_from=["other"]),
                        root=tmp_path, summarize=False)
     assert jobs_seen == [own.run_id]                                # the shared run is not trained again
@@ -280,7 +280,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
 
 def test_second_client_on_the_same_sweep_is_refused(tmp_path):
     (tmp_path / "t").mkdir()
-    fd = _exclusive(tmp_path / "t" / ".sweep.lock")
+    fd = exclusive_lock(tmp_path / "t" / ".sweep.lock")
     try:
         with pytest.raises(SweepInUseError, match="in use"):
             run_sweep(_spec(), root=tmp_path)
@@ -422,7 +422,7 @@ def test_the_sweep_runs_a_snapshot_of_its_notebook_and_passes_its_code_fingerpri
             seen.append((Path(args[0]), kw["code"]))
             record(rid, {"status": "completed", "error": None, "notebook": None, "seconds": 0.0})
 
-    monkeypatch.setattr(sweep_module, "_run_local", fake_run_local)
+    monkeypatch.setattr(sweep_module, "run_local", fake_run_local)
     run_sweep(_spec(notebook=str(notebook)), root=tmp_path, summarize=False)
     assert len(seen) == 2
     for path, code in seen:
@@ -442,7 +442,7 @@ def test_runs_handed_to_the_workers_are_queued_until_they_finish(tmp_path, monke
         seen.extend(state["runs"][rid]["status"] for rid, _, _ in jobs)
         record(jobs[0][0], {"status": "completed", "error": None, "notebook": None, "seconds": 0.0})
 
-    monkeypatch.setattr(sweep_module, "_run_local", fake_run_local)
+    monkeypatch.setattr(sweep_module, "run_local", fake_run_local)
     run_sweep(_spec(), root=tmp_path, summarize=False)
     assert seen == ["queued", "queued"]
     runs = json.loads((tmp_path / "t" / "state.json").read_text())["runs"]

@@ -17,7 +17,7 @@ client process keeps the state file as futures complete; on Ctrl-C it sets a das
 task's run executes in a RunProcess of its own, which it stops). On several nodes, start ``dask scheduler`` on one
 node and ``dask worker tcp://host:8786 --nworkers K --nthreads 1`` on the others, with the repository (``data/``,
 ``reports/``, ``notebooks/``) on a shared filesystem mounted at the same path everywhere, and mtlwb installed in each
-worker's environment. See docs/sweeps.md.
+worker's environment. See the documentation's Sweeps page, "On a dask cluster".
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .worker import INTERRUPTED_ERROR, STOP_GRACE_S, RunProcess, _error_text
+from .worker import INTERRUPTED_ERROR, STOP_GRACE_S, RunProcess, error_text
 
 # Ctrl-C reaches every process of the terminal's process group. The runs therefore execute in processes of their own
 # session (``RunProcess``), which the terminal's signal does not reach; the sweep's process alone decides: it stops
@@ -92,7 +92,7 @@ def _tick(bar: tqdm, failed: int) -> None:
     bar.set_postfix(failed=failed)
 
 
-def _run_local(jobs: list[tuple[str, tuple, dict]], workers: int, record: Callable[[str, dict], None],
+def run_local(jobs: list[tuple[str, tuple, dict]], workers: int, record: Callable[[str, dict], None],
                bar: tqdm) -> None:
     """Run ``jobs`` on at most ``workers`` RunProcesses, handing a run to a process only when it is idle.
 
@@ -180,7 +180,7 @@ def _wait_readable(proc: RunProcess, timeout: float) -> bool:
     return bool(select.select([proc], [], [], timeout)[0])
 
 
-def _run_dask(jobs: list[tuple[str, tuple, dict]], scheduler: str, record: Callable[[str, dict], None],
+def run_dask(jobs: list[tuple[str, tuple, dict]], scheduler: str, record: Callable[[str, dict], None],
               bar: tqdm) -> None:
     """Submit every job to the dask scheduler; Ctrl-C sets the sweep's stop Event, waits for the tasks to come back
     (runs in flight stopped, waiting ones not started) and raises KeyboardInterrupt."""
@@ -223,7 +223,7 @@ def _future_result(fut: Any) -> dict[str, Any]:
     try:
         return fut.result()
     except Exception as e:  # noqa: BLE001  (worker lost, or the task could not be deserialised)
-        return {"status": "failed", "error": _error_text(e), "notebook": None, "seconds": None}
+        return {"status": "failed", "error": error_text(e), "notebook": None, "seconds": None}
 
 
-__all__ = ["POLL_S", "default_workers"]
+__all__ = ["POLL_S", "default_workers", "run_dask", "run_local"]

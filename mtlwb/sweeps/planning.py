@@ -17,12 +17,12 @@ from typing import Any
 from ..core.io import move_aside, read_json
 from ..experiment.files import CHECKPOINT, METRICS, RUN_NOTEBOOK, STATE
 from ..experiment.record import read_record
-from .run_ids import _canon, _describe, _differences_text, config_differences
+from .run_ids import canonical, config_differences, describe_params, differences_text
 from .spec import RunSpec, SweepSpec
 from .state import DEFAULT_ROOT, SweepState
 
 
-def _expected_config(run: RunSpec) -> dict[str, Any] | None:
+def expected_config(run: RunSpec) -> dict[str, Any] | None:
     """The full effective config of a training run (every field, defaults included); None for other notebooks."""
     from ..config import ExperimentConfig
 
@@ -41,22 +41,22 @@ def plan_runs(state: SweepState, runs: list[RunSpec], sweep_dir: Path) -> tuple[
     notebook that overrode a value) is moved aside to ``<run_id>.stale-<n>`` and re-run.
     """
     todo, notes = [], []
-    by_params = {_canon(r.params): r for r in runs}
+    by_params = {canonical(r.params): r for r in runs}
     current = {r.run_id for r in runs}
     for old_id, entry in state.previous.items():
-        run = by_params.get(_canon(entry.get("params")))
+        run = by_params.get(canonical(entry.get("params")))
         if old_id in current or run is None or entry.get("status") != "completed":
             continue
         old_dir, new_dir = sweep_dir / old_id, sweep_dir / run.run_id
         recorded = state.recorded_config(old_dir)
-        wanted = _expected_config(run)
+        wanted = expected_config(run)
         if recorded is None or wanted is None or not (old_dir / RUN_NOTEBOOK).is_file():
             continue
         diff = config_differences(recorded, wanted)
         if diff or new_dir.exists() or state.data["runs"][run.run_id]["status"] == "completed":
             if diff:
                 notes.append(f"NOT REUSED {old_id}: completed, but with another effective config "
-                             f"({_differences_text(diff)}); re-running as {run.run_id}")
+                             f"({differences_text(diff)}); re-running as {run.run_id}")
             continue
         old_dir.rename(new_dir)
         state.update(run.run_id, **{k: entry.get(k) for k in ("status", "error", "seconds", "finished")},
@@ -67,14 +67,14 @@ def plan_runs(state: SweepState, runs: list[RunSpec], sweep_dir: Path) -> tuple[
         if not state.is_done(run.run_id, run_dir):
             todo.append(run)
             continue
-        recorded, wanted = state.recorded_config(run_dir), _expected_config(run)
+        recorded, wanted = state.recorded_config(run_dir), expected_config(run)
         if wanted is None or recorded is None:
             continue
         diff = config_differences(recorded, wanted)
         if diff:
             aside = move_aside(run_dir)
             notes.append(f"NOT REUSED {run.run_id}: its record holds another effective config "
-                         f"({_differences_text(diff)}); moved to {aside.name}, re-running")
+                         f"({differences_text(diff)}); moved to {aside.name}, re-running")
             todo.append(run)
     return todo, notes
 
@@ -90,7 +90,7 @@ def reuse_runs(state: SweepState, todo: list[RunSpec], sweep_dir: Path,
 
     left, notes = [], []
     for run in todo:
-        wanted = _expected_config(run)
+        wanted = expected_config(run)
         source = None if wanted is None else next(
             (d / run.run_id for d in others if _finished_with(d / run.run_id, wanted)), None)
         if source is None:
@@ -125,7 +125,7 @@ def planned_status(run: RunSpec, sweep_dir: Path, previous: dict[str, dict], oth
     record of another effective config) or ``run``. (A run recorded under an earlier id scheme, which the sweep
     adopts when its config is the same, shows as ``run``.)"""
     run_dir = sweep_dir / run.run_id
-    wanted = _expected_config(run)
+    wanted = expected_config(run)
     entry = previous.get(run.run_id, {})
     if entry.get("status") == "completed" and (run_dir / RUN_NOTEBOOK).is_file():
         record = read_record(run_dir) if (run_dir / METRICS).is_file() else None
@@ -156,9 +156,10 @@ def plan_text(spec: SweepSpec, root: str | Path = DEFAULT_ROOT) -> str:
              "dry run: nothing was run"]
     width = max(len(run.run_id) for run in runs)
     for run, status in plans:
-        varying = {k: v for k, v in run.params.items() if k not in spec.fixed or _canon(spec.fixed[k]) != _canon(v)}
-        lines.append(f"  {run.run_id:<{width}}  {status:<14}  {_describe(varying)}")
+        varying = {k: v for k, v in run.params.items()
+                   if k not in spec.fixed or canonical(spec.fixed[k]) != canonical(v)}
+        lines.append(f"  {run.run_id:<{width}}  {status:<14}  {describe_params(varying)}")
     return "\n".join(lines)
 
 
-__all__ = ["plan_runs", "plan_text", "planned_status", "reuse_runs"]
+__all__ = ["expected_config", "plan_runs", "plan_text", "planned_status", "reuse_runs"]

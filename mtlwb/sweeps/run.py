@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 
 from ..experiment.files import METRICS, SWEEP_LOCK
 from ..experiment.record import read_record
-from .executors import _run_dask, _run_local, default_workers
-from .planning import _expected_config, plan_runs, reuse_runs
+from .executors import default_workers, run_dask, run_local
+from .planning import expected_config, plan_runs, reuse_runs
 from .spec import RunSpec, SweepSpec, load_spec
-from .state import DEFAULT_ROOT, SweepState, _exclusive, _now
+from .state import DEFAULT_ROOT, SweepState, exclusive_lock, timestamp
 from .worker import INTERRUPTED_ERROR, code_fingerprint, snapshot_notebook
 
 
@@ -88,7 +88,7 @@ def run_sweep(spec_or_path: str | Path | dict | SweepSpec, workers: int | None =
     runs = spec.runs()
     sweep_dir = (Path(root) / spec.name).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    guard = _exclusive(sweep_dir / SWEEP_LOCK)  # one client per sweep folder, or state.json gets two writers
+    guard = exclusive_lock(sweep_dir / SWEEP_LOCK)  # one client per sweep folder, or state.json gets two writers
     try:
         return _run(spec, runs, sweep_dir, workers, scheduler, override, summarize)
     finally:
@@ -116,7 +116,7 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
         if result["status"] in ("running", "pending"):   # handed to a process; or not started after all (Ctrl-C)
             state.update(rid, status=result["status"])
             return
-        state.update(rid, **result, finished=_now())
+        state.update(rid, **result, finished=timestamp())
         if result["status"] == "completed":
             completed.append(rid)
         elif result["status"] == "interrupted":
@@ -125,15 +125,15 @@ def _run(spec: SweepSpec, runs: list[RunSpec], sweep_dir: Path, workers: int | N
             failed[rid] = {"error": result["error"], "notebook": result["notebook"]}
 
     jobs = [(r.run_id, (notebook, str(sweep_dir / r.run_id), {**r.effective, **override}, str(cwd)),
-             {"expected_config": _expected_config(r), "code": code}) for r in todo]
+             {"expected_config": expected_config(r), "code": code}) for r in todo]
     for rid, _, _ in jobs:   # to be run: "running" once a run process has it (dask: "queued" until it ends)
         state.update(rid, status="queued", error=None)
     bar = tqdm(total=len(runs), initial=len(skipped), desc=f"sweep {spec.name}", unit="run")
     try:
         if scheduler:
-            _run_dask(jobs, scheduler, record, bar)
+            run_dask(jobs, scheduler, record, bar)
         else:
-            _run_local(jobs, workers or default_workers(), record, bar)
+            run_local(jobs, workers or default_workers(), record, bar)
     except KeyboardInterrupt:
         raise _interrupt(spec, sweep_dir, state, [rid for rid, _, _ in jobs], interrupted) from None
     finally:
@@ -154,7 +154,7 @@ def _interrupt(spec: SweepSpec, sweep_dir: Path, state: SweepState, job_ids: lis
     for rid in job_ids:
         status = state.data["runs"][rid]["status"]
         if status == "running":
-            state.update(rid, status="interrupted", error=INTERRUPTED_ERROR, finished=_now())
+            state.update(rid, status="interrupted", error=INTERRUPTED_ERROR, finished=timestamp())
             interrupted.append(rid)
         elif status == "queued":
             state.update(rid, status="pending")

@@ -24,7 +24,8 @@ SET_BY_SWEEP = ("run_dir", "progress")          # the sweep owns these; a spec m
 PREFIX_KEYS = ("method", "label_setting", "seed")
 
 
-def _canon(value: Any) -> str:
+def canonical(value: Any) -> str:
+    """A parameter value as JSON with sorted keys: how two values are compared (equal values, equal text)."""
     return json.dumps(value, sort_keys=True)
 
 
@@ -32,14 +33,15 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _describe(params: dict[str, Any]) -> str:
+def describe_params(params: dict[str, Any]) -> str:
+    """``key=value, ...`` of a run's parameters, for messages and the dry run."""
     return ", ".join(f"{k}={_short(v)}" for k, v in params.items())
 
 
 def effective_params(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every config field with the value a run of the training notebook uses: ``params``' value, else the
     ``ExperimentConfig`` default, never the notebook's stored (tiny) default; ``method_options`` fully resolved.
-    The training notebook takes every config field as a parameter (``_check_training_notebook``), so no field is
+    The training notebook takes every config field as a parameter (``spec._check_training_notebook``), so no field is
     left out; its own parameters (``TRAIN_NOTEBOOK_ONLY``) keep the notebook's defaults (train, never reuse).
 
     ValueError names the run's parameters and the config field that is wrong.
@@ -49,7 +51,7 @@ def effective_params(params: dict[str, Any], defaults: dict[str, Any] | None = N
     try:
         config = ExperimentConfig(**{**params, "run_dir": "", "progress": False}).to_dict()
     except (ValueError, TypeError) as e:
-        raise ValueError(f"sweep run ({_describe(params)}): {e}") from None
+        raise ValueError(f"sweep run ({describe_params(params)}): {e}") from None
     return {k: v for k, v in config.items() if k not in SET_BY_SWEEP}
 
 
@@ -67,7 +69,8 @@ def config_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict
     return identity.differences(recorded, wanted)
 
 
-def _differences_text(diff: dict[str, tuple[Any, Any]]) -> str:
+def differences_text(diff: dict[str, tuple[Any, Any]]) -> str:
+    """``field: recorded -> wanted, ...`` of ``config_differences``, for messages."""
     return ", ".join(f"{k}: {_short(old)} -> {_short(new)}" for k, (old, new) in diff.items())
 
 
@@ -78,7 +81,7 @@ def params_run_id(params: dict[str, Any]) -> str:
     taken from the effective config (so that runs recorded under it are recognised, never reused silently).
     """
     ident = {k: v for k, v in params.items() if k not in identity.EXECUTION_ONLY}
-    digest = hashlib.sha1(_canon(ident).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(canonical(ident).encode()).hexdigest()[:10]
     parts = []
     for key in PREFIX_KEYS:
         if key in params:
@@ -87,4 +90,5 @@ def params_run_id(params: dict[str, Any]) -> str:
     return "-".join([*parts, digest])
 
 
-__all__ = ["SET_BY_SWEEP", "config_differences", "effective_params", "params_run_id", "run_id"]
+__all__ = ["PREFIX_KEYS", "SET_BY_SWEEP", "canonical", "config_differences", "describe_params", "differences_text",
+           "effective_params", "params_run_id", "run_id"]

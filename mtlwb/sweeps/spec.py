@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .run_ids import SET_BY_SWEEP, _canon, effective_params, params_run_id, run_id
+from .run_ids import SET_BY_SWEEP, canonical, effective_params, params_run_id, run_id
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 SPEC_KEYS = ("name", "description", "notebook", "baseline", "fixed", "grid", "include", "reuse_from", "claims")
@@ -89,7 +89,7 @@ class SweepSpec:
         return list(out.values())
 
     def is_baseline(self, params: dict[str, Any]) -> bool:
-        return bool(self.baseline) and all(_canon(params.get(k)) == _canon(v) for k, v in self.baseline.items())
+        return bool(self.baseline) and all(canonical(params.get(k)) == canonical(v) for k, v in self.baseline.items())
 
 
 def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
@@ -223,7 +223,7 @@ def _selects(run: RunSpec, selector: dict[str, Any]) -> bool:
                 wanted = options_dict(parse_options(METHODS[values["method"]], wanted))
             except (KeyError, TypeError, ValueError):   # options of another method: not this run
                 return False
-        if _canon(values.get(key)) != _canon(wanted):
+        if canonical(values.get(key)) != canonical(wanted):
             return False
     return True
 
@@ -249,4 +249,4 @@ def _check_training_notebook(notebook: str, defaults: dict[str, Any]) -> None:
                          f"parameter; its parameters cell lacks {missing}")
 
 
-__all__ = ["DEFAULT_NOTEBOOK", "RunSpec", "SweepSpec", "load_spec", "validate"]
+__all__ = ["DEFAULT_NOTEBOOK", "SPEC_KEYS", "RunSpec", "SweepSpec", "load_spec", "validate"]

@@ -1,7 +1,7 @@
 """A sweep folder's state: ``state.json`` (one entry per run), and the lock that lets one client at a time write it.
 
 Resume: ``state.json`` in the sweep folder (written atomically after every status change, by the one client allowed
-per sweep folder, ``_exclusive``) plus each run's ``metrics.json``. A run is skipped only if both say completed and
+per sweep folder, ``exclusive_lock``) plus each run's ``metrics.json``. A run is skipped only if both say completed and
 the config the record holds is the run's effective config (``planning`` decides that); failed and interrupted runs
 are redone (the trainer resumes an interrupted run from its last epoch checkpoint). Killing the sweep loses only the
 runs in flight.
@@ -23,7 +23,8 @@ from .spec import RunSpec, SweepSpec
 DEFAULT_ROOT = Path("reports/sweeps")
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now in UTC to the second: ``state.json``'s ``updated`` and each run's ``finished``."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -38,7 +39,7 @@ class SweepState:
         self.path = sweep_dir / STATE
         self.previous: dict[str, dict] = read_json(self.path).get("runs", {}) if self.path.is_file() else {}
         self.data = {"name": spec.name, "notebook": spec.notebook, "description": spec.description,
-                     "baseline": spec.baseline, "spec": dataclasses.asdict(spec), "updated": _now(), "runs": {}}
+                     "baseline": spec.baseline, "spec": dataclasses.asdict(spec), "updated": timestamp(), "runs": {}}
         for run in runs:
             entry = {"params": run.params, "effective": run.effective, "status": "pending", "error": None,
                      "notebook": None, "seconds": None, "finished": None}
@@ -62,7 +63,7 @@ class SweepState:
         self.save()
 
     def save(self) -> None:
-        self.data["updated"] = _now()
+        self.data["updated"] = timestamp()
         atomic_write_json(self.path, self.data)
 
 
@@ -70,7 +71,9 @@ class SweepInUseError(RuntimeError):
     """Another process is running the same sweep folder."""
 
 
-def _exclusive(path: Path) -> int:
+def exclusive_lock(path: Path) -> int:
+    """The sweep folder's lock (``path``), held until the returned descriptor is closed; ``SweepInUseError`` when
+    another process holds it, since two clients would both write ``state.json``."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -87,4 +90,4 @@ def sweep_runs(sweep_dir: str | Path) -> dict[str, dict]:
     return read_json(Path(sweep_dir) / STATE)["runs"]
 
 
-__all__ = ["DEFAULT_ROOT", "SweepInUseError", "SweepState", "sweep_runs"]
+__all__ = ["DEFAULT_ROOT", "SweepInUseError", "SweepState", "exclusive_lock", "sweep_runs", "timestamp"]

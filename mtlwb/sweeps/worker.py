@@ -33,7 +33,7 @@ from typing import Any
 from ..core.io import atomic_write_bytes
 from ..experiment.files import KERNEL_LOG, METRICS, RUN_NOTEBOOK
 from ..experiment.record import read_record
-from .run_ids import _differences_text, config_differences
+from .run_ids import config_differences, differences_text
 
 STOP_GRACE_S = 10.0         # after SIGTERM, how long a run process gets before SIGKILL
 INTERRUPTED_ERROR = "interrupted (Ctrl-C); the next run of the sweep resumes it from its last finished epoch"
@@ -125,15 +125,16 @@ def execute_run(notebook: str, run_dir: str, params: dict[str, Any], cwd: str,
                 status, error = "failed", f"metrics.json status={record.get('status')!r}: {record.get('error')}"
             elif diff:
                 status, error = "failed", (f"the notebook ran another config than the sweep gave it "
-                                           f"({_differences_text(diff)})")
+                                           f"({differences_text(diff)})")
     except Exception as e:  # noqa: BLE001  (isolation: every failure becomes a recorded result)
-        status, error = "failed", _error_text(e)
+        status, error = "failed", error_text(e)
     finally:
         lock.release()
     return {"status": status, "error": error, "notebook": str(output), "seconds": round(time.time() - started, 2)}
 
 
-def _error_text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """A failed run's error in one line: the exception raised inside the notebook (papermill's), else type: message."""
     ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
     if ename:  # papermill's PapermillExecutionError: the exception raised inside the notebook
         return f"{ename}: {evalue} (cell {getattr(e, 'exec_count', '?')})"
@@ -268,5 +269,5 @@ def run_worker() -> None:
             results.flush()
 
 
-__all__ = ["INTERRUPTED_ERROR", "KERNEL_LOCK", "STOP_GRACE_S", "RunProcess", "code_fingerprint", "execute_run",
-           "run_worker", "snapshot_notebook"]
+__all__ = ["INTERRUPTED_ERROR", "KERNEL_LOCK", "STOP_GRACE_S", "RunProcess", "code_fingerprint", "error_text",
+           "execute_run", "run_worker", "snapshot_notebook"]
