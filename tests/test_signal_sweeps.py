@@ -12,7 +12,7 @@ import pytest
 from mtlwb.methods import METHODS, options_dict, parse_options
 from mtlwb.methods.jtr import JTROptions
 from mtlwb.methods.mtpsl import MTPSLOptions
-from mtlwb.sweeps.run import load_spec
+from mtlwb.sweeps.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNAL = ("signal_weights", "signal_semantic", "signal_steps")
