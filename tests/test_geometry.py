@@ -96,6 +96,32 @@ def test_oracle_gives_unlabelled_normals_the_depths_normals(tiny_root):
         assert torch.equal(s.val[pos]["normal"], plain.val[pos]["normal"])
 
 
+def test_oracle_normals_are_computed_once_per_image_while_they_fit(tiny_root, monkeypatch):
+    """A second epoch reads the oracle's normals from memory (same values); past ``cache_bytes`` they are
+    recomputed at every load instead of kept."""
+    import mtlwb.data.pseudo_labels as pseudo_labels
+
+    config = ExperimentConfig(data_root=str(tiny_root), tasks=["depth", "normal"], label_setting="ratio:normal=0.25",
+                              val_fraction=0.25, pseudo_labels="normals_from_depth", device="cpu", progress=False)
+    calls = []
+    compute = pseudo_labels.normals_from_depth
+    monkeypatch.setattr(pseudo_labels, "normals_from_depth", lambda *a: calls.append(1) or compute(*a))
+    train_set = build_splits(config.data_request).train
+    first = [train_set[i]["normal"] for i in range(len(train_set))]
+    computed = len(calls)
+    second = [train_set[i]["normal"] for i in range(len(train_set))]
+    assert computed > 0 and len(calls) == computed                       # none recomputed
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    oracle = train_set
+    while not isinstance(oracle, pseudo_labels.NormalsFromDepth):           # the split is a view of it
+        oracle = oracle.dataset
+    oracle._normals.clear()
+    oracle.cache_bytes = oracle._cached_bytes = 0
+    again = [train_set[i]["normal"] for i in range(len(train_set))]
+    assert len(calls) == 2 * computed and not oracle._normals             # over the limit: computed, not kept
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
 def test_oracle_run_records_true_and_pseudo_counts(tiny_root, tmp_path):
     config = ExperimentConfig(data_root=str(tiny_root), tasks=["depth", "normal"], label_setting="ratio:normal=0.25",
                               pseudo_labels="normals_from_depth", epochs=1, batch_size=8, device="cpu",
