@@ -15,7 +15,7 @@ from mtlwb.methods.mtpsl import MTPSLOptions
 from mtlwb.sweeps.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
-SIGNAL = ("signal_weights", "signal_semantic", "signal_steps")
+SIGNAL = ("signal_weights", "signal_semantic", "signal_steps", "signal_steps_lr")
 
 
 def _spec(name: str):
@@ -54,7 +54,7 @@ def test_each_claim_compares_one_arm_with_one_other_on_the_normals(name):
         assert [len(s) for s in sides] == [1, 1], (claim["name"], sides)
         assert sides[0] != sides[1], claim["name"]
     seeds = [r.effective["seed"] for r in runs]
-    assert seeds == sorted(seeds) and set(seeds) == set(range(5 if name == "signal_steps" else 3))   # seed-major
+    assert seeds == sorted(seeds) and set(seeds) == set(range(5 if name.startswith("signal_steps") else 3))
 
 
 @pytest.mark.parametrize("name, control", [("signal_weights", "positive_control"),
@@ -86,9 +86,12 @@ def test_semantic_arms_change_only_the_encoding_or_the_pairs():
     assert jtr == ["hard", "soft"] and sorted(priors, key=str) == [None, {"depth-normal": 1.0}]
 
 
-def test_step_budget_is_eight_times_the_controls_at_the_papers_learning_rate():
-    spec, control = _spec("signal_steps"), _spec("positive_control")
+@pytest.mark.parametrize("name, lr, methods", [("signal_steps", 1e-4, {"supervised", "mtpsl", "jtr"}),
+                                               ("signal_steps_lr", 1e-3, {"supervised", "mtpsl"})])
+def test_step_budget_is_eight_times_the_controls(name, lr, methods):
+    """At the papers' learning rate (1e-4) and at the one every other built-in sweep uses (1e-3, the default)."""
+    spec, control = _spec(name), _spec("positive_control")
     changed = {k for k in spec.fixed.keys() | control.fixed.keys() if spec.fixed.get(k) != control.fixed.get(k)}
-    assert changed == {"batch_size", "lr"} and spec.fixed["lr"] == 1e-4
+    assert changed == {"batch_size", "lr"} and spec.fixed["lr"] == lr
     assert control.fixed["batch_size"] // spec.fixed["batch_size"] == 8
-    assert {r.effective["method"] for r in spec.runs()} == {"supervised", "mtpsl", "jtr"}
+    assert {r.effective["method"] for r in spec.runs()} == methods
