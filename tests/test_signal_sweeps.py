@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mtlwb.methods import METHODS, options_dict, parse_options
 from mtlwb.methods.jtr import JTROptions
 from mtlwb.methods.mtpsl import MTPSLOptions
-from mtlwb.sweeps.spec import load_spec
+from mtlwb.sweeps.spec import _selects, load_spec  # the sweep's own claim selector
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNAL = ("signal_weights", "signal_semantic", "signal_steps", "signal_steps_lr")
@@ -20,22 +19,6 @@ SIGNAL = ("signal_weights", "signal_semantic", "signal_steps", "signal_steps_lr"
 
 def _spec(name: str):
     return load_spec(REPO / "sweeps" / f"{name}.yaml")
-
-
-def _picks(effective: dict, selector: dict) -> bool:
-    """Whether a claim selector picks a run, with method options compared resolved (as the sweep compares them)."""
-    for key, wanted in selector.items():
-        have = effective.get(key)
-        if key == "method_options":
-            method = METHODS[effective["method"]]
-            try:
-                wanted = options_dict(parse_options(method, wanted))
-            except (TypeError, ValueError):
-                return False
-            have = options_dict(parse_options(method, have or {}))
-        if json.dumps(have, sort_keys=True) != json.dumps(wanted, sort_keys=True):
-            return False
-    return True
 
 
 def _arm(effective: dict) -> str:
@@ -50,7 +33,7 @@ def test_each_claim_compares_one_arm_with_one_other_on_the_normals(name):
     runs = spec.runs()
     assert spec.claims and all(c["on"] == "normal" for c in spec.claims)
     for claim in spec.claims:
-        sides = [{_arm(r.effective) for r in runs if _picks(r.effective, claim[side])} for side in ("group", "vs")]
+        sides = [{_arm(r.effective) for r in runs if _selects(r, claim[side])} for side in ("group", "vs")]
         assert [len(s) for s in sides] == [1, 1], (claim["name"], sides)
         assert sides[0] != sides[1], claim["name"]
     seeds = [r.effective["seed"] for r in runs]
